@@ -1,0 +1,474 @@
+"""Wire formats: packets (the unit that travels on data channels) and the .tkc file.
+
+Every byte is documented in docs/bitstream.md. Ids on the wire are the explicit constants below,
+never derived from ordering. Every parse error raises BitstreamError; constructing a value that
+cannot be encoded raises ValueError.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import IntEnum, IntFlag
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, Self, TypeVar
+
+logger = logging.getLogger(__name__)
+
+
+class BitstreamError(ValueError):
+    """Raised for any malformed input: says what was expected and what was found."""
+
+
+class KeyframeCodecId(IntEnum):
+    """Wire id of the image codec a KEYFRAME packet was coded with."""
+
+    WEBP = 1
+    JPEG = 2
+    GC = 3  # learned generative compression (Agustsson et al. 2019)
+
+
+class KeypointModelId(IntEnum):
+    """Wire id of the keypoint parameterisation (detector layout + shipped basis)."""
+
+    MEDIAPIPE_478_V1 = 1
+    FAN_68_V1 = 2
+
+
+class PacketKind(IntEnum):
+    """Wire id of what a packet carries; 3..255 are reserved for later kinds (e.g. control)."""
+
+    KEYFRAME = 1
+    KEYPOINTS = 2
+
+
+class PacketFlags(IntFlag):
+    """Per-packet flag bits; every bit not named here is reserved and must be zero."""
+
+    INTRA = 0x01  # keypoints coded without prediction: a receiver may start decoding here
+
+
+_PACKET_HEADER = struct.Struct("!BBHI")  # kind | flags | seq | pts_ms
+_KEYFRAME_HEADER = struct.Struct("!BBH")  # codec | reference_id | keypoints_len
+_STREAM_HEADER = struct.Struct("!HHIBBHB")  # width | height | fps_milli | codec | model | step | dims
+_TKC_PREAMBLE = struct.Struct("!4sBB")  # magic | version | header_len
+_TKC_RECORD_LENGTH = struct.Struct("!I")
+
+PACKET_HEADER_BYTES = _PACKET_HEADER.size  # 8
+KEYFRAME_PAYLOAD_HEADER_BYTES = _KEYFRAME_HEADER.size  # 4
+STREAM_HEADER_BYTES = _STREAM_HEADER.size  # 13, the v1 size; later revisions may append fields
+TKC_MAGIC = b"TKCF"
+TKC_VERSION = 1
+# Far above any real packet (a keyframe is tens of kB); bounds what a corrupt length can allocate.
+TKC_MAX_RECORD_BYTES = 16 * 1024 * 1024
+
+_KNOWN_FLAG_BITS = int(PacketFlags.INTRA)
+_U8_MAX = 0xFF
+_U16_MAX = 0xFFFF
+_U32_MAX = 0xFFFF_FFFF
+
+_E = TypeVar("_E", bound=IntEnum)
+
+
+def _to_enum(
+    enum_type: type[_E], value: int, what: str, error: type[ValueError] = ValueError
+) -> _E:
+    """`value` as a member of `enum_type`; `error` names the unknown id otherwise."""
+    try:
+        return enum_type(value)
+    except ValueError:
+        raise error(f"unknown {what} {value}") from None
+
+
+def _check_range(name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in {low}..{high}, got {value}")
+
+
+def _parse_flags(value: int) -> PacketFlags:
+    reserved = value & ~_KNOWN_FLAG_BITS
+    if reserved:
+        raise BitstreamError(
+            f"packet flags 0x{value:02x} set reserved bits: expected only bits "
+            f"0x{_KNOWN_FLAG_BITS:02x}, found 0x{reserved:02x}"
+        )
+    return PacketFlags(value)
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One message on a data channel: kind u8 | flags u8 | seq u16 | pts_ms u32 | payload.
+
+    seq counts the packets of a stream modulo 2**16 (65535 is followed by 0); pts_ms is the
+    capture time of the frame in milliseconds modulo 2**32. The payload runs to the end of the
+    message: its length comes from the framing around the packet (a data-channel message or a
+    .tkc record), never from the packet itself. An empty payload is valid.
+    """
+
+    kind: PacketKind
+    seq: int
+    pts_ms: int
+    payload: bytes
+    flags: PacketFlags = PacketFlags(0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", _to_enum(PacketKind, self.kind, "packet kind"))
+        _check_range("seq", self.seq, 0, _U16_MAX)
+        _check_range("pts_ms", self.pts_ms, 0, _U32_MAX)
+        _check_range("flags", int(self.flags), 0, _U8_MAX)
+        reserved = int(self.flags) & ~_KNOWN_FLAG_BITS
+        if reserved:
+            raise ValueError(f"flags must leave reserved bits clear, got 0x{reserved:02x} set")
+        object.__setattr__(self, "flags", PacketFlags(self.flags))
+
+    @property
+    def is_intra(self) -> bool:
+        return PacketFlags.INTRA in self.flags
+
+    def __bytes__(self) -> bytes:
+        header = _PACKET_HEADER.pack(self.kind, self.flags, self.seq, self.pts_ms)
+        return header + self.payload
+
+    @classmethod
+    def parse(cls, data: bytes) -> Packet:
+        """The packet that is the whole of `data`."""
+        if len(data) < PACKET_HEADER_BYTES:
+            raise BitstreamError(
+                f"packet header needs {PACKET_HEADER_BYTES} bytes, got {len(data)}"
+            )
+        kind, flags, seq, pts_ms = _PACKET_HEADER.unpack_from(data)
+        return cls(
+            kind=_to_enum(PacketKind, kind, "packet kind", BitstreamError),
+            seq=seq,
+            pts_ms=pts_ms,
+            payload=bytes(data[PACKET_HEADER_BYTES:]),
+            flags=_parse_flags(flags),
+        )
+
+
+@dataclass(frozen=True)
+class KeyframePayload:
+    """Payload of a KEYFRAME packet: codec u8 | reference_id u8 | keypoints_len u16 |
+    keypoints | image.
+
+    reference_id is the slot of the receiver's reference bank this keyframe fills (0 for the
+    first keyframe of a stream). keypoints are the intra-coded keypoints of this very frame and
+    image the bytes of the image codec named by `codec`; both are opaque at this layer. The
+    image runs to the end of the payload and is never empty.
+    """
+
+    codec: KeyframeCodecId
+    reference_id: int
+    keypoints: bytes
+    image: bytes
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "codec", _to_enum(KeyframeCodecId, self.codec, "keyframe codec id")
+        )
+        _check_range("reference_id", self.reference_id, 0, _U8_MAX)
+        _check_range("len(keypoints)", len(self.keypoints), 0, _U16_MAX)
+        if not self.image:
+            raise ValueError("image must not be empty")
+
+    def __bytes__(self) -> bytes:
+        header = _KEYFRAME_HEADER.pack(self.codec, self.reference_id, len(self.keypoints))
+        return header + self.keypoints + self.image
+
+    @classmethod
+    def parse(cls, data: bytes) -> KeyframePayload:
+        """The keyframe payload that is the whole of `data` (a KEYFRAME packet's payload)."""
+        if len(data) < KEYFRAME_PAYLOAD_HEADER_BYTES:
+            raise BitstreamError(
+                f"keyframe payload header needs {KEYFRAME_PAYLOAD_HEADER_BYTES} bytes, "
+                f"got {len(data)}"
+            )
+        codec, reference_id, keypoints_len = _KEYFRAME_HEADER.unpack_from(data)
+        codec_id = _to_enum(KeyframeCodecId, codec, "keyframe codec id", BitstreamError)
+        body = data[KEYFRAME_PAYLOAD_HEADER_BYTES:]
+        if len(body) < keypoints_len:
+            raise BitstreamError(
+                f"keyframe payload keypoints need {keypoints_len} bytes, got {len(body)}"
+            )
+        image = bytes(body[keypoints_len:])
+        if not image:
+            raise BitstreamError("keyframe payload image needs at least 1 byte, got 0")
+        return cls(codec_id, reference_id, bytes(body[:keypoints_len]), image)
+
+
+@dataclass(frozen=True)
+class StreamHeader:
+    """What a receiver needs before the first packet: width u16 | height u16 | fps_milli u32 |
+    keyframe_codec u8 | keypoint_model u8 | keypoint_step_millipx u16 | expression_dims u8.
+
+    width and height are the decoded frame size in pixels; fps_milli is frames per second
+    times 1000 (25000 for 25 fps); keypoint_step_millipx is the quantisation step of the
+    keypoint coder in 1/1000 pixel at 256x256; expression_dims is how many directions of the
+    keypoint model's expression basis the stream codes (0..255).
+    """
+
+    width: int
+    height: int
+    fps_milli: int
+    keyframe_codec: KeyframeCodecId
+    keypoint_model: KeypointModelId
+    keypoint_step_millipx: int
+    expression_dims: int
+
+    def __post_init__(self) -> None:
+        _check_range("width", self.width, 1, _U16_MAX)
+        _check_range("height", self.height, 1, _U16_MAX)
+        _check_range("fps_milli", self.fps_milli, 1, _U32_MAX)
+        _check_range("keypoint_step_millipx", self.keypoint_step_millipx, 1, _U16_MAX)
+        _check_range("expression_dims", self.expression_dims, 0, 255)
+        codec = _to_enum(KeyframeCodecId, self.keyframe_codec, "keyframe codec id")
+        model = _to_enum(KeypointModelId, self.keypoint_model, "keypoint model id")
+        object.__setattr__(self, "keyframe_codec", codec)
+        object.__setattr__(self, "keypoint_model", model)
+
+    @property
+    def fps(self) -> float:
+        return self.fps_milli / 1000
+
+    def __bytes__(self) -> bytes:
+        return _STREAM_HEADER.pack(
+            self.width,
+            self.height,
+            self.fps_milli,
+            self.keyframe_codec,
+            self.keypoint_model,
+            self.keypoint_step_millipx,
+            self.expression_dims,
+        )
+
+    @classmethod
+    def parse(cls, data: bytes) -> StreamHeader:
+        """The header at the start of `data`; bytes past the v1 fields are later-revision
+        extensions and are ignored."""
+        if len(data) < STREAM_HEADER_BYTES:
+            raise BitstreamError(
+                f"stream header needs {STREAM_HEADER_BYTES} bytes, got {len(data)}"
+            )
+        width, height, fps_milli, codec, model, step, dims = _STREAM_HEADER.unpack_from(data)
+        for name, value in (
+            ("width", width),
+            ("height", height),
+            ("fps_milli", fps_milli),
+            ("keypoint_step_millipx", step),
+        ):
+            if value == 0:
+                raise BitstreamError(f"stream header {name}: expected > 0, found 0")
+        return cls(
+            width=width,
+            height=height,
+            fps_milli=fps_milli,
+            keyframe_codec=_to_enum(KeyframeCodecId, codec, "keyframe codec id", BitstreamError),
+            keypoint_model=_to_enum(KeypointModelId, model, "keypoint model id", BitstreamError),
+            keypoint_step_millipx=step,
+            expression_dims=dims,
+        )
+
+
+def _encode_tkc_preamble(header: StreamHeader) -> bytes:
+    header_bytes = bytes(header)
+    return _TKC_PREAMBLE.pack(TKC_MAGIC, TKC_VERSION, len(header_bytes)) + header_bytes
+
+
+def _check_record_size(packet: Packet) -> None:
+    size = PACKET_HEADER_BYTES + len(packet.payload)
+    if size > TKC_MAX_RECORD_BYTES:
+        raise ValueError(
+            f"packet of {size} bytes does not fit a .tkc record of at most "
+            f"{TKC_MAX_RECORD_BYTES} bytes"
+        )
+
+
+def _encode_tkc_record(packet: Packet) -> bytes:
+    _check_record_size(packet)
+    packet_bytes = bytes(packet)
+    return _TKC_RECORD_LENGTH.pack(len(packet_bytes)) + packet_bytes
+
+
+def _read_up_to(stream: BinaryIO, size: int) -> bytes:
+    """Up to `size` bytes; fewer only at end of stream (streams may return short reads)."""
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = stream.read(size - len(chunks))
+        if not chunk:
+            break
+        chunks += chunk
+    return bytes(chunks)
+
+
+@dataclass(frozen=True)
+class TkcFile:
+    """A whole .tkc file in memory: magic "TKCF" | version u8 | header_len u8 | StreamHeader |
+    records, each record being length u32 | Packet. Use TkcWriter / TkcReader to stream."""
+
+    header: StreamHeader
+    packets: tuple[Packet, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "packets", tuple(self.packets))
+        for packet in self.packets:
+            _check_record_size(packet)
+
+    def __bytes__(self) -> bytes:
+        records = (_encode_tkc_record(packet) for packet in self.packets)
+        return b"".join((_encode_tkc_preamble(self.header), *records))
+
+    @classmethod
+    def parse(cls, data: bytes) -> TkcFile:
+        reader = TkcReader(io.BytesIO(data))
+        return cls(reader.header, tuple(reader))
+
+
+class TkcWriter:
+    """Writes a .tkc stream: the preamble and header at once, then one record per write().
+
+    The caller keeps ownership of `stream` (a buffered binary file object) unless the writer
+    came from TkcWriter.open(); close() then closes the file too.
+    """
+
+    def __init__(self, stream: BinaryIO, header: StreamHeader) -> None:
+        self.header = header
+        self.packets_written = 0
+        self._stream = stream
+        self._owns_stream = False
+        stream.write(_encode_tkc_preamble(header))
+
+    @classmethod
+    def open(cls, path: str | Path, header: StreamHeader) -> TkcWriter:
+        stream = open(path, "wb")  # noqa: SIM115 -- the writer owns it and closes it
+        try:
+            writer = cls(stream, header)
+        except BaseException:
+            stream.close()
+            raise
+        writer._owns_stream = True
+        logger.debug("writing .tkc file %s", path)
+        return writer
+
+    def write(self, packet: Packet) -> None:
+        self._stream.write(_encode_tkc_record(packet))
+        self.packets_written += 1
+
+    def close(self) -> None:
+        self._stream.flush()
+        if self._owns_stream:
+            self._stream.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class TkcReader:
+    """Reads a .tkc stream lazily: the header on construction, then one packet per record.
+
+    Iterating consumes the stream. The caller keeps ownership of `stream` unless the reader
+    came from TkcReader.open(); close() then closes the file too.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._owns_stream = False
+        self.records_read = 0
+        self.header = self._read_header()
+
+    @classmethod
+    def open(cls, path: str | Path) -> TkcReader:
+        stream = open(path, "rb")  # noqa: SIM115 -- the reader owns it and closes it
+        try:
+            reader = cls(stream)
+        except BaseException:
+            stream.close()
+            raise
+        reader._owns_stream = True
+        logger.debug("reading .tkc file %s", path)
+        return reader
+
+    def _read_header(self) -> StreamHeader:
+        preamble = _read_up_to(self._stream, _TKC_PREAMBLE.size)
+        if len(preamble) < _TKC_PREAMBLE.size:
+            raise BitstreamError(
+                f"tkc preamble needs {_TKC_PREAMBLE.size} bytes, got {len(preamble)}"
+            )
+        magic, version, header_len = _TKC_PREAMBLE.unpack(preamble)
+        if magic != TKC_MAGIC:
+            raise BitstreamError(f"not a .tkc file: expected magic {TKC_MAGIC!r}, found {magic!r}")
+        if version != TKC_VERSION:
+            raise BitstreamError(
+                f"unsupported .tkc version: expected {TKC_VERSION}, found {version}"
+            )
+        if header_len < STREAM_HEADER_BYTES:
+            raise BitstreamError(
+                f"tkc header_len too small: expected at least {STREAM_HEADER_BYTES}, "
+                f"found {header_len}"
+            )
+        header_bytes = _read_up_to(self._stream, header_len)
+        if len(header_bytes) < header_len:
+            raise BitstreamError(
+                f"tkc stream header truncated: expected {header_len} bytes, "
+                f"found {len(header_bytes)}"
+            )
+        return StreamHeader.parse(header_bytes)
+
+    def read_packet(self) -> Packet | None:
+        """The next packet, or None at a clean end of stream (between records)."""
+        index = self.records_read
+        length_bytes = _read_up_to(self._stream, _TKC_RECORD_LENGTH.size)
+        if not length_bytes:
+            return None
+        if len(length_bytes) < _TKC_RECORD_LENGTH.size:
+            raise BitstreamError(
+                f"tkc record {index} length needs {_TKC_RECORD_LENGTH.size} bytes, "
+                f"got {len(length_bytes)}"
+            )
+        (length,) = _TKC_RECORD_LENGTH.unpack(length_bytes)
+        if not PACKET_HEADER_BYTES <= length <= TKC_MAX_RECORD_BYTES:
+            raise BitstreamError(
+                f"tkc record {index} length out of range: expected "
+                f"{PACKET_HEADER_BYTES}..{TKC_MAX_RECORD_BYTES}, found {length}"
+            )
+        packet_bytes = _read_up_to(self._stream, length)
+        if len(packet_bytes) < length:
+            raise BitstreamError(
+                f"tkc record {index} truncated: expected {length} bytes, found {len(packet_bytes)}"
+            )
+        try:
+            packet = Packet.parse(packet_bytes)
+        except BitstreamError as exc:
+            raise BitstreamError(f"tkc record {index}: {exc}") from exc
+        self.records_read += 1
+        return packet
+
+    def __iter__(self) -> Iterator[Packet]:
+        while (packet := self.read_packet()) is not None:
+            yield packet
+
+    def close(self) -> None:
+        if self._owns_stream:
+            self._stream.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

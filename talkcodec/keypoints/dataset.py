@@ -1,0 +1,103 @@
+"""Landmark tracks of whole clips, as the sender sees them, cached on disk for fitting models."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from talkcodec.keypoints.detectors import make_detector
+from talkcodec.keypoints.frontend import FaceFrontend
+from talkcodec.video import read_frames
+
+logger = logging.getLogger(__name__)
+
+_CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LandmarkTrack:
+    """Landmarks of one clip at a fixed frame rate, in crop pixels.
+
+    face: (T, N, 3) float32, NaN where no face was found. shoulders: (T, 2, 2) float32.
+    """
+
+    clip: str
+    fps: float
+    size: int
+    face: np.ndarray
+    shoulders: np.ndarray
+
+    @property
+    def found(self) -> np.ndarray:
+        """(T,) bool: frames where a face was found."""
+        return ~np.isnan(self.face[:, 0, 0])
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "talkcodec" / "landmarks"
+
+
+def _cache_path(cache_dir: Path, clip: Path, fps: float, size: int, crop: bool) -> Path:
+    stat = clip.stat()
+    key = f"{clip.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{fps}|{size}|{crop}|{_CACHE_VERSION}"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    return cache_dir / f"{clip.stem}-{digest}.npz"
+
+
+def track_clip(
+    clip: Path, fps: float, size: int, crop: bool = True, max_frames: int | None = None
+) -> LandmarkTrack:
+    """Run the sender's front end over a clip and collect its landmarks."""
+    faces, shoulders = [], []
+    with make_detector("mediapipe") as detector:
+        frontend = FaceFrontend(detector, size, crop=crop)
+        for _, frame in read_frames(clip, fps, max_frames=max_frames):
+            result = frontend.process(frame)
+            if result.landmarks is None:
+                faces.append(np.full((detector.num_face_points, 3), np.nan, np.float32))
+                shoulders.append(np.full((2, 2), np.nan, np.float32))
+            else:
+                faces.append(result.landmarks.face)
+                shoulders.append(result.landmarks.shoulders)
+    return LandmarkTrack(clip.name, fps, size, np.stack(faces), np.stack(shoulders))
+
+
+def load_tracks(
+    clips: Sequence[Path],
+    fps: float = 25.0,
+    size: int = 256,
+    cache_dir: Path | None = None,
+    max_frames: int | None = None,
+) -> list[LandmarkTrack]:
+    """Tracks of many clips, computed once and then read from the cache."""
+    cache_dir = cache_dir or default_cache_dir()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tracks = []
+    for clip in tqdm(clips, desc="landmarks", unit="clip"):
+        path = _cache_path(cache_dir, clip, fps, size, True)
+        if path.exists():
+            with np.load(path) as data:
+                track = LandmarkTrack(clip.name, fps, size, data["face"], data["shoulders"])
+        else:
+            track = track_clip(clip, fps, size)
+            np.savez_compressed(path, face=track.face, shoulders=track.shoulders)
+        if max_frames is not None:
+            track = LandmarkTrack(
+                track.clip, fps, size, track.face[:max_frames], track.shoulders[:max_frames]
+            )
+        tracks.append(track)
+    return tracks
+
+
+def list_clips(folder: Path) -> list[Path]:
+    """Video files in a folder, sorted by name."""
+    suffixes = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)

@@ -1,0 +1,54 @@
+"""Shipped keypoint models by wire id, and where their weights live."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from talkcodec.bitstream import BitstreamError, KeypointModelId
+from talkcodec.keypoints.model import KeypointModel
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+
+KEYPOINT_MODEL_FILES: dict[KeypointModelId, str] = {
+    KeypointModelId.MEDIAPIPE_478_V1: "keypoints-mediapipe478-v1.safetensors",
+    KeypointModelId.FAN_68_V1: "keypoints-fan68-v1.safetensors",
+}
+
+# Which keypoint model codes the landmarks of each detector backend.
+MODEL_FOR_DETECTOR: dict[str, KeypointModelId] = {
+    "mediapipe": KeypointModelId.MEDIAPIPE_478_V1,
+    "face-alignment": KeypointModelId.FAN_68_V1,
+}
+
+# The face-mesh vertex nearest to each of the 68 points of the iBUG/face-alignment layout
+# (jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, outer lips 48-59, inner lips 60-67).
+FAN68_FROM_MEDIAPIPE478: tuple[int, ...] = (
+    162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,
+    71, 63, 105, 66, 107, 336, 296, 334, 293, 301,
+    168, 197, 5, 4, 75, 97, 2, 326, 305,
+    33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,
+    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,
+    78, 82, 13, 312, 308, 317, 14, 87,
+)  # fmt: skip
+
+
+def weights_dir() -> Path:
+    """Where shipped weights are read from: the repository's weights/ folder."""
+    return WEIGHTS_DIR
+
+
+@cache
+def load_keypoint_model(model_id: int) -> KeypointModel:
+    """The shipped model for a wire id; BitstreamError for an unknown id."""
+    try:
+        known = KeypointModelId(model_id)
+    except ValueError:
+        raise BitstreamError(f"unknown keypoint model id {model_id}") from None
+    path = weights_dir() / KEYPOINT_MODEL_FILES[known]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"keypoint model {known.name} needs {path}; "
+            "rebuild it with: python -m talkcodec.keypoints.fit_basis"
+        )
+    return KeypointModel.load(path, known)

@@ -1,0 +1,485 @@
+"""talkcodec.bitstream: exact round trips, golden bytes, exact errors, and fuzzed parsers.
+
+The golden files in tests/golden/ pin the wire format. They are only rewritten when
+TALKCODEC_REGEN_GOLDEN=1 is set:
+
+    TALKCODEC_REGEN_GOLDEN=1 python -m pytest tests/test_bitstream.py -k golden
+
+Regenerating them is a format change: old streams stop parsing the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from talkcodec.bitstream import (
+    KEYFRAME_PAYLOAD_HEADER_BYTES,
+    PACKET_HEADER_BYTES,
+    STREAM_HEADER_BYTES,
+    TKC_MAGIC,
+    TKC_MAX_RECORD_BYTES,
+    TKC_VERSION,
+    BitstreamError,
+    KeyframeCodecId,
+    KeyframePayload,
+    KeypointModelId,
+    Packet,
+    PacketFlags,
+    PacketKind,
+    StreamHeader,
+    TkcFile,
+    TkcReader,
+    TkcWriter,
+)
+
+GOLDEN_DIR = Path(__file__).parent / "golden"
+REGEN_ENV = "TALKCODEC_REGEN_GOLDEN"
+
+# --- strategies for valid values -------------------------------------------------------------
+
+u8 = st.integers(0, 0xFF)
+u16 = st.integers(0, 0xFFFF)
+u32 = st.integers(0, 0xFFFF_FFFF)
+
+packets = st.builds(
+    Packet,
+    kind=st.sampled_from(PacketKind),
+    seq=u16,
+    pts_ms=u32,
+    payload=st.binary(max_size=48),
+    flags=st.sampled_from([PacketFlags(0), PacketFlags.INTRA]),
+)
+keyframe_payloads = st.builds(
+    KeyframePayload,
+    codec=st.sampled_from(KeyframeCodecId),
+    reference_id=u8,
+    keypoints=st.binary(max_size=48),
+    image=st.binary(min_size=1, max_size=48),
+)
+stream_headers = st.builds(
+    StreamHeader,
+    width=st.integers(1, 0xFFFF),
+    height=st.integers(1, 0xFFFF),
+    fps_milli=st.integers(1, 0xFFFF_FFFF),
+    keyframe_codec=st.sampled_from(KeyframeCodecId),
+    keypoint_model=st.sampled_from(KeypointModelId),
+    keypoint_step_millipx=st.integers(1, 0xFFFF),
+    expression_dims=st.integers(0, 255),
+)
+tkc_files = st.builds(
+    TkcFile, header=stream_headers, packets=st.lists(packets, max_size=4).map(tuple)
+)
+
+
+def _read_stream(data: bytes) -> tuple[StreamHeader, list[Packet]]:
+    reader = TkcReader(io.BytesIO(data))
+    return reader.header, list(reader)
+
+
+# --- golden files ----------------------------------------------------------------------------
+
+GOLDEN_HEADER = StreamHeader(
+    width=512,
+    height=512,
+    fps_milli=25000,
+    keyframe_codec=KeyframeCodecId.WEBP,
+    keypoint_model=KeypointModelId.MEDIAPIPE_478_V1,
+    keypoint_step_millipx=250,
+    expression_dims=16,
+)
+GOLDEN_KEYFRAME_PAYLOAD = KeyframePayload(
+    codec=KeyframeCodecId.WEBP,
+    reference_id=0,
+    keypoints=bytes.fromhex("0a0b0c0d0e0f"),
+    image=b"RIFF\x04\x00\x00\x00WEBP",
+)
+GOLDEN_KEYFRAME = Packet(
+    kind=PacketKind.KEYFRAME,
+    seq=0,
+    pts_ms=0,
+    payload=bytes(GOLDEN_KEYFRAME_PAYLOAD),
+    flags=PacketFlags.INTRA,
+)
+GOLDEN_KEYPOINTS = Packet(
+    kind=PacketKind.KEYPOINTS, seq=1, pts_ms=40, payload=bytes.fromhex("c0ffee")
+)
+GOLDEN_TKC = TkcFile(
+    header=GOLDEN_HEADER,
+    packets=(
+        GOLDEN_KEYFRAME,
+        GOLDEN_KEYPOINTS,
+        Packet(kind=PacketKind.KEYPOINTS, seq=2, pts_ms=80, payload=bytes.fromhex("5a")),
+    ),
+)
+GOLDEN_CASES: dict[str, tuple[Packet | TkcFile, Callable[[bytes], object]]] = {
+    "packet_keypoints.bin": (GOLDEN_KEYPOINTS, Packet.parse),
+    "packet_keyframe.bin": (GOLDEN_KEYFRAME, Packet.parse),
+    "tkc_three_packets.bin": (GOLDEN_TKC, TkcFile.parse),
+}
+
+
+def write_golden_files(directory: Path) -> None:
+    """Rewrite every golden file from the values above (a format change: see module doc)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, (value, _) in GOLDEN_CASES.items():
+        (directory / name).write_bytes(bytes(value))
+
+
+@pytest.fixture(scope="module")
+def golden_dir() -> Path:
+    if os.environ.get(REGEN_ENV) == "1":
+        write_golden_files(GOLDEN_DIR)
+    return GOLDEN_DIR
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
+def test_golden_bytes_are_pinned(name: str, golden_dir: Path) -> None:
+    value, parse = GOLDEN_CASES[name]
+    path = golden_dir / name
+    assert path.exists(), f"missing {path}; regenerate with {REGEN_ENV}=1 (a format change)"
+    data = path.read_bytes()
+    assert bytes(value) == data
+    assert parse(data) == value
+
+
+def test_golden_keyframe_payload_parses_from_golden_packet(golden_dir: Path) -> None:
+    packet = Packet.parse((golden_dir / "packet_keyframe.bin").read_bytes())
+    assert KeyframePayload.parse(packet.payload) == GOLDEN_KEYFRAME_PAYLOAD
+
+
+def test_golden_tkc_streams_lazily(golden_dir: Path) -> None:
+    with TkcReader.open(golden_dir / "tkc_three_packets.bin") as reader:
+        assert reader.header == GOLDEN_HEADER
+        assert list(reader) == list(GOLDEN_TKC.packets)
+
+
+# --- field order, spelled out byte by byte ---------------------------------------------------
+
+
+def test_constants() -> None:
+    assert PACKET_HEADER_BYTES == 8
+    assert KEYFRAME_PAYLOAD_HEADER_BYTES == 4
+    assert STREAM_HEADER_BYTES == 13
+    assert TKC_MAGIC == b"TKCF"
+    assert TKC_VERSION == 1
+    assert TKC_MAX_RECORD_BYTES == 16 * 1024 * 1024
+
+
+def test_packet_layout() -> None:
+    packet = Packet(PacketKind.KEYPOINTS, 0x0102, 0x03040506, b"\xaa", PacketFlags.INTRA)
+    assert bytes(packet) == bytes.fromhex("02 01 0102 03040506 aa")
+
+
+def test_keyframe_payload_layout() -> None:
+    payload = KeyframePayload(KeyframeCodecId.JPEG, 3, b"\x11\x22", b"\xff\xd8")
+    assert bytes(payload) == bytes.fromhex("02 03 0002 1122 ffd8")
+
+
+def test_stream_header_layout() -> None:
+    header = StreamHeader(640, 480, 29970, KeyframeCodecId.GC, KeypointModelId.FAN_68_V1, 500, 24)
+    assert bytes(header) == bytes.fromhex("0280 01e0 00007512 03 02 01f4 18")
+    assert header.fps == pytest.approx(29.97)
+
+
+def test_tkc_layout() -> None:
+    header = StreamHeader(1, 2, 3, KeyframeCodecId.WEBP, KeypointModelId.MEDIAPIPE_478_V1, 4, 7)
+    tkc = TkcFile(header, (Packet(PacketKind.KEYPOINTS, 5, 6, b""),))
+    assert bytes(tkc) == bytes.fromhex(
+        "544b4346 01 0d 0001 0002 00000003 01 01 0004 07 00000008 02 00 0005 00000006"
+    )
+
+
+# --- exact round trips -----------------------------------------------------------------------
+
+
+@settings(max_examples=50)
+@given(packets)
+def test_packet_round_trip(packet: Packet) -> None:
+    parsed = Packet.parse(bytes(packet))
+    assert parsed == packet
+    assert type(parsed.kind) is PacketKind
+    assert type(parsed.flags) is PacketFlags
+    assert len(bytes(packet)) == PACKET_HEADER_BYTES + len(packet.payload)
+
+
+@settings(max_examples=50)
+@given(keyframe_payloads)
+def test_keyframe_payload_round_trip(payload: KeyframePayload) -> None:
+    parsed = KeyframePayload.parse(bytes(payload))
+    assert parsed == payload
+    assert type(parsed.codec) is KeyframeCodecId
+
+
+@settings(max_examples=50)
+@given(stream_headers)
+def test_stream_header_round_trip(header: StreamHeader) -> None:
+    parsed = StreamHeader.parse(bytes(header))
+    assert parsed == header
+    assert type(parsed.keyframe_codec) is KeyframeCodecId
+    assert type(parsed.keypoint_model) is KeypointModelId
+
+
+@settings(max_examples=50)
+@given(tkc_files)
+def test_tkc_file_round_trip(tkc: TkcFile) -> None:
+    assert TkcFile.parse(bytes(tkc)) == tkc
+
+
+@settings(max_examples=30)
+@given(tkc_files)
+def test_writer_matches_tkc_file_and_reader_reads_it(tkc: TkcFile) -> None:
+    sink = io.BytesIO()
+    with TkcWriter(sink, tkc.header) as writer:
+        for packet in tkc.packets:
+            writer.write(packet)
+    assert writer.packets_written == len(tkc.packets)
+    assert sink.getvalue() == bytes(tkc)
+    assert _read_stream(sink.getvalue()) == (tkc.header, list(tkc.packets))
+
+
+class _TrickleStream(io.RawIOBase):
+    """A stream that hands out at most 3 bytes per read, as sockets and pipes may."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        chunk = self._data.read(min(3, len(buffer)))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def test_reader_survives_short_reads() -> None:
+    reader = TkcReader(_TrickleStream(bytes(GOLDEN_TKC)))  # type: ignore[arg-type]
+    assert (reader.header, tuple(reader)) == (GOLDEN_TKC.header, GOLDEN_TKC.packets)
+
+
+def test_writer_and_reader_own_files_they_open(tmp_path: Path) -> None:
+    path = tmp_path / "call.tkc"
+    with TkcWriter.open(path, GOLDEN_HEADER) as writer:
+        for packet in GOLDEN_TKC.packets:
+            writer.write(packet)
+    assert path.read_bytes() == bytes(GOLDEN_TKC)
+    with TkcReader.open(path) as reader:
+        assert tuple(reader) == GOLDEN_TKC.packets
+
+
+def test_stream_header_extension_bytes_are_skipped() -> None:
+    # A later revision may append header fields; a v1 reader skips them by header_len.
+    header_bytes = bytes(GOLDEN_HEADER) + b"\x99\x98"
+    data = TKC_MAGIC + bytes([TKC_VERSION, len(header_bytes)]) + header_bytes
+    data += bytes(GOLDEN_TKC)[6 + STREAM_HEADER_BYTES :]
+    assert TkcFile.parse(data) == GOLDEN_TKC
+
+
+# --- exact error messages --------------------------------------------------------------------
+
+_TKC_START = TKC_MAGIC + bytes([TKC_VERSION, STREAM_HEADER_BYTES]) + bytes(GOLDEN_HEADER)
+
+ERROR_CASES: list[tuple[Callable[[bytes], object], bytes, str]] = [
+    (Packet.parse, b"\x02\x00\x00", "packet header needs 8 bytes, got 3"),
+    (Packet.parse, bytes.fromhex("07 00 0000 00000000"), "unknown packet kind 7"),
+    (
+        Packet.parse,
+        bytes.fromhex("02 03 0000 00000000"),
+        "packet flags 0x03 set reserved bits: expected only bits 0x01, found 0x02",
+    ),
+    (KeyframePayload.parse, b"\x01", "keyframe payload header needs 4 bytes, got 1"),
+    (KeyframePayload.parse, bytes.fromhex("09 00 0000 ff"), "unknown keyframe codec id 9"),
+    (
+        KeyframePayload.parse,
+        bytes.fromhex("01 00 0005 0102"),
+        "keyframe payload keypoints need 5 bytes, got 2",
+    ),
+    (
+        KeyframePayload.parse,
+        bytes.fromhex("01 00 0002 0102"),
+        "keyframe payload image needs at least 1 byte, got 0",
+    ),
+    (StreamHeader.parse, bytes(5), "stream header needs 13 bytes, got 5"),
+    (
+        StreamHeader.parse,
+        bytes.fromhex("0200 0000 000061a8 01 01 00fa 10"),
+        "stream header height: expected > 0, found 0",
+    ),
+    (
+        StreamHeader.parse,
+        bytes.fromhex("0200 0200 000061a8 01 07 00fa 10"),
+        "unknown keypoint model id 7",
+    ),
+    (TkcFile.parse, b"TKC", "tkc preamble needs 6 bytes, got 3"),
+    (
+        TkcFile.parse,
+        b"RIFF\x01\x0d" + bytes(GOLDEN_HEADER),
+        "not a .tkc file: expected magic b'TKCF', found b'RIFF'",
+    ),
+    (
+        TkcFile.parse,
+        b"TKCF\x02\x0d" + bytes(GOLDEN_HEADER),
+        "unsupported .tkc version: expected 1, found 2",
+    ),
+    (TkcFile.parse, b"TKCF\x01\x05", "tkc header_len too small: expected at least 13, found 5"),
+    (
+        TkcFile.parse,
+        b"TKCF\x01\x0d" + bytes(7),
+        "tkc stream header truncated: expected 13 bytes, found 7",
+    ),
+    (TkcFile.parse, _TKC_START + b"\x00\x00", "tkc record 0 length needs 4 bytes, got 2"),
+    (
+        TkcFile.parse,
+        _TKC_START + bytes(4),
+        "tkc record 0 length out of range: expected 8..16777216, found 0",
+    ),
+    (
+        TkcFile.parse,
+        _TKC_START + (16 * 1024 * 1024 + 1).to_bytes(4, "big"),
+        "tkc record 0 length out of range: expected 8..16777216, found 16777217",
+    ),
+    (
+        TkcFile.parse,
+        bytes(GOLDEN_TKC) + bytes.fromhex("00000014") + bytes(7),
+        "tkc record 3 truncated: expected 20 bytes, found 7",
+    ),
+    (
+        TkcFile.parse,
+        _TKC_START + bytes.fromhex("00000008 09 00 0000 00000000"),
+        "tkc record 0: unknown packet kind 9",
+    ),
+]
+
+
+@pytest.mark.parametrize(("parse", "data", "message"), ERROR_CASES)
+def test_exact_error_messages(parse: Callable[[bytes], object], data: bytes, message: str) -> None:
+    with pytest.raises(BitstreamError) as excinfo:
+        parse(data)
+    assert str(excinfo.value) == message
+
+
+def test_streaming_reader_raises_on_bad_magic_at_construction() -> None:
+    with pytest.raises(BitstreamError, match="not a .tkc file"):
+        TkcReader(io.BytesIO(b"\x00" * 32))
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: Packet(PacketKind.KEYPOINTS, 65536, 0, b""), "seq must be in 0..65535, got 65536"),
+        (
+            lambda: Packet(PacketKind.KEYPOINTS, 0, -1, b""),
+            "pts_ms must be in 0..4294967295, got -1",
+        ),
+        (lambda: Packet(7, 0, 0, b""), "unknown packet kind 7"),  # type: ignore[arg-type]
+        (
+            lambda: Packet(PacketKind.KEYPOINTS, 0, 0, b"", PacketFlags(0x04)),
+            "flags must leave reserved bits clear, got 0x04 set",
+        ),
+        (
+            lambda: KeyframePayload(KeyframeCodecId.WEBP, 0, b"", b""),
+            "image must not be empty",
+        ),
+        (
+            lambda: KeyframePayload(KeyframeCodecId.WEBP, 0, bytes(65536), b"x"),
+            "len(keypoints) must be in 0..65535, got 65536",
+        ),
+        (
+            lambda: StreamHeader(0, 1, 1, KeyframeCodecId.WEBP, KeypointModelId.FAN_68_V1, 1, 0),
+            "width must be in 1..65535, got 0",
+        ),
+        (
+            lambda: TkcFile(
+                GOLDEN_HEADER,
+                (Packet(PacketKind.KEYFRAME, 0, 0, bytes(TKC_MAX_RECORD_BYTES - 7)),),
+            ),
+            "packet of 16777217 bytes does not fit a .tkc record of at most 16777216 bytes",
+        ),
+    ],
+)
+def test_unencodable_values_raise_value_error(build: Callable[[], object], message: str) -> None:
+    with pytest.raises(ValueError) as excinfo:
+        build()
+    assert type(excinfo.value) is ValueError
+    assert str(excinfo.value) == message
+
+
+# --- fuzzing: every parser either succeeds or raises BitstreamError --------------------------
+
+PARSERS: dict[str, tuple[Callable[[bytes], object], st.SearchStrategy[bytes]]] = {
+    "Packet.parse": (Packet.parse, packets.map(bytes)),
+    "KeyframePayload.parse": (KeyframePayload.parse, keyframe_payloads.map(bytes)),
+    "StreamHeader.parse": (StreamHeader.parse, stream_headers.map(bytes)),
+    "TkcFile.parse": (TkcFile.parse, tkc_files.map(bytes)),
+    "TkcReader": (_read_stream, tkc_files.map(bytes)),
+}
+
+
+@st.composite
+def _truncated(draw: st.DrawFn, valid: st.SearchStrategy[bytes]) -> bytes:
+    data = draw(valid)
+    return data[: draw(st.integers(0, len(data) - 1))]
+
+
+@st.composite
+def _bit_flipped(draw: st.DrawFn, valid: st.SearchStrategy[bytes]) -> bytes:
+    data = bytearray(draw(valid))
+    for bit in draw(st.lists(st.integers(0, len(data) * 8 - 1), min_size=1, max_size=3)):
+        data[bit // 8] ^= 1 << (bit % 8)
+    return bytes(data)
+
+
+@st.composite
+def _valid_prefix_random_tail(draw: st.DrawFn, valid: st.SearchStrategy[bytes]) -> bytes:
+    data = draw(valid)
+    return data[: draw(st.integers(0, len(data)))] + draw(st.binary(max_size=64))
+
+
+MUTATIONS: dict[str, Callable[[st.SearchStrategy[bytes]], st.SearchStrategy[bytes]]] = {
+    "truncated": _truncated,
+    "bit_flipped": _bit_flipped,
+    "random": lambda _valid: st.binary(max_size=128),
+    "valid_prefix_random_tail": _valid_prefix_random_tail,
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+@pytest.mark.parametrize("parser", sorted(PARSERS))
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_parsers_raise_only_bitstream_error(
+    parser: str, mutation: str, data: st.DataObject
+) -> None:
+    parse, valid = PARSERS[parser]
+    blob = data.draw(MUTATIONS[mutation](valid), label="input")
+    with contextlib.suppress(BitstreamError):
+        parse(blob)
+
+
+@settings(max_examples=50)
+@given(st.binary(max_size=64))
+def test_packet_encoding_is_canonical(data: bytes) -> None:
+    # Whatever parses re-encodes to the very same bytes: no two encodings of one packet.
+    try:
+        packet = Packet.parse(data)
+    except BitstreamError:
+        return
+    assert bytes(packet) == data
+
+
+@settings(max_examples=50)
+@given(st.binary(max_size=64))
+def test_keyframe_payload_encoding_is_canonical(data: bytes) -> None:
+    try:
+        payload = KeyframePayload.parse(data)
+    except BitstreamError:
+        return
+    assert bytes(payload) == data
