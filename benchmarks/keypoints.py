@@ -75,9 +75,7 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--refresh-frames", type=int, default=25)
     parser.add_argument("--dims", type=int, nargs="+", default=[8, 12, 16, 20, 24, 32])
-    parser.add_argument(
-        "--steps", type=float, nargs="+", default=[0.25, 0.35, 0.5, 0.7, 1.0, 1.4]
-    )
+    parser.add_argument("--steps", type=float, nargs="+", default=[0.25, 0.35, 0.5, 0.7, 1.0, 1.4])
     args = parser.parse_args()
     if not args.data.is_dir():
         raise SystemExit(f"no clips: {args.data} is not a folder")
@@ -88,7 +86,9 @@ def main() -> None:
     for dims, step in tqdm(grid, desc="operating points"):
         result = measure(full.truncated(dims), tracks, step, args.refresh_frames)
         rows.append({"expression_dims": dims, "step_px": step} | result)
-    print(f"{'dims':>4} {'step':>5} {'bits/frame':>10} {'kbit/s':>7} {'intra':>6} {'err px':>7} {'p95':>6}")
+    print(
+        f"{'dims':>4} {'step':>5} {'bits/frame':>10} {'kbit/s':>7} {'intra':>6} {'err px':>7} {'p95':>6}"
+    )
     for row in rows:
         step = "basis" if row["step_px"] is None else f"{row['step_px']:.2f}"
         kbps = row["bits_per_frame"] * args.fps / 1000
@@ -113,7 +113,9 @@ def plot(rows: list[dict], path: Path) -> None:
     for dims in sorted({row["expression_dims"] for row in rows}):
         coded = [r for r in rows if r["expression_dims"] == dims and r["step_px"] is not None]
         axes.plot(
-            [r["bits_per_frame"] for r in coded], [r["error_px"] for r in coded], "o-",
+            [r["bits_per_frame"] for r in coded],
+            [r["error_px"] for r in coded],
+            "o-",
             label=f"{dims} expression dims",
         )
     axes.axvline(80, color="grey", linestyle="--", label="target 80 bits/frame")

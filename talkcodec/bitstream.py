@@ -54,7 +54,9 @@ class PacketFlags(IntFlag):
 
 _PACKET_HEADER = struct.Struct("!BBHI")  # kind | flags | seq | pts_ms
 _KEYFRAME_HEADER = struct.Struct("!BBH")  # codec | reference_id | keypoints_len
-_STREAM_HEADER = struct.Struct("!HHIBBHB")  # width | height | fps_milli | codec | model | step | dims
+_STREAM_HEADER = struct.Struct(
+    "!HHIBBHB"
+)  # width | height | fps_milli | codec | model | step | dims
 _TKC_PREAMBLE = struct.Struct("!4sBB")  # magic | version | header_len
 _TKC_RECORD_LENGTH = struct.Struct("!I")
 

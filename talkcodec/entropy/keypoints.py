@@ -56,9 +56,7 @@ class _CodingState:
             max_abs=MAX_INDEX,
         )
         # A Laplace with standard deviation sigma has scale b = sigma / sqrt(2).
-        self._initial_scales = np.maximum(
-            model.delta_std / steps / np.sqrt(2), _MIN_LAPLACE_SCALE
-        )
+        self._initial_scales = np.maximum(model.delta_std / steps / np.sqrt(2), _MIN_LAPLACE_SCALE)
         self.previous: np.ndarray | None = None
         self.scales = self._initial_scales.copy()
 

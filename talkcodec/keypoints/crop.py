@@ -54,27 +54,26 @@ def face_crop_target(landmarks: Landmarks, crop_scale: float = 1.9) -> CropBox:
 
 
 class FaceCropper:
-    """Smooths the crop over time so it does not jitter.
+    """Keeps the crop still so it never jitters, and re-frames only when it must.
 
-    The crop stays exactly still while the face stays near where it was (a dead band), and glides
-    towards the new framing when the face moves more than `move_threshold` of the crop side or
-    changes size by more than `resize_threshold`. `moved` tells the sender that the crop changed,
-    so the receiver's keyframe no longer matches: time for a new keyframe.
+    The crop stays exactly where it is while the face stays inside a dead band around where it
+    was framed; the receiver's warp follows the head within the crop. When the face moves more
+    than `move_threshold` of the crop side or changes size by more than `resize_threshold`
+    (log ratio), the crop jumps to the new framing in one step and `moved` is set for that frame:
+    the receiver's keyframe no longer lines up, so the sender sends a new one. One jump costs one
+    keyframe; a glide would cost one per frame.
     """
 
     def __init__(
         self,
         crop_scale: float = 1.9,
-        move_threshold: float = 0.12,
-        resize_threshold: float = 0.15,
-        glide: float = 0.25,
+        move_threshold: float = 0.2,
+        resize_threshold: float = 0.25,
     ) -> None:
         self.crop_scale = crop_scale
         self.move_threshold = move_threshold
         self.resize_threshold = resize_threshold
-        self.glide = glide
         self.box: CropBox | None = None
-        self._gliding = False
         self.moved = False
 
     def update(self, landmarks: Landmarks | None) -> CropBox | None:
@@ -85,30 +84,15 @@ class FaceCropper:
         target = face_crop_target(landmarks, self.crop_scale)
         if self.box is None:
             self.box = target
-            return self.box
-        if not self._gliding and self._far(self.box, target):
-            self._gliding = True
-        if self._gliding:
-            self.box = self._step_towards(self.box, target)
+        elif self._far(self.box, target):
+            self.box = target
             self.moved = True
-            if not self._far(self.box, target, fraction=0.1):
-                self._gliding = False
         return self.box
 
-    def _far(self, box: CropBox, target: CropBox, fraction: float = 1.0) -> bool:
+    def _far(self, box: CropBox, target: CropBox) -> bool:
         shift = np.hypot(
             (target.x0 + target.side / 2) - (box.x0 + box.side / 2),
             (target.y0 + target.side / 2) - (box.y0 + box.side / 2),
         )
         resize = abs(np.log(target.side / box.side))
-        return bool(
-            shift > fraction * self.move_threshold * box.side
-            or resize > fraction * self.resize_threshold
-        )
-
-    def _step_towards(self, box: CropBox, target: CropBox) -> CropBox:
-        g = self.glide
-        centre_x = (1 - g) * (box.x0 + box.side / 2) + g * (target.x0 + target.side / 2)
-        centre_y = (1 - g) * (box.y0 + box.side / 2) + g * (target.y0 + target.side / 2)
-        side = float(np.exp((1 - g) * np.log(box.side) + g * np.log(target.side)))
-        return CropBox(centre_x - side / 2, centre_y - side / 2, side)
+        return bool(shift > self.move_threshold * box.side or resize > self.resize_threshold)

@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> None:
         model = fit_model(model_id, tracks, indices, seed=args.seed)
         path = args.out / KEYPOINT_MODEL_FILES[model_id]
         model.save(path, metadata)
-        print(f"wrote {path}: {model.num_points} points, nominal scale {model.nominal_scale:.1f} px")
+        print(
+            f"wrote {path}: {model.num_points} points, nominal scale {model.nominal_scale:.1f} px"
+        )
 
 
 if __name__ == "__main__":

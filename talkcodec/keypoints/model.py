@@ -107,7 +107,9 @@ class KeypointModel:
             scale, rotation, shift = similarity_fit(self.shape(coefficients), points)
             in_model_space = (points - shift) @ rotation / scale
             residual = in_model_space - self.mean_shape
-            coefficients = np.tensordot(self.basis, residual, axes=([1, 2], [0, 1])) / self.num_points
+            coefficients = (
+                np.tensordot(self.basis, residual, axes=([1, 2], [0, 1])) / self.num_points
+            )
         rotation_vector = cv2.Rodrigues(rotation)[0].ravel()
         shoulders = landmarks.shoulders.astype(np.float64).ravel() * to_ref
         return np.concatenate(
@@ -156,9 +158,7 @@ class KeypointModel:
         )
 
 
-def similarity_fit(
-    source: np.ndarray, target: np.ndarray
-) -> tuple[float, np.ndarray, np.ndarray]:
+def similarity_fit(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Least-squares (s, R, t) with target ~ s * source @ R.T + t (Umeyama 1991).
 
     source, target: (N, 3). Returns scale, (3, 3) proper rotation, (3,) shift.
@@ -177,9 +177,7 @@ def similarity_fit(
     return scale, rotation, shift
 
 
-def landmark_error_px(
-    reference: Landmarks, decoded: Landmarks, crop_size: int
-) -> float:
+def landmark_error_px(reference: Landmarks, decoded: Landmarks, crop_size: int) -> float:
     """Mean 2-D distance between face points, in pixels at 256x256."""
     distance = np.linalg.norm(reference.face[:, :2] - decoded.face[:, :2], axis=1)
     return float(distance.mean() * REFERENCE_SIZE_PX / crop_size)

@@ -1,0 +1,230 @@
+"""`talkcodec` command line: encode, decode and inspect .tkc streams."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from talkcodec.bitstream import BitstreamError, PacketKind, TkcReader, TkcWriter
+from talkcodec.config import DecoderConfig, EncoderConfig
+from talkcodec.keypoints.base import DetectorUnavailable
+from talkcodec.video import VideoError
+
+_DEFAULTS = EncoderConfig()
+
+
+class CliError(Exception):
+    """A problem to report in one line, with a non-zero exit."""
+
+
+def _add_encode(commands: argparse._SubParsersAction) -> None:
+    from talkcodec.generator import RENDERERS  # noqa: F401 (keeps registries importable)
+    from talkcodec.keyframe import KEYFRAME_CODECS
+    from talkcodec.keypoints.detectors import DETECTORS
+
+    encode = commands.add_parser("encode", help="encode a video file into a .tkc stream")
+    encode.add_argument("input", type=Path, help="input video (any format PyAV reads)")
+    encode.add_argument("-o", "--output", type=Path, required=True, help="output .tkc file")
+    encode.add_argument("--size", type=int, default=_DEFAULTS.size_px, help="crop side in px")
+    encode.add_argument("--fps", type=float, default=_DEFAULTS.fps, help="stream frame rate")
+    encode.add_argument("--no-crop", action="store_true", help="input is already a face crop")
+    encode.add_argument("--detector", choices=list(DETECTORS), default=_DEFAULTS.detector)
+    encode.add_argument(
+        "--keyframe-codec", choices=list(KEYFRAME_CODECS), default=_DEFAULTS.keyframe_codec
+    )
+    encode.add_argument("--keyframe-quality", type=int, default=None, help="codec quality 1-100")
+    encode.add_argument(
+        "--keypoint-step",
+        type=float,
+        default=_DEFAULTS.keypoint_step_px,
+        help="keypoint quantisation step in px at 256x256",
+    )
+    encode.add_argument(
+        "--expression-dims",
+        type=int,
+        default=_DEFAULTS.expression_dims,
+        help="expression basis directions to code",
+    )
+    encode.add_argument(
+        "--refresh-interval",
+        type=float,
+        default=_DEFAULTS.keypoint_refresh_interval_s,
+        help="seconds between intra-coded keypoint frames (0: only the first)",
+    )
+    encode.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+
+
+def _add_decode(commands: argparse._SubParsersAction) -> None:
+    from talkcodec.generator import RENDERERS
+
+    decode = commands.add_parser("decode", help="render a .tkc stream into a video file")
+    decode.add_argument("input", type=Path, help="input .tkc file")
+    decode.add_argument("-o", "--output", type=Path, required=True, help="output video (.mp4)")
+    decode.add_argument("--renderer", choices=list(RENDERERS), default=DecoderConfig.renderer)
+
+
+def _add_info(commands: argparse._SubParsersAction) -> None:
+    info = commands.add_parser("info", help="frames, duration and bit rates of a .tkc stream")
+    info.add_argument("input", type=Path, help="input .tkc file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="talkcodec", description="Generative video-call codec: keyframe + 3D keypoints."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_encode(commands)
+    _add_decode(commands)
+    _add_info(commands)
+    return parser
+
+
+def run_encode(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from talkcodec.codec import StreamEncoder
+    from talkcodec.video import probe, read_frames
+
+    try:
+        config = EncoderConfig(
+            size_px=args.size,
+            fps=args.fps,
+            crop=not args.no_crop,
+            detector=args.detector,
+            keyframe_codec=args.keyframe_codec,
+            keyframe_quality=args.keyframe_quality,
+            keypoint_step_px=args.keypoint_step,
+            expression_dims=args.expression_dims,
+            keypoint_refresh_interval_s=args.refresh_interval,
+        )
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    if not args.input.is_file():
+        raise CliError(f"no such input file: {args.input}")
+    _, _, _, duration_s = probe(args.input)
+    expected = round(duration_s * config.fps) or None
+    if args.max_frames is not None:
+        expected = min(expected or args.max_frames, args.max_frames)
+    encoder = StreamEncoder(config)
+    packets = 0
+    frames_without_face = 0
+    try:
+        with TkcWriter.open(args.output, encoder.header) as writer:
+            frames = read_frames(args.input, config.fps, max_frames=args.max_frames)
+            for index, (_, frame) in enumerate(tqdm(frames, total=expected, unit="frame")):
+                pts_ms = round(index * 1000 / config.fps)
+                emitted = encoder.encode(frame, pts_ms)
+                frames_without_face += not emitted
+                for packet in emitted:
+                    writer.write(packet)
+                    packets += 1
+    finally:
+        encoder.close()
+    if packets == 0:
+        args.output.unlink(missing_ok=True)
+        raise CliError(f"no face found in any frame of {args.input}")
+    print(f"wrote {args.output}: {packets} packets; {frames_without_face} frames without a face")
+    print_info(args.output)
+
+
+def run_decode(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from talkcodec.codec import StreamDecoder
+    from talkcodec.video import VideoWriter
+
+    reader = _open_tkc(args.input)
+    with reader:
+        header = reader.header
+        decoder = StreamDecoder(header, DecoderConfig(renderer=args.renderer))
+        last_frame = None
+        written = 0
+        with VideoWriter(args.output, header.width, header.height, header.fps) as writer:
+            for packet in tqdm(reader, unit="packet"):
+                frame = decoder.receive(bytes(packet))
+                if frame is None:
+                    continue
+                # One output frame per frame slot: hold the last frame through slots with no face.
+                slot = round(packet.pts_ms * header.fps / 1000)
+                while last_frame is not None and written < slot:
+                    writer.write(last_frame)
+                    written += 1
+                writer.write(frame)
+                written += 1
+                last_frame = frame
+    if written == 0:
+        raise CliError(f"{args.input} holds no decodable frame (no keyframe?)")
+    stats = decoder.stats
+    print(
+        f"wrote {args.output}: {written} frames {header.width}x{header.height} "
+        f"at {header.fps:g} fps; dropped {stats.corrupt} corrupt, {stats.undecodable} undecodable"
+    )
+
+
+def _open_tkc(path: Path) -> TkcReader:
+    if not path.is_file():
+        raise CliError(f"no such file: {path}")
+    return TkcReader.open(path)
+
+
+def print_info(path: Path) -> None:
+    reader = _open_tkc(path)
+    with reader:
+        header = reader.header
+        packets_by_kind: Counter[str] = Counter()
+        bytes_by_kind: Counter[str] = Counter()
+        last_pts = 0
+        keypoint_frames = 0
+        for packet in reader:
+            packets_by_kind[packet.kind.name] += 1
+            bytes_by_kind[packet.kind.name] += len(bytes(packet))
+            last_pts = max(last_pts, packet.pts_ms)
+            keypoint_frames += packet.kind is PacketKind.KEYPOINTS
+    duration_s = last_pts / 1000 + 1 / header.fps
+    print(
+        f"{path}: {header.width}x{header.height} at {header.fps:g} fps, "
+        f"keyframe codec {header.keyframe_codec.name}, keypoint model "
+        f"{header.keypoint_model.name} ({header.expression_dims} expression dims, "
+        f"step {header.keypoint_step_millipx / 1000:g} px)"
+    )
+    print(f"frames: {keypoint_frames}, duration: {duration_s:.2f} s")
+    total = sum(bytes_by_kind.values())
+    for kind in sorted(bytes_by_kind):
+        size = bytes_by_kind[kind]
+        print(
+            f"  {kind:<10} {packets_by_kind[kind]:>6} packets {size:>9} bytes "
+            f"{size * 8 / duration_s / 1000:>8.2f} kbit/s"
+        )
+    print(
+        f"  {'total':<10} {sum(packets_by_kind.values()):>6} packets {total:>9} bytes "
+        f"{total * 8 / duration_s / 1000:>8.2f} kbit/s (packets with their 8-byte headers)"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    try:
+        if args.command == "encode":
+            run_encode(args)
+        elif args.command == "decode":
+            run_decode(args)
+        elif args.command == "info":
+            print_info(args.input)
+    except (CliError, BitstreamError, VideoError, DetectorUnavailable, OSError) as error:
+        print(f"talkcodec: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

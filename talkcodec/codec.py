@@ -1,0 +1,210 @@
+"""The codec proper, free of files and sockets: frames in, packets out, and back.
+
+StreamEncoder turns camera frames into packets: a KEYFRAME packet (the crop coded with the
+keyframe codec, plus its own intra-coded keypoints so it stands alone) when the stream starts or
+the crop moved, then one KEYPOINTS packet per frame. StreamDecoder turns packets back into frames
+with a renderer. Each packet kind has its own sequence counter, so the receiver can tell a lost
+keypoint packet from a late one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from talkcodec.bitstream import (
+    BitstreamError,
+    KeyframePayload,
+    Packet,
+    PacketFlags,
+    PacketKind,
+    StreamHeader,
+)
+from talkcodec.config import DecoderConfig, EncoderConfig
+from talkcodec.entropy.keypoints import KeypointDecoder, KeypointEncoder
+from talkcodec.generator import Renderer, make_renderer
+from talkcodec.keyframe import keyframe_codec_for_wire_id, make_keyframe_codec
+from talkcodec.keypoints.detectors import make_detector
+from talkcodec.keypoints.frontend import FaceFrontend
+from talkcodec.keypoints.landmarks import Landmarks
+from talkcodec.keypoints.model import KeypointModel
+from talkcodec.keypoints.registry import MODEL_FOR_DETECTOR, load_keypoint_model
+
+logger = logging.getLogger(__name__)
+
+_SEQ_MODULO = 1 << 16
+
+
+def _keypoint_model(model_id: int, expression_dims: int) -> KeypointModel:
+    model = load_keypoint_model(model_id)
+    if expression_dims > model.expression_dims:
+        raise BitstreamError(
+            f"stream codes {expression_dims} expression dims, model has {model.expression_dims}"
+        )
+    return model.truncated(expression_dims)
+
+
+class StreamEncoder:
+    """The sender's codec: one instance per stream, frames in capture order."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        self.config = config
+        self.keyframe_codec = make_keyframe_codec(config.keyframe_codec, config.keyframe_quality)
+        model_id = MODEL_FOR_DETECTOR[config.detector]
+        self.model = _keypoint_model(model_id, config.expression_dims)
+        self.header = StreamHeader(
+            width=config.size_px,
+            height=config.size_px,
+            fps_milli=round(config.fps * 1000),
+            keyframe_codec=self.keyframe_codec.wire_id,
+            keypoint_model=model_id,
+            keypoint_step_millipx=round(config.keypoint_step_px * 1000),
+            expression_dims=config.expression_dims,
+        )
+        step_px = self.header.keypoint_step_millipx / 1000
+        self._detector = make_detector(config.detector)
+        self._frontend = FaceFrontend(self._detector, config.size_px, crop=config.crop)
+        self._keypoints = KeypointEncoder(self.model, step_px, config.refresh_interval_frames)
+        self._keyframe_seq = 0
+        self._keypoint_seq = 0
+        self._keyframe_wanted = True
+        self.last_crop: np.ndarray | None = None
+        self.last_landmarks: Landmarks | None = None
+
+    def request_keyframe(self) -> None:
+        """Send a keyframe with the next frame that has a face (e.g. the receiver asked)."""
+        self._keyframe_wanted = True
+
+    def encode(self, frame: np.ndarray, pts_ms: int) -> list[Packet]:
+        """Packets for one camera frame ((H, W, 3) uint8 RGB); none when no face is found."""
+        processed = self._frontend.process(frame)
+        self.last_crop = processed.image
+        self.last_landmarks = processed.landmarks
+        if processed.landmarks is None:
+            return []
+        params = self.model.fit(processed.landmarks, self.config.size_px)
+        packets = []
+        if self._keyframe_wanted or processed.crop_moved:
+            packets.append(self._keyframe_packet(processed.image, params, pts_ms))
+        coded = self._keypoints.encode(params, force_intra=bool(packets))
+        flags = PacketFlags.INTRA if coded.intra else PacketFlags(0)
+        packets.append(
+            Packet(PacketKind.KEYPOINTS, self._keypoint_seq, pts_ms, coded.payload, flags)
+        )
+        self._keypoint_seq = (self._keypoint_seq + 1) % _SEQ_MODULO
+        return packets
+
+    def _keyframe_packet(self, image: np.ndarray, params: np.ndarray, pts_ms: int) -> Packet:
+        payload = KeyframePayload(
+            codec=self.keyframe_codec.wire_id,
+            reference_id=0,
+            keypoints=self._keypoints.encode_intra(params),
+            image=self.keyframe_codec.compress(image),
+        )
+        packet = Packet(
+            PacketKind.KEYFRAME, self._keyframe_seq, pts_ms, bytes(payload), PacketFlags.INTRA
+        )
+        self._keyframe_seq = (self._keyframe_seq + 1) % _SEQ_MODULO
+        self._keyframe_wanted = False
+        return packet
+
+    def close(self) -> None:
+        self._detector.close()
+
+
+@dataclass
+class DecoderStats:
+    """Counters a receiver reports: what arrived, what was used and what was thrown away."""
+
+    keyframes: int = 0
+    keypoint_frames: int = 0
+    rendered: int = 0
+    corrupt: int = 0
+    unknown_kind: int = 0
+    late: int = 0
+    lost: int = 0
+    undecodable: int = 0
+    bytes_by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class StreamDecoder:
+    """The receiver's codec: packets in (any order, with losses), rendered frames out."""
+
+    def __init__(self, header: StreamHeader, config: DecoderConfig | None = None) -> None:
+        self.header = header
+        self.config = config or DecoderConfig()
+        self.model = _keypoint_model(header.keypoint_model, header.expression_dims)
+        step_px = header.keypoint_step_millipx / 1000
+        self._keypoints = KeypointDecoder(self.model, step_px)
+        self.renderer: Renderer = make_renderer(self.config.renderer)
+        self._has_reference = False
+        self._next_keypoint_seq: int | None = None
+        self.stats = DecoderStats()
+
+    @property
+    def needs_keyframe(self) -> bool:
+        return not self._has_reference
+
+    def receive(self, message: bytes) -> np.ndarray | None:
+        """Handle one message; returns a newly rendered frame (H, W, 3) or None.
+
+        Malformed messages and packets of unknown kinds are dropped and counted, never raised.
+        """
+        try:
+            packet = Packet.parse(message)
+        except BitstreamError as error:
+            kind = "unknown_kind" if "unknown packet kind" in str(error) else "corrupt"
+            setattr(self.stats, kind, getattr(self.stats, kind) + 1)
+            logger.debug("dropped message: %s", error)
+            return None
+        name = packet.kind.name.lower()
+        self.stats.bytes_by_kind[name] = self.stats.bytes_by_kind.get(name, 0) + len(message)
+        try:
+            if packet.kind is PacketKind.KEYFRAME:
+                self._receive_keyframe(packet)
+                return None
+            return self._receive_keypoints(packet)
+        except BitstreamError as error:
+            self.stats.corrupt += 1
+            logger.debug("dropped %s packet %d: %s", name, packet.seq, error)
+            return None
+
+    def _receive_keyframe(self, packet: Packet) -> None:
+        payload = KeyframePayload.parse(packet.payload)
+        image = keyframe_codec_for_wire_id(payload.codec).decompress(payload.image)
+        if image.shape[:2] != (self.header.height, self.header.width):
+            raise BitstreamError(
+                f"keyframe is {image.shape[1]}x{image.shape[0]}, "
+                f"stream is {self.header.width}x{self.header.height}"
+            )
+        params = self._keypoints.decode_intra(payload.keypoints)
+        self.renderer.set_reference(image, self.model.reconstruct(params, self.header.width))
+        self._has_reference = True
+        self.stats.keyframes += 1
+
+    def _receive_keypoints(self, packet: Packet) -> np.ndarray | None:
+        expected = self._next_keypoint_seq
+        if expected is not None and packet.seq != expected:
+            behind = (expected - packet.seq) % _SEQ_MODULO
+            if 0 < behind < _SEQ_MODULO // 2:
+                self.stats.late += 1
+                return None
+            self.stats.lost += (packet.seq - expected) % _SEQ_MODULO
+            self._keypoints.reset()
+        self._next_keypoint_seq = (packet.seq + 1) % _SEQ_MODULO
+        if not packet.is_intra and not self._keypoints.synchronised:
+            self.stats.undecodable += 1
+            return None
+        try:
+            params = self._keypoints.decode(packet.payload, packet.is_intra)
+        except BitstreamError:
+            self._keypoints.reset()
+            raise
+        self.stats.keypoint_frames += 1
+        if not self._has_reference:
+            return None
+        frame = self.renderer.render(self.model.reconstruct(params, self.header.width))
+        self.stats.rendered += 1
+        return frame
