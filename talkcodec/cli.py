@@ -9,7 +9,13 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from talkcodec.bitstream import BitstreamError, PacketKind, TkcReader, TkcWriter
+from talkcodec.bitstream import (
+    PACKET_HEADER_BYTES,
+    BitstreamError,
+    PacketKind,
+    TkcReader,
+    TkcWriter,
+)
 from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.keypoints.base import DetectorUnavailable
 from talkcodec.video import VideoError
@@ -173,37 +179,37 @@ def _open_tkc(path: Path) -> TkcReader:
 
 
 def print_info(path: Path) -> None:
+    """Frames, duration, and bytes and kbit/s by packet kind (payload, and with packet headers)."""
     reader = _open_tkc(path)
+    packets_by_kind: Counter[str] = Counter()
+    payload_by_kind: Counter[str] = Counter()
+    last_pts = 0
     with reader:
         header = reader.header
-        packets_by_kind: Counter[str] = Counter()
-        bytes_by_kind: Counter[str] = Counter()
-        last_pts = 0
-        keypoint_frames = 0
         for packet in reader:
             packets_by_kind[packet.kind.name] += 1
-            bytes_by_kind[packet.kind.name] += len(bytes(packet))
+            payload_by_kind[packet.kind.name] += len(packet.payload)
             last_pts = max(last_pts, packet.pts_ms)
-            keypoint_frames += packet.kind is PacketKind.KEYPOINTS
+    frames = packets_by_kind[PacketKind.KEYPOINTS.name]
     duration_s = last_pts / 1000 + 1 / header.fps
     print(
-        f"{path}: {header.width}x{header.height} at {header.fps:g} fps, "
-        f"keyframe codec {header.keyframe_codec.name}, keypoint model "
-        f"{header.keypoint_model.name} ({header.expression_dims} expression dims, "
-        f"step {header.keypoint_step_millipx / 1000:g} px)"
+        f"{path}: {header.width}x{header.height} at {header.fps:g} fps, keyframe codec "
+        f"{header.keyframe_codec.name}, keypoint model {header.keypoint_model.name} "
+        f"({header.expression_dims} expression dims, step {header.keypoint_step_millipx / 1000:g} px)"
     )
-    print(f"frames: {keypoint_frames}, duration: {duration_s:.2f} s")
-    total = sum(bytes_by_kind.values())
-    for kind in sorted(bytes_by_kind):
-        size = bytes_by_kind[kind]
+    print(f"frames: {frames}, duration: {duration_s:.2f} s")
+    print(f"  {'kind':<10} {'packets':>7} {'payload B':>10} {'kbit/s':>8} {'+headers':>9}")
+    rows = [(kind, packets_by_kind[kind], payload_by_kind[kind]) for kind in sorted(packets_by_kind)]
+    rows.append(("total", sum(packets_by_kind.values()), sum(payload_by_kind.values())))
+    for kind, count, size in rows:
+        with_headers = size + count * PACKET_HEADER_BYTES
         print(
-            f"  {kind:<10} {packets_by_kind[kind]:>6} packets {size:>9} bytes "
-            f"{size * 8 / duration_s / 1000:>8.2f} kbit/s"
+            f"  {kind:<10} {count:>7} {size:>10} {size * 8 / duration_s / 1000:>8.2f} "
+            f"{with_headers * 8 / duration_s / 1000:>9.2f}"
         )
-    print(
-        f"  {'total':<10} {sum(packets_by_kind.values()):>6} packets {total:>9} bytes "
-        f"{total * 8 / duration_s / 1000:>8.2f} kbit/s (packets with their 8-byte headers)"
-    )
+    if frames:
+        keypoint_bits = payload_by_kind[PacketKind.KEYPOINTS.name] * 8 / frames
+        print(f"keypoints: {keypoint_bits:.1f} payload bits/frame")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -160,4 +160,6 @@ class KeypointDecoder:
 
     @staticmethod
     def _decode_indices(payload: bytes, model: SymbolModel) -> np.ndarray:
-        return np.clip(decode_symbols(payload, model), -MAX_INDEX, MAX_INDEX).astype(np.int32)
+        # No clipping here: the symbols already lie in +-model.max_abs, and a predicted frame's
+        # changes reach +-2 * MAX_INDEX, which the encoder codes exactly.
+        return decode_symbols(payload, model)
