@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("weights"))
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--seed", type=int, default=0)
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     clips = list_clips(args.data)
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         "clips": ",".join(clip.name for clip in clips),
         "fps": str(args.fps),
         "seed": str(args.seed),
-        "command": "python -m talkcodec.keypoints.fit_basis " + " ".join(argv or []),
+        "command": "python -m talkcodec.keypoints.fit_basis " + " ".join(argv),
     }
     for model_id, indices in (
         (KeypointModelId.MEDIAPIPE_478_V1, None),
