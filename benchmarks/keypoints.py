@@ -86,9 +86,8 @@ def main() -> None:
     for dims, step in tqdm(grid, desc="operating points"):
         result = measure(full.truncated(dims), tracks, step, args.refresh_frames)
         rows.append({"expression_dims": dims, "step_px": step} | result)
-    print(
-        f"{'dims':>4} {'step':>5} {'bits/frame':>10} {'kbit/s':>7} {'intra':>6} {'err px':>7} {'p95':>6}"
-    )
+    columns = ("dims", 4), ("step", 5), ("bits/frame", 10), ("kbit/s", 7), ("intra", 6)
+    print(" ".join(f"{name:>{width}}" for name, width in columns), f"{'err px':>7} {'p95':>6}")
     for row in rows:
         step = "basis" if row["step_px"] is None else f"{row['step_px']:.2f}"
         kbps = row["bits_per_frame"] * args.fps / 1000

@@ -50,7 +50,8 @@ def main() -> None:
                 "ssim": float(result.ssim.mean()),
                 "keypoints_kbps": result.kbit_per_s("keypoints"),
                 "keypoints_bits_per_frame": result.payload_bytes.get("keypoints", 0)
-                * 8 / max(result.frames, 1),
+                * 8
+                / max(result.frames, 1),
                 "keyframe_bytes": result.payload_bytes.get("keyframe", 0),
                 "total_kbps": result.kbit_per_s("keypoints") + result.kbit_per_s("keyframe"),
                 "total_kbps_with_packet_headers": result.kbit_per_s("keypoints", True)
@@ -60,7 +61,10 @@ def main() -> None:
         if pairs:
             picks = np.linspace(0, len(pairs) - 1, 4).astype(int)
             strips.append(np.concatenate([np.concatenate(pairs[i], 0) for i in picks], 1))
-    print(f"{'clip':<44} {'PSNR':>6} {'SSIM':>6} {'kp kbit/s':>9} {'kp bits/f':>9} {'keyframe B':>10} {'total kbit/s':>12}")
+    print(
+        f"{'clip':<44} {'PSNR':>6} {'SSIM':>6} {'kp kbit/s':>9} {'kp bits/f':>9} "
+        f"{'keyframe B':>10} {'total kbit/s':>12}"
+    )
     for row in rows:
         print(
             f"{row['clip'][:44]:<44} {row['psnr_db']:>6.2f} {row['ssim']:>6.3f} "

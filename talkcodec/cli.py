@@ -195,11 +195,13 @@ def print_info(path: Path) -> None:
     print(
         f"{path}: {header.width}x{header.height} at {header.fps:g} fps, keyframe codec "
         f"{header.keyframe_codec.name}, keypoint model {header.keypoint_model.name} "
-        f"({header.expression_dims} expression dims, step {header.keypoint_step_millipx / 1000:g} px)"
+        f"({header.expression_dims} expression dims, "
+        f"step {header.keypoint_step_millipx / 1000:g} px)"
     )
     print(f"frames: {frames}, duration: {duration_s:.2f} s")
     print(f"  {'kind':<10} {'packets':>7} {'payload B':>10} {'kbit/s':>8} {'+headers':>9}")
-    rows = [(kind, packets_by_kind[kind], payload_by_kind[kind]) for kind in sorted(packets_by_kind)]
+    kinds = sorted(packets_by_kind)
+    rows = [(kind, packets_by_kind[kind], payload_by_kind[kind]) for kind in kinds]
     rows.append(("total", sum(packets_by_kind.values()), sum(payload_by_kind.values())))
     for kind, count, size in rows:
         with_headers = size + count * PACKET_HEADER_BYTES

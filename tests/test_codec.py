@@ -99,7 +99,7 @@ def test_late_packet_is_dropped_and_counted(header: StreamHeader) -> None:
     ("message", "counter"),
     [
         (b"\x01\x00", "corrupt"),
-        (bytes(Packet(PacketKind.KEYPOINTS, 0, 0, b"")) [:3], "corrupt"),
+        (bytes(Packet(PacketKind.KEYPOINTS, 0, 0, b""))[:3], "corrupt"),
         (b"\x09\x00\x00\x00\x00\x00\x00\x00payload", "unknown_kind"),
         (bytes(Packet(PacketKind.KEYFRAME, 0, 0, b"\x01\x00\x00\x00not an image")), "corrupt"),
     ],
@@ -129,7 +129,7 @@ def test_random_messages_never_raise(header: StreamHeader) -> None:
 def test_keyframe_of_the_wrong_size_is_rejected(header: StreamHeader) -> None:
     decoder = StreamDecoder(header)
     small = WebPCodec().compress(np.zeros((64, 64, 3), np.uint8))
-    keypoints = bytes(_stream(1)[0].payload)[4:4]  # empty keypoints are rejected too
-    message = bytes(Packet(PacketKind.KEYFRAME, 0, 0, bytes(KeyframePayload(1, 0, keypoints, small))))
+    payload = KeyframePayload(KeyframeCodecId.WEBP, 0, b"", small)
+    message = bytes(Packet(PacketKind.KEYFRAME, 0, 0, bytes(payload)))
     assert decoder.receive(message) is None
     assert decoder.stats.corrupt == 1 and decoder.needs_keyframe

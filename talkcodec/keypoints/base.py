@@ -28,7 +28,7 @@ class LandmarkDetector(ABC):
     def detect(self, image: np.ndarray) -> Landmarks | None:
         """Landmarks in pixels of `image` ((H, W, 3) uint8 RGB), or None when no face is found."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (most backends hold nothing to release)
         """Release native resources; the detector is unusable afterwards."""
 
     def __enter__(self) -> LandmarkDetector:
