@@ -23,7 +23,9 @@ def probe(path: str | Path) -> tuple[int, int, float, float]:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             fps = float(stream.average_rate or stream.guessed_rate or 25)
-            duration = float(stream.duration * stream.time_base) if stream.duration else 0.0
+            duration = 0.0
+            if stream.duration and stream.time_base:
+                duration = float(stream.duration * stream.time_base)
             if not duration and container.duration:
                 duration = container.duration / av.time_base
             return stream.width, stream.height, fps, duration

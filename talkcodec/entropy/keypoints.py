@@ -160,6 +160,6 @@ class KeypointDecoder:
 
     @staticmethod
     def _decode_indices(payload: bytes, model: SymbolModel) -> np.ndarray:
-        # No clipping here: the symbols already lie in +-model.max_abs, and a predicted frame's
-        # changes reach +-2 * MAX_INDEX, which the encoder codes exactly.
+        # No clipping to +-MAX_INDEX: a predicted frame's changes reach +-2 * MAX_INDEX, and
+        # decode_symbols already keeps every symbol within the model's +-max_abs.
         return decode_symbols(payload, model)

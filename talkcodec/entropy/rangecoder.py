@@ -71,10 +71,20 @@ def encode_symbols(symbols: np.ndarray, model: SymbolModel) -> bytes:
 
 
 def decode_symbols(data: bytes, model: SymbolModel) -> np.ndarray:
-    """(S,) int32 symbols from bytes made by encode_symbols with the same model."""
+    """(S,) int32 symbols in +-max_abs from bytes made by encode_symbols with the same model.
+
+    Other bytes may decode to other symbols or raise BitstreamError.
+    """
     try:
         decoder = constriction.stream.queue.RangeDecoder(_bytes_to_words(data))
         symbols = decoder.decode(model.family(), model.means, model.scales)
     except (ValueError, RuntimeError, AssertionError) as error:
         raise BitstreamError(f"range decoder failed on {len(data)} bytes: {error}") from None
-    return np.asarray(symbols, dtype=np.int32)
+    symbols = np.asarray(symbols, dtype=np.int32)
+    # On corrupt input constriction can return max_abs + 1, one past the alphabet; data made by
+    # encode_symbols never decodes to that, so it marks the bytes as bad.
+    if symbols.size and int(np.abs(symbols).max()) > model.max_abs:
+        raise BitstreamError(
+            f"range decoder read a symbol outside +-{model.max_abs} from {len(data)} bytes"
+        )
+    return symbols

@@ -133,7 +133,7 @@ class KeypointModel:
     # -- files ----------------------------------------------------------------------------
 
     def save(self, path: Path, metadata: dict[str, str] | None = None) -> None:
-        tensors = {
+        tensors: dict[str, np.ndarray] = {
             "mean_shape": self.mean_shape.astype(np.float32),
             "basis": self.basis.astype(np.float32),
             "param_mean": self.param_mean.astype(np.float64),
