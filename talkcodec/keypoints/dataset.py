@@ -18,7 +18,7 @@ from talkcodec.video import read_frames
 
 logger = logging.getLogger(__name__)
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: pixel centres at integer coordinates
 
 
 @dataclass(frozen=True)

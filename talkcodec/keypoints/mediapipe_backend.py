@@ -61,8 +61,10 @@ class MediapipeDetector(LandmarkDetector):
             return None
         points = result.multi_face_landmarks[0].landmark
         face = np.array([(p.x, p.y, p.z) for p in points], dtype=np.float32)  # (478, 3)
-        # mediapipe normalises x by width and y by height; z is on the scale of x.
+        # mediapipe normalises x by width and y by height (pixel i spans [i, i+1)); z is on the
+        # scale of x. talkcodec puts pixel i's centre at i, as OpenCV's warps do.
         face *= np.array([width, height, width], dtype=np.float32)
+        face[:, :2] -= 0.5
         if self._pose is not None and frame_index % self._pose_every_n_frames == 0:
             detected = self._detect_shoulders(image)
             if detected is not None:
@@ -84,7 +86,7 @@ class MediapipeDetector(LandmarkDetector):
         return np.array(
             [[left.x * width, left.y * height], [right.x * width, right.y * height]],
             dtype=np.float32,
-        )
+        ) - np.float32(0.5)
 
     def close(self) -> None:
         self._face_mesh.close()

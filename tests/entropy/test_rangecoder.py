@@ -115,6 +115,13 @@ def test_unknown_kind_raises() -> None:
         encode_symbols(np.zeros(2, dtype=np.int32), model)
 
 
+def test_symbol_outside_the_alphabet_is_a_bitstream_error() -> None:
+    # constriction decodes this byte to [-1, -1, -1, -1, 0, 0, -1, 1, 2]: a 2 where max_abs is 1.
+    model = SymbolModel("laplace", np.r_[np.zeros(8), 1.0], np.ones(9), max_abs=1)
+    with pytest.raises(BitstreamError, match=r"^range decoder read a symbol outside \+-1 from 1"):
+        decode_symbols(b"\x00", model)
+
+
 @settings(max_examples=200)
 @given(models_and_symbols(), st.binary(max_size=40))
 def test_random_bytes_decode_or_raise_bitstream_error(
