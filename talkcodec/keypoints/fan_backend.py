@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -26,17 +25,24 @@ def _hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _required_weight_files(face_alignment: Any) -> list[str]:
-    """File names face-alignment would download for 3D landmarks with the SFD detector."""
+def _required_weight_files() -> list[str]:
+    """File names face-alignment would download for 3D landmarks with the SFD detector.
+
+    face-alignment picks its URL table by the torch version ("2.13" for 2.13.0), falling back to
+    `default_model_urls`; releases before 1.3 had one flat table. This mirrors that choice.
+    """
+    import torch
     from face_alignment import api
     from face_alignment.detection.sfd import sfd_detector
 
-    version = getattr(face_alignment, "__version__", "")
-    model_version = ".".join(version.split(".")[:2]) if version else ""
-    urls_by_version = getattr(api, "models_urls", {})
-    urls = urls_by_version.get(model_version) or getattr(api, "default_model_urls", None)
-    if not urls or "3DFAN-4" not in urls:
-        urls = urls_by_version if "3DFAN-4" in urls_by_version else {}
+    torch_version = torch.__version__.split("+")[0]
+    parts = 2 if "dev" in torch_version else 1
+    version_key = torch_version.rsplit(".", parts)[0]
+    tables = getattr(api, "models_urls", {})
+    if "3DFAN-4" in tables:
+        urls = tables
+    else:
+        urls = tables.get(version_key) or getattr(api, "default_model_urls", {})
     detector_urls = getattr(sfd_detector, "models_urls", {})
     wanted = [urls.get("3DFAN-4"), urls.get("depth"), detector_urls.get("s3fd")]
     return [os.path.basename(urlparse(url).path) for url in wanted if url]
@@ -56,7 +62,7 @@ class FanDetector(LandmarkDetector):
                 "the face-alignment backend needs the package: pip install 'talkcodec[fan]'"
             ) from error
         checkpoint_dir = _hub_checkpoint_dir()
-        required = _required_weight_files(face_alignment)
+        required = _required_weight_files()
         missing = [name for name in required if not (checkpoint_dir / name).is_file()]
         if missing or not required:
             names = ", ".join(missing) if missing else "(could not read the file names)"
