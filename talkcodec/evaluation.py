@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,10 @@ import numpy as np
 from talkcodec.bitstream import PACKET_HEADER_BYTES, PacketKind
 from talkcodec.codec import StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
-from talkcodec.metrics import psnr, ssim
+from talkcodec.keypoints.base import LandmarkDetector
+from talkcodec.keypoints.crop import CropBox, face_crop_target
+from talkcodec.keypoints.detectors import make_detector
+from talkcodec.metrics import keypoint_distance, psnr, ssim, ssim_and_ms_ssim
 from talkcodec.video import read_frames
 
 
@@ -82,3 +86,175 @@ def round_trip(
         packets,
     )
     return result, pairs
+
+
+@dataclass(frozen=True)
+class ReferenceClip:
+    """The frames every codec is fed and judged against: a fixed face-centred square crop.
+
+    frames: (T, S, S, 3) uint8 RGB. box: the crop in source pixels. source_size: (W, H).
+    """
+
+    clip: str
+    fps: float
+    frames: np.ndarray
+    box: CropBox
+    source_size: tuple[int, int]
+
+
+def fixed_face_box(
+    frames: Iterable[np.ndarray], detector: LandmarkDetector, crop_scale: float = 1.9
+) -> CropBox | None:
+    """The median of the talking-head crops of `frames`, moved and shrunk to lie inside them.
+
+    Sources that are face crops already would otherwise get a square larger than the frame,
+    filled by repeating its edges. None when no frame shows a face.
+    """
+    boxes, frame_size = [], (0, 0)
+    for frame in frames:
+        frame_size = (frame.shape[1], frame.shape[0])
+        landmarks = detector.detect(frame)
+        if landmarks is not None:
+            box = face_crop_target(landmarks, crop_scale)
+            boxes.append((box.x0 + box.side / 2, box.y0 + box.side / 2, box.side))
+    if not boxes:
+        return None
+    centre_x, centre_y, side = np.median(np.array(boxes), axis=0)
+    width, height = frame_size
+    side = min(side, width, height)
+    x0 = float(np.clip(centre_x - side / 2, 0, width - side))
+    y0 = float(np.clip(centre_y - side / 2, 0, height - side))
+    return CropBox(x0, y0, float(side))
+
+
+def load_reference_clip(
+    clip: Path, size: int, fps: float = 25.0, max_frames: int | None = 250, settle_s: float = 1.0
+) -> ReferenceClip | None:
+    """Test-condition frames of a clip: the crop fixed from its first `settle_s` seconds.
+
+    Follows the JVET generative face video coding conditions (a face-centred square per
+    sequence, resampled to size x size). None when no face shows in the first second.
+    """
+    settle_frames = max(1, round(settle_s * fps))
+    with make_detector("mediapipe", pose_every_n_frames=0) as detector:
+        box = fixed_face_box(
+            (frame for _, frame in read_frames(clip, fps, settle_frames)), detector
+        )
+    if box is None:
+        return None
+    crops, source_size = [], (0, 0)
+    for _, frame in read_frames(clip, fps, max_frames):
+        source_size = (frame.shape[1], frame.shape[0])
+        crops.append(box.extract(frame, size))
+    return ReferenceClip(clip.name, fps, np.stack(crops), box, source_size)
+
+
+@dataclass(frozen=True)
+class FramesRoundTrip:
+    """Given frames through talkcodec, every packet decoded as it arrived.
+
+    message_bytes: each packet as sent (8-byte packet header included), in order.
+    payload_bytes: (T,) coded bytes each frame cost (keyframe image and keypoints, no
+    packet headers). decoded: (T, S, S, 3) uint8; where no frame was rendered the receiver
+    keeps showing its last one (mid-grey before the first). held_frames: how many those were.
+    """
+
+    message_bytes: list[int]
+    payload_bytes: np.ndarray
+    payload_bytes_by_kind: dict[str, int]
+    decoded: np.ndarray
+    held_frames: int
+
+
+def round_trip_frames(
+    frames: np.ndarray,
+    encoder_config: EncoderConfig,
+    decoder_config: DecoderConfig | None = None,
+) -> FramesRoundTrip:
+    """Encode (T, S, S, 3) uint8 RGB frames (already the crops the codec should send: use
+    `crop=False` and size_px=S) and decode every packet at once, as over a lossless link."""
+    encoder = StreamEncoder(encoder_config)
+    decoder = StreamDecoder(encoder.header, decoder_config)
+    messages: list[int] = []
+    payload = np.zeros(len(frames), dtype=np.int64)
+    by_kind: dict[str, int] = {}
+    decoded = np.empty_like(frames)
+    shown = np.full(frames.shape[1:], 128, dtype=np.uint8)
+    held = 0
+    try:
+        for index, frame in enumerate(frames):
+            rendered = None
+            for packet in encoder.encode(frame, round(index * 1000 / encoder_config.fps)):
+                message = bytes(packet)
+                messages.append(len(message))
+                payload[index] += len(packet.payload)
+                kind = PacketKind(packet.kind).name.lower()
+                by_kind[kind] = by_kind.get(kind, 0) + len(packet.payload)
+                rendered = decoder.receive(message) if rendered is None else rendered
+            if rendered is None:
+                held += 1
+            else:
+                shown = rendered
+            decoded[index] = shown
+    finally:
+        encoder.close()
+    return FramesRoundTrip(messages, payload, by_kind, decoded, held)
+
+
+class LandmarkProbe:
+    """Face landmarks for the AKD metric: a mediapipe face mesh of its own in static-image
+    mode, so every frame is judged on its own, without tracking from the frame before.
+
+    (JVET's AKD uses face-alignment's 68 points, whose weights are not available here; the
+    478-point mesh stands in. It is the detector family talkcodec's sender uses, which may
+    favour talkcodec.)
+    """
+
+    def __init__(self) -> None:
+        self._detector = make_detector("mediapipe", pose_every_n_frames=0, static_images=True)
+
+    def points(self, frame: np.ndarray) -> np.ndarray | None:
+        """(478, 3) landmarks in pixels, or None when no face was found."""
+        found = self._detector.detect(frame)
+        return None if found is None else found.face
+
+    def close(self) -> None:
+        self._detector.close()
+
+    def __enter__(self) -> LandmarkProbe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def keypoint_agreement(
+    reference_points: Sequence[np.ndarray | None], decoded_points: Sequence[np.ndarray | None]
+) -> tuple[float, float]:
+    """(AKD in pixels, share of frames where detection failed on the decoded frame).
+
+    Only frames with a face found on the reference count; AKD averages those where the decoded
+    frame's face was found too (NaN when none was).
+    """
+    distances, failures, judged = [], 0, 0
+    for reference, decoded in zip(reference_points, decoded_points, strict=True):
+        if reference is None:
+            continue
+        judged += 1
+        if decoded is None:
+            failures += 1
+        else:
+            distances.append(keypoint_distance(reference, decoded))
+    akd = float(np.mean(distances)) if distances else float("nan")
+    return akd, failures / judged if judged else float("nan")
+
+
+def frame_quality(reference: np.ndarray, decoded: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-frame PSNR (dB), SSIM and MS-SSIM of (T, H, W, 3) decoded frames: each (T,)."""
+    pairs = list(zip(reference, decoded, strict=True))
+    structural = np.array([ssim_and_ms_ssim(r, d) for r, d in pairs]).reshape(-1, 2)
+    return {
+        "psnr_db": np.array([psnr(r, d) for r, d in pairs]),
+        "ssim": structural[:, 0],
+        "ms_ssim": structural[:, 1],
+    }

@@ -1,0 +1,233 @@
+"""Speed of each stage of talkcodec per frame, and end to end, on real clips.
+
+    python benchmarks/speed.py [--data ../shared/data/dev] [--clips 3] [--frames 250] [--size 256]
+
+Stages, timed one by one on the same frames as the sender and receiver would run them:
+capture decode (reading and resampling the source video), landmarks (face mesh and pose on the
+camera frame, then the crop), keypoint coding (fit + entropy coding at the sender, decoding +
+reconstruction at the receiver), keyframe encode and decode (once per keyframe, reported per
+keyframe), rendering. End to end: StreamEncoder and StreamDecoder over the whole clip, capture
+included, in one thread of control. For scale, H.264 (libx264, one thread, 20 kbit/s) encode
+plus decode of the same crops. Prints a table and writes benchmarks/results/speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+from tqdm import tqdm
+
+from talkcodec.baselines import encode_decode
+from talkcodec.codec import StreamDecoder, StreamEncoder
+from talkcodec.config import EncoderConfig
+from talkcodec.entropy.keypoints import KeypointDecoder, KeypointEncoder
+from talkcodec.generator import make_renderer
+from talkcodec.keyframe import make_keyframe_codec
+from talkcodec.keypoints.dataset import list_clips
+from talkcodec.keypoints.detectors import make_detector
+from talkcodec.keypoints.frontend import FaceFrontend
+from talkcodec.keypoints.registry import MODEL_FOR_DETECTOR, load_keypoint_model
+from talkcodec.video import read_frames
+
+RESULTS = Path(__file__).resolve().parent / "results"
+STAGES = (
+    "capture_decode",
+    "landmarks_and_crop",
+    "keypoint_encode",
+    "keypoint_decode",
+    "keyframe_encode",
+    "keyframe_decode",
+    "render",
+)
+T = TypeVar("T")
+
+
+class StageClock:
+    """Wall time of each call per stage, in milliseconds."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
+
+    def time(self, stage: str, work: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        result = work()
+        self.samples[stage].append((time.perf_counter() - started) * 1000)
+        return result
+
+
+def time_stages(clip: Path, config: EncoderConfig, max_frames: int, clock: StageClock) -> None:
+    """Run the sender's and receiver's stages on a clip, timing each on its own."""
+    model = load_keypoint_model(MODEL_FOR_DETECTOR[config.detector]).truncated(
+        config.expression_dims
+    )
+    keypoint_encoder = KeypointEncoder(
+        model, config.keypoint_step_px, config.refresh_interval_frames
+    )
+    keypoint_decoder = KeypointDecoder(model, config.keypoint_step_px)
+    keyframe_codec = make_keyframe_codec(config.keyframe_codec, config.keyframe_quality)
+    renderer = make_renderer("meshwarp")
+    frames = read_frames(clip, config.fps, max_frames)
+    need_keyframe = True
+    with make_detector(config.detector) as detector:
+        frontend = FaceFrontend(detector, config.size_px, crop=config.crop)
+        while True:
+            started = time.perf_counter()
+            item = next(frames, None)
+            if item is None:
+                break
+            clock.samples["capture_decode"].append((time.perf_counter() - started) * 1000)
+            processed = clock.time("landmarks_and_crop", lambda f=item[1]: frontend.process(f))
+            if processed.landmarks is None:
+                continue
+            started = time.perf_counter()
+            params = model.fit(processed.landmarks, config.size_px)
+            fit_ms = (time.perf_counter() - started) * 1000
+            intra = need_keyframe or processed.crop_moved
+            if intra:
+                data = clock.time(
+                    "keyframe_encode", lambda i=processed.image: keyframe_codec.compress(i)
+                )
+                image = clock.time("keyframe_decode", lambda d=data: keyframe_codec.decompress(d))
+                renderer.set_reference(image, model.reconstruct(params, config.size_px))
+                need_keyframe = False
+            started = time.perf_counter()
+            coded = keypoint_encoder.encode(params, force_intra=intra)
+            clock.samples["keypoint_encode"].append(fit_ms + (time.perf_counter() - started) * 1000)
+            landmarks = clock.time(
+                "keypoint_decode",
+                lambda c=coded: model.reconstruct(
+                    keypoint_decoder.decode(c.payload, c.intra), config.size_px
+                ),
+            )
+            clock.time("render", lambda m=landmarks: renderer.render(m))
+
+
+def end_to_end(clip: Path, config: EncoderConfig, max_frames: int) -> tuple[int, float]:
+    """(frames, seconds) for capture, StreamEncoder and StreamDecoder over a clip."""
+    encoder = StreamEncoder(config)
+    decoder = StreamDecoder(encoder.header)
+    count = 0
+    started = time.perf_counter()
+    try:
+        for index, (_, frame) in enumerate(read_frames(clip, config.fps, max_frames)):
+            for packet in encoder.encode(frame, round(index * 1000 / config.fps)):
+                decoder.receive(bytes(packet))
+            count += 1
+    finally:
+        encoder.close()
+    return count, time.perf_counter() - started
+
+
+def h264_ms_per_frame(clip: Path, config: EncoderConfig, max_frames: int) -> float:
+    """libx264 encode + decode time per frame of the clip's centre crops, for scale."""
+    frames = np.stack([f for _, f in read_frames(clip, config.fps, max_frames)])
+    side = min(frames.shape[1:3])
+    top, left = (frames.shape[1] - side) // 2, (frames.shape[2] - side) // 2
+    crops = frames[:, top : top + side, left : left + side]
+    if side != config.size_px:
+        import cv2
+
+        crops = np.stack(
+            [cv2.resize(c, (config.size_px,) * 2, interpolation=cv2.INTER_AREA) for c in crops]
+        )
+    started = time.perf_counter()
+    encode_decode(crops, "h264", 20, config.fps)
+    return (time.perf_counter() - started) * 1000 / len(crops)
+
+
+def _summary(samples: list[float]) -> dict[str, float | int]:
+    values = np.array(samples) if samples else np.array([np.nan])
+    return {
+        "calls": len(samples),
+        "mean_ms": float(values.mean()),
+        "median_ms": float(np.median(values)),
+        "p95_ms": float(np.percentile(values, 95)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/dev"))
+    parser.add_argument("--clips", type=int, default=3, help="first N clips of the folder")
+    parser.add_argument("--frames", type=int, default=250, help="first N frames of each clip")
+    parser.add_argument("--size", type=int, default=EncoderConfig.size_px)
+    args = parser.parse_args()
+    if not args.data.is_dir():
+        raise SystemExit(f"no clips: {args.data} is not a folder")
+    clips = list_clips(args.data)[: args.clips]
+    config = EncoderConfig(size_px=args.size)
+    clock = StageClock()
+    total_frames, total_s, h264_ms = 0, 0.0, []
+    for clip in tqdm(clips, desc="clips", unit="clip"):
+        time_stages(clip, config, args.frames, clock)
+        frames, seconds = end_to_end(clip, config, args.frames)
+        total_frames += frames
+        total_s += seconds
+        h264_ms.append(h264_ms_per_frame(clip, config, args.frames))
+    stages = {stage: _summary(clock.samples[stage]) for stage in STAGES}
+    per_frame = (
+        "capture_decode",
+        "landmarks_and_crop",
+        "keypoint_encode",
+        "keypoint_decode",
+        "render",
+    )
+    report = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
+        "clips": [clip.name for clip in clips],
+        "frames_per_clip": args.frames,
+        "encoder": {
+            "size_px": config.size_px,
+            "fps": config.fps,
+            "detector": config.detector,
+            "keyframe_codec": config.keyframe_codec,
+        },
+        "stages": stages,
+        "sum_of_per_frame_stages_ms": sum(stages[s]["mean_ms"] for s in per_frame),
+        "end_to_end": {
+            "frames": total_frames,
+            "seconds": total_s,
+            "frames_per_s": total_frames / total_s,
+            "ms_per_frame": total_s * 1000 / total_frames,
+        },
+        "h264_encode_decode_ms_per_frame": float(np.mean(h264_ms)),
+        "notes": [
+            "Keyframe encode/decode happen once per keyframe (stream start or crop jump), not "
+            "per frame; their times are per keyframe.",
+            "landmarks_and_crop includes the pose model, which runs on every 4th frame.",
+            "End to end runs sender and receiver in one process, one frame after another.",
+        ],
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "speed.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{'stage':<22} {'calls':>6} {'mean ms':>8} {'median':>8} {'p95':>8}")
+    for stage, row in stages.items():
+        print(
+            f"{stage:<22} {row['calls']:>6} {row['mean_ms']:>8.2f} {row['median_ms']:>8.2f} "
+            f"{row['p95_ms']:>8.2f}"
+        )
+    e2e = report["end_to_end"]
+    print(f"sum of per-frame stages: {report['sum_of_per_frame_stages_ms']:.2f} ms/frame")
+    print(
+        f"end to end: {e2e['frames_per_s']:.1f} frames/s ({e2e['ms_per_frame']:.2f} ms/frame, "
+        f"{e2e['frames']} frames)"
+    )
+    print(
+        f"H.264 encode+decode for scale: {report['h264_encode_decode_ms_per_frame']:.2f} ms/frame"
+    )
+
+
+if __name__ == "__main__":
+    main()
