@@ -1,4 +1,5 @@
-"""`talkcodec` command line: encode, decode and inspect .tkc streams."""
+"""`talkcodec` command line: encode, decode and inspect .tkc streams; live calls (send,
+receive, call) are defined in talkcodec/runtime/commands.py."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from talkcodec.bitstream import (
 )
 from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.keypoints.base import DetectorUnavailable
+from talkcodec.runtime.commands import LiveCallError, add_live_commands, run_live_command
 from talkcodec.video import VideoError
 
 _DEFAULTS = EncoderConfig()
@@ -27,40 +29,69 @@ class CliError(Exception):
     """A problem to report in one line, with a non-zero exit."""
 
 
-def _add_encode(commands: argparse._SubParsersAction) -> None:
-    from talkcodec.generator import RENDERERS  # noqa: F401 (keeps registries importable)
+def _add_encoder_options(parser: argparse.ArgumentParser) -> None:
+    """The EncoderConfig fields, one flag each (shared by encode, send and call)."""
     from talkcodec.keyframe import KEYFRAME_CODECS
     from talkcodec.keypoints.detectors import DETECTORS
 
-    encode = commands.add_parser("encode", help="encode a video file into a .tkc stream")
-    encode.add_argument("input", type=Path, help="input video (any format PyAV reads)")
-    encode.add_argument("-o", "--output", type=Path, required=True, help="output .tkc file")
-    encode.add_argument("--size", type=int, default=_DEFAULTS.size_px, help="crop side in px")
-    encode.add_argument("--fps", type=float, default=_DEFAULTS.fps, help="stream frame rate")
-    encode.add_argument("--no-crop", action="store_true", help="input is already a face crop")
-    encode.add_argument("--detector", choices=list(DETECTORS), default=_DEFAULTS.detector)
-    encode.add_argument(
+    parser.add_argument("--size", type=int, default=_DEFAULTS.size_px, help="crop side in px")
+    parser.add_argument("--fps", type=float, default=_DEFAULTS.fps, help="stream frame rate")
+    parser.add_argument("--no-crop", action="store_true", help="input is already a face crop")
+    parser.add_argument("--detector", choices=list(DETECTORS), default=_DEFAULTS.detector)
+    parser.add_argument(
         "--keyframe-codec", choices=list(KEYFRAME_CODECS), default=_DEFAULTS.keyframe_codec
     )
-    encode.add_argument("--keyframe-quality", type=int, default=None, help="codec quality 1-100")
-    encode.add_argument(
+    parser.add_argument("--keyframe-quality", type=int, default=None, help="codec quality 1-100")
+    parser.add_argument(
         "--keypoint-step",
         type=float,
         default=_DEFAULTS.keypoint_step_px,
         help="keypoint quantisation step in px at 256x256",
     )
-    encode.add_argument(
+    parser.add_argument(
         "--expression-dims",
         type=int,
         default=_DEFAULTS.expression_dims,
         help="expression basis directions to code",
     )
-    encode.add_argument(
+    parser.add_argument(
         "--refresh-interval",
         type=float,
         default=_DEFAULTS.keypoint_refresh_interval_s,
         help="seconds between intra-coded keypoint frames (0: only the first)",
     )
+    parser.add_argument(
+        "--keyframe-interval",
+        type=float,
+        default=_DEFAULTS.keyframe_interval_s,
+        help="seconds between periodic keyframes (0: only at start, on request, on crop "
+        "moves and when the face is found again)",
+    )
+
+
+def _encoder_config(args: argparse.Namespace) -> EncoderConfig:
+    try:
+        return EncoderConfig(
+            size_px=args.size,
+            fps=args.fps,
+            crop=not args.no_crop,
+            detector=args.detector,
+            keyframe_codec=args.keyframe_codec,
+            keyframe_quality=args.keyframe_quality,
+            keypoint_step_px=args.keypoint_step,
+            expression_dims=args.expression_dims,
+            keypoint_refresh_interval_s=args.refresh_interval,
+            keyframe_interval_s=args.keyframe_interval,
+        )
+    except ValueError as error:
+        raise CliError(str(error)) from None
+
+
+def _add_encode(commands: argparse._SubParsersAction) -> None:
+    encode = commands.add_parser("encode", help="encode a video file into a .tkc stream")
+    encode.add_argument("input", type=Path, help="input video (any format PyAV reads)")
+    encode.add_argument("-o", "--output", type=Path, required=True, help="output .tkc file")
+    _add_encoder_options(encode)
     encode.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
 
 
@@ -87,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encode(commands)
     _add_decode(commands)
     _add_info(commands)
+    add_live_commands(commands, _add_encoder_options)
     return parser
 
 
@@ -96,20 +128,7 @@ def run_encode(args: argparse.Namespace) -> None:
     from talkcodec.codec import StreamEncoder
     from talkcodec.video import probe, read_frames
 
-    try:
-        config = EncoderConfig(
-            size_px=args.size,
-            fps=args.fps,
-            crop=not args.no_crop,
-            detector=args.detector,
-            keyframe_codec=args.keyframe_codec,
-            keyframe_quality=args.keyframe_quality,
-            keypoint_step_px=args.keypoint_step,
-            expression_dims=args.expression_dims,
-            keypoint_refresh_interval_s=args.refresh_interval,
-        )
-    except ValueError as error:
-        raise CliError(str(error)) from None
+    config = _encoder_config(args)
     if not args.input.is_file():
         raise CliError(f"no such input file: {args.input}")
     _, _, _, duration_s = probe(args.input)
@@ -226,7 +245,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_decode(args)
         elif args.command == "info":
             print_info(args.input)
-    except (CliError, BitstreamError, VideoError, DetectorUnavailable, OSError) as error:
+        else:
+            run_live_command(args, _encoder_config)
+    except (
+        CliError,
+        LiveCallError,
+        BitstreamError,
+        VideoError,
+        DetectorUnavailable,
+        OSError,
+    ) as error:
         print(f"talkcodec: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

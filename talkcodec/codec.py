@@ -10,6 +10,7 @@ keypoint packet from a late one.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +36,7 @@ from talkcodec.keypoints.registry import MODEL_FOR_DETECTOR, load_keypoint_model
 logger = logging.getLogger(__name__)
 
 _SEQ_MODULO = 1 << 16
+_PTS_MODULO = 1 << 32
 
 
 def _keypoint_model(model_id: int, expression_dims: int) -> KeypointModel:
@@ -69,26 +71,43 @@ class StreamEncoder:
         self._keypoints = KeypointEncoder(self.model, step_px, config.refresh_interval_frames)
         self._keyframe_seq = 0
         self._keypoint_seq = 0
-        self._keyframe_wanted = True
+        self._keyframe_wanted: str | None = "start"
+        self._refresh_wanted = False
+        self._last_keyframe_pts_ms: int | None = None
         self.last_crop: np.ndarray | None = None
         self.last_landmarks: Landmarks | None = None
+        # Why each keyframe was sent: start, request, interval, crop_moved, face_regained.
+        self.keyframe_reasons: Counter[str] = Counter()
 
-    def request_keyframe(self) -> None:
+    def request_keyframe(self, reason: str = "request") -> None:
         """Send a keyframe with the next frame that has a face (e.g. the receiver asked)."""
-        self._keyframe_wanted = True
+        self._keyframe_wanted = self._keyframe_wanted or reason
+
+    def request_refresh(self) -> None:
+        """Intra-code the next keypoint packet, so a receiver that lost one resumes at once."""
+        self._refresh_wanted = True
 
     def encode(self, frame: np.ndarray, pts_ms: int) -> list[Packet]:
-        """Packets for one camera frame ((H, W, 3) uint8 RGB); none when no face is found."""
+        """Packets for one camera frame ((H, W, 3) uint8 RGB); none when no face is found.
+
+        After frames without a face the next face brings a keyframe: the receiver's reference
+        may no longer match what the camera sees.
+        """
         processed = self._frontend.process(frame)
         self.last_crop = processed.image
+        face_was_lost = self.last_landmarks is None and self._last_keyframe_pts_ms is not None
         self.last_landmarks = processed.landmarks
         if processed.landmarks is None:
             return []
         params = self.model.fit(processed.landmarks, self.config.size_px)
         packets = []
-        if self._keyframe_wanted or processed.crop_moved:
+        reason = self._keyframe_reason(pts_ms, processed.crop_moved, face_was_lost)
+        if reason is not None:
+            self.keyframe_reasons[reason] += 1
             packets.append(self._keyframe_packet(processed.image, params, pts_ms))
-        coded = self._keypoints.encode(params, force_intra=bool(packets))
+        force_intra = bool(packets) or self._refresh_wanted
+        self._refresh_wanted = False
+        coded = self._keypoints.encode(params, force_intra=force_intra)
         flags = PacketFlags.INTRA if coded.intra else PacketFlags(0)
         packets.append(
             Packet(PacketKind.KEYPOINTS, self._keypoint_seq, pts_ms, coded.payload, flags)
@@ -107,11 +126,36 @@ class StreamEncoder:
             PacketKind.KEYFRAME, self._keyframe_seq, pts_ms, bytes(payload), PacketFlags.INTRA
         )
         self._keyframe_seq = (self._keyframe_seq + 1) % _SEQ_MODULO
-        self._keyframe_wanted = False
+        self._keyframe_wanted = None
+        self._last_keyframe_pts_ms = pts_ms
         return packet
+
+    def _keyframe_reason(self, pts_ms: int, crop_moved: bool, face_was_lost: bool) -> str | None:
+        """Why this frame needs a keyframe, or None when the receiver's reference still holds."""
+        if self._keyframe_wanted:
+            return self._keyframe_wanted
+        if crop_moved:
+            return "crop_moved"
+        if face_was_lost:
+            return "face_regained"
+        interval_ms = self.config.keyframe_interval_s * 1000
+        if interval_ms > 0 and self._last_keyframe_pts_ms is not None:
+            elapsed_ms = (pts_ms - self._last_keyframe_pts_ms) % _PTS_MODULO
+            if elapsed_ms >= interval_ms:
+                return "interval"
+        return None
 
     def close(self) -> None:
         self._detector.close()
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    """The decoded keypoints of one frame, ready to render: landmarks in stream pixels."""
+
+    landmarks: Landmarks
+    pts_ms: int
+    seq: int
 
 
 @dataclass
@@ -147,8 +191,31 @@ class StreamDecoder:
     def needs_keyframe(self) -> bool:
         return not self._has_reference
 
+    @property
+    def keypoints_synchronised(self) -> bool:
+        """Whether the next predicted keypoint packet can be decoded (no gap since an intra)."""
+        return self._keypoints.synchronised
+
     def receive(self, message: bytes) -> np.ndarray | None:
         """Handle one message; returns a newly rendered frame (H, W, 3) or None.
+
+        Malformed messages and packets of unknown kinds are dropped and counted, never raised.
+        """
+        decoded = self.decode(message)
+        return None if decoded is None else self.render(decoded)
+
+    def render(self, frame: DecodedFrame) -> np.ndarray:
+        """The (H, W, 3) uint8 RGB frame for decoded keypoints.
+
+        A live receiver decodes every packet (the keypoint prediction needs them all) but
+        renders only the newest decoded frame.
+        """
+        image = self.renderer.render(frame.landmarks)
+        self.stats.rendered += 1
+        return image
+
+    def decode(self, message: bytes) -> DecodedFrame | None:
+        """Handle one message; returns the keypoints of a frame that can be rendered, or None.
 
         Malformed messages and packets of unknown kinds are dropped and counted, never raised.
         """
@@ -184,7 +251,7 @@ class StreamDecoder:
         self._has_reference = True
         self.stats.keyframes += 1
 
-    def _receive_keypoints(self, packet: Packet) -> np.ndarray | None:
+    def _receive_keypoints(self, packet: Packet) -> DecodedFrame | None:
         expected = self._next_keypoint_seq
         if expected is not None and packet.seq != expected:
             behind = (expected - packet.seq) % _SEQ_MODULO
@@ -205,6 +272,5 @@ class StreamDecoder:
         self.stats.keypoint_frames += 1
         if not self._has_reference:
             return None
-        frame = self.renderer.render(self.model.reconstruct(params, self.header.width))
-        self.stats.rendered += 1
-        return frame
+        landmarks = self.model.reconstruct(params, self.header.width)
+        return DecodedFrame(landmarks, packet.pts_ms, packet.seq)

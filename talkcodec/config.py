@@ -24,6 +24,8 @@ class EncoderConfig:
     keypoint_step_px: float = 0.3
     expression_dims: int = 32
     keypoint_refresh_interval_s: float = 1.0
+    # A new keyframe every this many seconds of stream time (0: only when needed).
+    keyframe_interval_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not 16 <= self.size_px <= 4096:
@@ -34,6 +36,8 @@ class EncoderConfig:
             raise ValueError(f"keypoint_step_px must be in 0.001..65, got {self.keypoint_step_px}")
         if self.keypoint_refresh_interval_s < 0:
             raise ValueError("keypoint_refresh_interval_s must be >= 0")
+        if self.keyframe_interval_s < 0:
+            raise ValueError(f"keyframe_interval_s must be >= 0, got {self.keyframe_interval_s}")
 
     @property
     def refresh_interval_frames(self) -> int:

@@ -1,0 +1,144 @@
+"""Running a call: the sender and receiver sides over signaling, or both in one process on
+loopback (`talkcodec call`). Results are JSON-ready dicts of sender and receiver statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from aiortc import RTCPeerConnection
+from aiortc.contrib.signaling import BaseSignaling
+
+from talkcodec.codec import StreamEncoder
+from talkcodec.runtime.receiver import CallReceiver, FrameSink, ReceiverConfig
+from talkcodec.runtime.sender import CallSender, EncodedCallback, SenderConfig
+from talkcodec.runtime.sources import CaptureError, FrameSource, LatestFrame
+from talkcodec.transport.peer import (
+    ChannelCollector,
+    answer,
+    connect_in_process,
+    create_channels,
+    make_peer_connection,
+    offer,
+    wait_open,
+)
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 30.0
+# After the source ends, how long the receiver gets to take in the last packets.
+DRAIN_S = 0.5
+
+# Builds the receiver's sinks once it exists (sinks may show its live stats).
+SinksFactory = Callable[[CallReceiver], list[FrameSink]]
+
+
+async def stream(sender: CallSender, source: FrameSource) -> None:
+    """Send the stream header, then every frame the sender has time for, until the source ends."""
+    slot = LatestFrame()
+    sender.send_header()
+    source.start(slot)
+    try:
+        await sender.run(slot)
+    finally:
+        source.stop()
+    if source.error is not None:
+        raise CaptureError(str(source.error))
+
+
+async def _receive_until_done(receiver: CallReceiver, pc: RTCPeerConnection) -> None:
+    @pc.on("connectionstatechange")
+    def _on_state() -> None:
+        if pc.connectionState in ("failed", "closed"):
+            receiver.stop()
+
+    await receiver.run()
+
+
+def _close_sinks(sinks: Sequence[FrameSink]) -> None:
+    for sink in sinks:
+        close = getattr(sink, "close", None)
+        if close is not None:
+            close()
+
+
+async def loopback_call(
+    encoder: StreamEncoder,
+    source: FrameSource,
+    sender_config: SenderConfig | None = None,
+    receiver_config: ReceiverConfig | None = None,
+    sinks: SinksFactory | None = None,
+    on_encoded: EncodedCallback | None = None,
+    ice_servers: Sequence[str] = (),
+) -> dict[str, object]:
+    """Sender and receiver in this process, connected over loopback WebRTC."""
+    sender_pc, receiver_pc = make_peer_connection(ice_servers), make_peer_connection(ice_servers)
+    channels = create_channels(sender_pc)
+    collector = ChannelCollector(receiver_pc)
+    receiver_sinks: list[FrameSink] = []
+    try:
+        await connect_in_process(sender_pc, receiver_pc)
+        await wait_open(channels, CONNECT_TIMEOUT_S)
+        receiver = CallReceiver(await collector.wait(CONNECT_TIMEOUT_S), receiver_config)
+        receiver_sinks = sinks(receiver) if sinks else []
+        receiver.sinks.extend(receiver_sinks)
+        sender = CallSender(encoder, channels, sender_config, on_encoded)
+        receiving = asyncio.create_task(receiver.run())
+        try:
+            await stream(sender, source)
+            await asyncio.sleep(DRAIN_S)
+        finally:
+            receiver.stop()
+            await receiving
+    finally:
+        _close_sinks(receiver_sinks)
+        await sender_pc.close()
+        await receiver_pc.close()
+    return {"sender": sender.summary(), "receiver": receiver.summary()}
+
+
+async def send_call(
+    encoder: StreamEncoder,
+    source: FrameSource,
+    signaling: BaseSignaling,
+    sender_config: SenderConfig | None = None,
+    on_encoded: EncodedCallback | None = None,
+    ice_servers: Sequence[str] = (),
+) -> dict[str, object]:
+    """The sender's side of a two-machine call: offer, then stream until the source ends."""
+    pc = make_peer_connection(ice_servers)
+    channels = create_channels(pc)
+    try:
+        await offer(pc, signaling)
+        await wait_open(channels, CONNECT_TIMEOUT_S)
+        sender = CallSender(encoder, channels, sender_config, on_encoded)
+        await stream(sender, source)
+        await asyncio.sleep(DRAIN_S)
+    finally:
+        await pc.close()
+        await signaling.close()
+    return {"sender": sender.summary()}
+
+
+async def receive_call(
+    signaling: BaseSignaling,
+    receiver_config: ReceiverConfig | None = None,
+    sinks: SinksFactory | None = None,
+    ice_servers: Sequence[str] = (),
+) -> dict[str, object]:
+    """The receiver's side: answer, then decode and display until the sender hangs up."""
+    pc = make_peer_connection(ice_servers)
+    collector = ChannelCollector(pc)
+    receiver_sinks: list[FrameSink] = []
+    try:
+        await answer(pc, signaling)
+        receiver = CallReceiver(await collector.wait(CONNECT_TIMEOUT_S), receiver_config)
+        receiver_sinks = sinks(receiver) if sinks else []
+        receiver.sinks.extend(receiver_sinks)
+        await _receive_until_done(receiver, pc)
+    finally:
+        _close_sinks(receiver_sinks)
+        await pc.close()
+        await signaling.close()
+    return {"receiver": receiver.summary()}

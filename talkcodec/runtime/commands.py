@@ -1,0 +1,323 @@
+"""The live-call commands of the CLI: `talkcodec send`, `talkcodec receive`, `talkcodec call`.
+
+Only argparse and the standard library are imported at module level: aiortc, mediapipe and the
+renderer load when a live command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from talkcodec.config import EncoderConfig
+    from talkcodec.runtime.receiver import CallReceiver, FrameSink, ReceiverConfig
+    from talkcodec.runtime.sinks import InputFrames
+    from talkcodec.runtime.sources import FrameSource
+
+LIVE_COMMANDS = ("send", "receive", "call")
+DEFAULT_CALL_OUTPUT = Path("call.mp4")
+DEFAULT_DEMO_DURATION_S = 12.0
+
+
+class LiveCallError(RuntimeError):
+    """A live call cannot start or went wrong; one line for the user."""
+
+
+def _add_source_options(parser: argparse.ArgumentParser, demo: bool) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--camera", type=int, metavar="N", help="OpenCV camera index")
+    source.add_argument("--video", type=Path, metavar="FILE", help="a file played as a camera")
+    if demo:
+        source.add_argument(
+            "--demo", action="store_true", help="no camera or clip: an animated portrait"
+        )
+    parser.add_argument("--loop", action="store_true", help="loop --video (and --demo)")
+    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+
+
+def _add_sender_options(parser: argparse.ArgumentParser) -> None:
+    from talkcodec.transport.fragmentation import DEFAULT_FRAGMENT_BYTES
+
+    parser.add_argument(
+        "--simulate-loss", type=float, default=0.0, metavar="P",
+        help="drop each keypoint packet with probability P before sending (seeded)",
+    )  # fmt: skip
+    parser.add_argument("--loss-seed", type=int, default=0, help="seed of --simulate-loss")
+    parser.add_argument(
+        "--fragment-bytes", type=int, default=DEFAULT_FRAGMENT_BYTES,
+        help="largest keyframe-channel message",
+    )  # fmt: skip
+
+
+def _add_receiver_options(parser: argparse.ArgumentParser) -> None:
+    from talkcodec.generator import RENDERERS
+
+    parser.add_argument("--renderer", choices=list(RENDERERS), default="meshwarp")
+    parser.add_argument("--headless", action="store_true", help="never open a window")
+    parser.add_argument("--no-overlay", action="store_true", help="no stats over the picture")
+    parser.add_argument(
+        "--no-refresh-requests", action="store_true",
+        help="after a lost keypoint packet wait for the periodic refresh instead of asking",
+    )  # fmt: skip
+
+
+def add_live_commands(
+    commands: argparse._SubParsersAction,
+    add_encoder_options: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    from talkcodec.transport.signaling import add_signaling_arguments
+
+    send = commands.add_parser("send", help="live sender: camera or file to a WebRTC peer")
+    _add_source_options(send, demo=True)
+    add_encoder_options(send)
+    _add_sender_options(send)
+    add_signaling_arguments(send)
+    send.add_argument("--stats", type=Path, default=None, help="write sender stats JSON here")
+
+    receive = commands.add_parser("receive", help="live receiver: show and/or record a call")
+    _add_receiver_options(receive)
+    receive.add_argument("-o", "--output", type=Path, default=None, help="record to this file")
+    receive.add_argument("--stats", type=Path, default=None, help="write stats JSON here")
+    add_signaling_arguments(receive)
+
+    call = commands.add_parser(
+        "call", help="sender and receiver on loopback: side-by-side video and stats"
+    )
+    _add_source_options(call, demo=True)
+    add_encoder_options(call)
+    _add_sender_options(call)
+    _add_receiver_options(call)
+    call.add_argument(
+        "-o", "--output", type=Path, default=DEFAULT_CALL_OUTPUT,
+        help="side-by-side video (input | received); stats go beside it as .json",
+    )  # fmt: skip
+    call.add_argument("--ice-server", action="append", default=[], metavar="URL")
+
+
+def run_live_command(
+    args: argparse.Namespace, encoder_config: Callable[[argparse.Namespace], EncoderConfig]
+) -> None:
+    from aiortc.exceptions import InvalidStateError
+
+    from talkcodec.runtime.demo import DemoUnavailable
+    from talkcodec.runtime.sources import CaptureError
+    from talkcodec.transport.peer import SignalingError
+
+    try:
+        if args.command == "receive":
+            _run_receive(args)
+        elif args.command == "send":
+            _run_send(args, encoder_config(args))
+        else:
+            _run_call(args, encoder_config(args))
+    except (CaptureError, DemoUnavailable, SignalingError, InvalidStateError) as error:
+        raise LiveCallError(str(error)) from None
+    except ValueError as error:  # a config value out of range
+        raise LiveCallError(str(error)) from None
+
+
+# -- pieces ---------------------------------------------------------------------------------
+
+
+def _open_source(args: argparse.Namespace, fps: float, default_camera: bool) -> FrameSource:
+    """The frame source the flags name; with none, camera 0 (call) or an error (send)."""
+    from talkcodec.runtime.sources import ArraySource, CameraSource, VideoFileSource
+
+    if getattr(args, "demo", False):
+        from talkcodec.runtime.demo import demo_frames
+
+        frames, demo_fps = demo_frames()
+        duration = args.duration
+        if duration is None and not args.loop:
+            duration = DEFAULT_DEMO_DURATION_S
+        return ArraySource(frames, demo_fps, loop=True, max_duration_s=duration)
+    if args.video is not None:
+        return VideoFileSource(args.video, fps, loop=args.loop, max_duration_s=args.duration)
+    if args.camera is not None:
+        return CameraSource(args.camera, max_duration_s=args.duration)
+    if not default_camera:
+        raise LiveCallError("no input: give --camera N, --video FILE or --demo")
+    try:
+        return CameraSource(0, max_duration_s=args.duration)
+    except Exception as error:
+        raise LiveCallError(
+            f"no input: {error}; give --video FILE, or --demo for an animated portrait"
+        ) from None
+
+
+def _receiver_config(args: argparse.Namespace) -> ReceiverConfig:
+    from talkcodec.config import DecoderConfig
+    from talkcodec.runtime.receiver import ReceiverConfig
+
+    return ReceiverConfig(
+        decoder=DecoderConfig(renderer=args.renderer),
+        request_refresh=not args.no_refresh_requests,
+    )
+
+
+def _window_sinks(args: argparse.Namespace, receiver: CallReceiver) -> list[FrameSink]:
+    from talkcodec.runtime.sinks import WindowSink, display_available
+
+    if args.headless or not display_available():
+        return []
+    overlay = None if args.no_overlay else receiver.stats.overlay_lines
+    return [WindowSink(overlay, receiver.stop)]
+
+
+def _write_stats(path: Path, results: dict[str, Any], config: dict[str, Any]) -> None:
+    path.write_text(json.dumps({"config": config, **results}, indent=2, default=str) + "\n")
+
+
+def _config_record(args: argparse.Namespace, **configs: object) -> dict[str, Any]:
+    record: dict[str, Any] = {"command_line": sys.argv[1:] or None}
+    record.update({name: asdict(value) for name, value in configs.items()})  # type: ignore[call-overload]
+    return record
+
+
+def _print_summary(results: dict[str, Any]) -> None:
+    receiver = results.get("receiver")
+    if receiver is not None:
+        latency = receiver["latency_ms"]
+        recovery = receiver["loss_recovery_ms"]
+        decoder = receiver.get("decoder", {})
+
+        def ms(value: float | None) -> str:
+            return "-" if value is None else f"{value:.0f} ms"
+
+        print(
+            f"received {receiver['frames_displayed']} frames in {receiver['duration_s']:.1f} s: "
+            f"{receiver['fps']:.1f} fps, {receiver['payload_kbit_s']:.2f} kbit/s payload, "
+            f"{receiver['wire_kbit_s']:.2f} kbit/s on the wire"
+        )
+        print(
+            f"latency capture to display: median {ms(latency['median'])}, "
+            f"p95 {ms(latency['p95'])}; lost {decoder.get('lost_packets', 0)}, "
+            f"late {decoder.get('late_packets', 0)} packets; loss recovery "
+            f"median {ms(recovery['median'])}, max {ms(recovery['max'])} "
+            f"over {recovery['events']} events"
+        )
+    sender = results.get("sender")
+    if sender is not None:
+        print(
+            f"sent {sender['frames_encoded']} frames "
+            f"({sender['frames_dropped_at_capture']} dropped at capture, "
+            f"{sender['frames_without_face']} without a face), keyframes {sender['keyframes']}, "
+            f"encode median {sender['encode_ms']['median'] or 0:.1f} ms"
+        )
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def _sender_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from talkcodec.runtime.sender import SenderConfig
+
+    return SenderConfig(
+        simulate_loss=args.simulate_loss,
+        loss_seed=args.loss_seed,
+        fragment_bytes=args.fragment_bytes,
+    )
+
+
+def _run_send(args: argparse.Namespace, config: EncoderConfig) -> None:
+    from talkcodec.codec import StreamEncoder
+    from talkcodec.runtime.call import send_call
+    from talkcodec.transport.signaling import create_signaling
+
+    sender_config = _sender_config(args)
+    source = _open_source(args, config.fps, default_camera=False)
+    encoder = StreamEncoder(config)
+    try:
+        results = asyncio.run(
+            send_call(
+                encoder,
+                source,
+                create_signaling(args),
+                sender_config,
+                ice_servers=args.ice_server,
+            )
+        )
+    finally:
+        encoder.close()
+    _print_summary(results)
+    if args.stats is not None:
+        _write_stats(
+            args.stats, results, _config_record(args, encoder=config, sender=sender_config)
+        )
+
+
+def _run_receive(args: argparse.Namespace) -> None:
+    from talkcodec.runtime.call import receive_call
+    from talkcodec.runtime.sinks import RecordSink
+    from talkcodec.transport.signaling import create_signaling
+
+    receiver_config = _receiver_config(args)
+
+    def sinks(receiver: CallReceiver) -> list[FrameSink]:
+        chosen = _window_sinks(args, receiver)
+        if args.output is not None:
+            overlay = None if args.no_overlay else receiver.stats.overlay_lines
+
+            def fps() -> float:
+                return receiver.decoder.header.fps if receiver.decoder else 25.0
+
+            chosen.append(RecordSink(args.output, fps, overlay))
+        return chosen
+
+    results = asyncio.run(
+        receive_call(create_signaling(args), receiver_config, sinks, ice_servers=args.ice_server)
+    )
+    _print_summary(results)
+    if args.stats is not None:
+        _write_stats(args.stats, results, _config_record(args, receiver=receiver_config))
+
+
+def _run_call(args: argparse.Namespace, config: EncoderConfig) -> None:
+    from talkcodec.codec import StreamEncoder
+    from talkcodec.runtime.call import loopback_call
+    from talkcodec.runtime.sinks import InputFrames
+
+    sender_config = _sender_config(args)
+    receiver_config = _receiver_config(args)
+    source = _open_source(args, config.fps, default_camera=True)
+    inputs = InputFrames()
+    encoder = StreamEncoder(config)
+    try:
+        results = asyncio.run(
+            loopback_call(
+                encoder,
+                source,
+                sender_config,
+                receiver_config,
+                sinks=lambda receiver: _call_sinks(args, receiver, inputs, config),
+                on_encoded=inputs.add,
+                ice_servers=args.ice_server,
+            )
+        )
+    finally:
+        encoder.close()
+    stats_path = args.output.with_suffix(".json")
+    _write_stats(
+        stats_path,
+        results,
+        _config_record(args, encoder=config, sender=sender_config, receiver=receiver_config),
+    )
+    _print_summary(results)
+    print(f"wrote {args.output} (input | received) and {stats_path}")
+
+
+def _call_sinks(
+    args: argparse.Namespace, receiver: CallReceiver, inputs: InputFrames, config: EncoderConfig
+) -> list[FrameSink]:
+    from talkcodec.runtime.sinks import SideBySideSink
+
+    overlay = None if args.no_overlay else receiver.stats.overlay_lines
+    side_by_side = SideBySideSink(args.output, inputs, config.size_px, config.fps, overlay)
+    return [*_window_sinks(args, receiver), side_by_side]

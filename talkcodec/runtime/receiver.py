@@ -1,0 +1,261 @@
+"""The live receiver: data channels -> StreamDecoder -> the newest frame to its sinks.
+
+Messages are checked and queued on the asyncio loop; one worker thread decodes every queued
+packet (keypoint prediction needs them all) and renders only the newest decodable frame, so a
+slow renderer skips frames instead of falling behind. Through packet loss the last good frame
+stays up; the receiver asks for an intra keypoint packet after a gap and for a keyframe when it
+has no reference it can trust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from talkcodec.bitstream import BitstreamError
+from talkcodec.codec import DecodedFrame, StreamDecoder
+from talkcodec.config import DecoderConfig
+from talkcodec.transport.control import (
+    LATENCY_UNKNOWN_MS,
+    KeyframeRequest,
+    KeyframeRequestReason,
+    ReceiverReport,
+    RefreshRequest,
+    StreamHeaderMessage,
+    parse_control,
+)
+from talkcodec.transport.fragmentation import Reassembler
+from talkcodec.transport.peer import CallChannels
+from talkcodec.transport.stats import CallStats, percentile, wall_clock_ms
+
+logger = logging.getLogger(__name__)
+
+# Called in the worker thread with each displayed frame: (H, W, 3) uint8 RGB, its pts_ms.
+FrameSink = Callable[[np.ndarray, int], None]
+# Packets held while waiting for the stream header (a few seconds at 25 fps).
+_MAX_PENDING_BEFORE_HEADER = 128
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    """max_message_bytes: larger messages are dropped unread. keyframe_request_interval_s: how
+    often to repeat a keyframe request while there is no reference. request_refresh: ask for an
+    intra keypoint packet as soon as a gap is noticed (else wait for the periodic refresh)."""
+
+    decoder: DecoderConfig = DecoderConfig()
+    max_message_bytes: int = 64 * 1024
+    keyframe_request_interval_s: float = 1.0
+    refresh_request_interval_s: float = 0.1
+    report_interval_s: float = 1.0
+    request_refresh: bool = True
+
+
+class CallReceiver:
+    def __init__(
+        self,
+        channels: CallChannels,
+        config: ReceiverConfig | None = None,
+        sinks: list[FrameSink] | None = None,
+    ) -> None:
+        self.channels = channels
+        self.config = config or ReceiverConfig()
+        self.sinks = list(sinks or [])
+        self.stats = CallStats()
+        self.decoder: StreamDecoder | None = None
+        self._reassembler = Reassembler()
+        self._pending: list[bytes] = []
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="talkcodec-render")
+        self._last_shown_pts: int | None = None
+        self._loss_since_pts: int | None = None
+        self._next_keyframe_request = time.monotonic() + self.config.keyframe_request_interval_s
+        self._next_refresh_request = 0.0
+        self._decoder_counts_seen = 0
+        channels.keyframe.on("message", self._on_keyframe)
+        channels.keypoints.on("message", self._on_keypoints)
+        channels.control.on("message", self._on_control)
+        for channel in (channels.keyframe, channels.keypoints, channels.control):
+            channel.on("close", self.stop)
+
+    # -- on the event loop ----------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+
+    def _accept(self, channel: str, message: bytes | str) -> bytes | None:
+        if isinstance(message, str):
+            self.stats.count_drop("text_message")
+            return None
+        self.stats.count_message(channel, len(message))
+        if len(message) > self.config.max_message_bytes:
+            self.stats.count_drop("oversize")
+            return None
+        return message
+
+    def _on_keyframe(self, message: bytes | str) -> None:
+        data = self._accept("keyframe", message)
+        if data is None:
+            return
+        try:
+            packet = self._reassembler.add(data)
+        except BitstreamError as error:
+            self.stats.count_drop("bad_fragment")
+            logger.debug("dropped keyframe fragment: %s", error)
+            return
+        if packet is not None:
+            self._queue(packet)
+
+    def _on_keypoints(self, message: bytes | str) -> None:
+        data = self._accept("keypoints", message)
+        if data is not None:
+            self._queue(data)
+
+    def _queue(self, packet: bytes) -> None:
+        if self.decoder is None and len(self._pending) >= _MAX_PENDING_BEFORE_HEADER:
+            self._pending.pop(0)
+            self.stats.count_drop("before_header")
+        self._pending.append(packet)
+        self._wake.set()
+
+    def _on_control(self, message: bytes | str) -> None:
+        data = self._accept("control", message)
+        if data is None:
+            return
+        try:
+            control = parse_control(data)
+        except BitstreamError as error:
+            self.stats.count_drop("bad_control")
+            logger.debug("dropped control message: %s", error)
+            return
+        if isinstance(control, StreamHeaderMessage):
+            if self.decoder is None:
+                self.decoder = StreamDecoder(control.header, self.config.decoder)
+                self._wake.set()
+        else:
+            self.stats.count_drop("unexpected_control")
+
+    def _send_control(self, data: bytes) -> None:
+        if self.channels.control.readyState == "open":
+            self.channels.control.send(data)
+
+    async def run(self) -> None:
+        """Decode and display until stop() or a channel closes."""
+        loop = asyncio.get_running_loop()
+        ticker = asyncio.create_task(self._tick())
+        try:
+            while not self._stopped.is_set():
+                await self._wake.wait()
+                self._wake.clear()
+                if self.decoder is None or not self._pending:
+                    continue
+                batch, self._pending = self._pending, []
+                await loop.run_in_executor(self._executor, self._process, batch)
+                self._after_batch()
+        finally:
+            ticker.cancel()
+            self._executor.shutdown(wait=True)
+
+    def _after_batch(self) -> None:
+        decoder = self.decoder
+        now = time.monotonic()
+        if (
+            self.config.request_refresh
+            and decoder is not None
+            and not decoder.keypoints_synchronised
+            and decoder.stats.keypoint_frames > 0
+            and now >= self._next_refresh_request
+        ):
+            self._next_refresh_request = now + self.config.refresh_request_interval_s
+            self.stats.refresh_requests += 1
+            self._send_control(bytes(RefreshRequest(0)))
+
+    async def _tick(self) -> None:
+        next_report = time.monotonic() + self.config.report_interval_s
+        while True:
+            await asyncio.sleep(0.1)
+            now = time.monotonic()
+            if (self.decoder is None or self.decoder.needs_keyframe) and (
+                now >= self._next_keyframe_request
+            ):
+                self._next_keyframe_request = now + self.config.keyframe_request_interval_s
+                self.stats.keyframe_requests += 1
+                self._send_control(bytes(KeyframeRequest(KeyframeRequestReason.NO_REFERENCE)))
+            if now >= next_report:
+                next_report = now + self.config.report_interval_s
+                self._send_control(bytes(self.report()))
+
+    def report(self) -> ReceiverReport:
+        decoder_stats = self.decoder.stats if self.decoder is not None else None
+        recent = self.stats.latencies_ms[-100:]
+
+        def ms(q: float) -> int:
+            value = percentile(recent, q)
+            return LATENCY_UNKNOWN_MS if value is None else min(round(value), LATENCY_UNKNOWN_MS)
+
+        dropped = sum(self.stats.dropped.values())
+        if decoder_stats is not None:
+            dropped += decoder_stats.corrupt + decoder_stats.unknown_kind
+        return ReceiverReport(
+            rendered=len(self.stats.displayed_pts_ms),
+            lost=decoder_stats.lost if decoder_stats else 0,
+            late=decoder_stats.late if decoder_stats else 0,
+            dropped=dropped,
+            latency_p50_ms=ms(50),
+            latency_p95_ms=ms(95),
+        )
+
+    # -- in the worker thread -------------------------------------------------------------
+
+    def _process(self, batch: list[bytes]) -> None:
+        decoder = self.decoder
+        assert decoder is not None
+        newest: DecodedFrame | None = None
+        for message in batch:
+            lost_before = decoder.stats.lost + decoder.stats.undecodable
+            decoded = decoder.decode(message)
+            if (
+                decoder.stats.lost + decoder.stats.undecodable > lost_before
+                and self._loss_since_pts is None
+            ):
+                self._loss_since_pts = self._last_shown_pts
+            if decoded is not None:
+                self.stats.superseded += newest is not None
+                newest = decoded
+        if newest is None:
+            return
+        image = decoder.render(newest)
+        for sink in self.sinks:
+            sink(image, newest.pts_ms)
+        self.stats.count_display(newest.pts_ms, wall_clock_ms())
+        if self._loss_since_pts is not None:
+            self.stats.recoveries_ms.append((newest.pts_ms - self._loss_since_pts) % (1 << 32))
+            self._loss_since_pts = None
+        self._last_shown_pts = newest.pts_ms
+
+    def summary(self) -> dict[str, object]:
+        summary = self.stats.summary()
+        if self.decoder is not None:
+            d = self.decoder.stats
+            summary["decoder"] = {
+                "keyframes": d.keyframes,
+                "keypoint_frames": d.keypoint_frames,
+                "rendered": d.rendered,
+                "lost_packets": d.lost,
+                "late_packets": d.late,
+                "undecodable_packets": d.undecodable,
+                "corrupt_packets": d.corrupt,
+                "unknown_kind_packets": d.unknown_kind,
+            }
+        summary["keyframe_fragments"] = {
+            "duplicates": self._reassembler.duplicates,
+            "abandoned": self._reassembler.abandoned,
+        }
+        return summary

@@ -1,0 +1,191 @@
+"""The live sender: newest captured frame -> StreamEncoder -> data channels.
+
+Encoding (face mesh, fit, entropy coding, keyframe compression) runs in one worker thread so
+the asyncio loop stays free to service the peer connection. Control messages from the receiver
+(keyframe and refresh requests, reports) are handled on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from talkcodec.bitstream import BitstreamError, Packet, PacketKind
+from talkcodec.codec import StreamEncoder
+from talkcodec.runtime.sources import CapturedFrame, LatestFrame
+from talkcodec.transport.control import (
+    KeyframeRequest,
+    ReceiverReport,
+    RefreshRequest,
+    StreamHeaderMessage,
+    parse_control,
+)
+from talkcodec.transport.fragmentation import DEFAULT_FRAGMENT_BYTES, fragment
+from talkcodec.transport.peer import CallChannels
+from talkcodec.transport.stats import ChannelCounter
+
+logger = logging.getLogger(__name__)
+
+EncodedCallback = Callable[[int, np.ndarray], None]
+
+
+@dataclass(frozen=True)
+class SenderConfig:
+    """How the sender puts packets on the channels.
+
+    simulate_loss: probability of dropping each KEYPOINTS packet before it is sent (seeded by
+    loss_seed), to measure recovery. fragment_bytes: largest keyframe-channel message.
+    """
+
+    simulate_loss: float = 0.0
+    loss_seed: int = 0
+    fragment_bytes: int = DEFAULT_FRAGMENT_BYTES
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.simulate_loss < 1:
+            raise ValueError(f"simulate_loss must be in [0, 1), got {self.simulate_loss}")
+
+
+@dataclass
+class SenderStats:
+    frames_encoded: int = 0
+    frames_without_face: int = 0
+    frames_dropped_at_capture: int = 0  # overwritten in the slot while encoding was busy
+    encode_ms: list[float] = field(default_factory=list)
+    channels: dict[str, ChannelCounter] = field(default_factory=dict)
+    simulated_losses: int = 0
+    keyframe_requests: int = 0
+    refresh_requests: int = 0
+    control_errors: int = 0
+    last_report: ReceiverReport | None = None
+
+
+class CallSender:
+    """Sends one stream: the stream header, then packets for each frame it has time for."""
+
+    def __init__(
+        self,
+        encoder: StreamEncoder,
+        channels: CallChannels,
+        config: SenderConfig | None = None,
+        on_encoded: EncodedCallback | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.channels = channels
+        self.config = config or SenderConfig()
+        self.stats = SenderStats()
+        self._on_encoded = on_encoded
+        self._loss = random.Random(self.config.loss_seed)
+        self._keyframe_id = 0
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="talkcodec-encode")
+        channels.control.on("message", self._on_control)
+
+    def send_header(self) -> None:
+        self._send("control", bytes(StreamHeaderMessage(self.encoder.header)))
+
+    async def run(self, slot: LatestFrame) -> None:
+        """Encode and send frames until the source closes the slot."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                result = await loop.run_in_executor(self._executor, self._encode_next, slot)
+                if result is None:
+                    if slot.closed:
+                        return
+                    continue
+                for packet in result:
+                    self._send_packet(packet)
+        finally:
+            self.stats.frames_dropped_at_capture = slot.overwritten
+            self._executor.shutdown(wait=True)
+
+    def _encode_next(self, slot: LatestFrame) -> list[Packet] | None:
+        captured: CapturedFrame | None = slot.get(timeout_s=0.2)
+        if captured is None:
+            return None
+        started = time.perf_counter()
+        packets = self.encoder.encode(captured.image, captured.pts_ms)
+        self.stats.encode_ms.append((time.perf_counter() - started) * 1000)
+        self.stats.frames_encoded += 1
+        self.stats.frames_without_face += not packets
+        if self._on_encoded is not None and self.encoder.last_crop is not None:
+            self._on_encoded(captured.pts_ms, self.encoder.last_crop)
+        return packets
+
+    def _send_packet(self, packet: Packet) -> None:
+        data = bytes(packet)
+        if packet.kind is PacketKind.KEYFRAME:
+            for part in fragment(data, self._keyframe_id, self.config.fragment_bytes):
+                self._send("keyframe", bytes(part))
+            self._keyframe_id = (self._keyframe_id + 1) % (1 << 16)
+            return
+        if self.config.simulate_loss and self._loss.random() < self.config.simulate_loss:
+            self.stats.simulated_losses += 1
+            return
+        self._send("keypoints", data)
+
+    def _send(self, channel_name: str, data: bytes) -> None:
+        channel = getattr(self.channels, channel_name)
+        if channel.readyState != "open":
+            return
+        channel.send(data)
+        self.stats.channels.setdefault(channel_name, ChannelCounter()).add(len(data))
+
+    def _on_control(self, message: bytes | str) -> None:
+        if isinstance(message, str):
+            self.stats.control_errors += 1
+            return
+        try:
+            control = parse_control(message)
+        except BitstreamError as error:
+            self.stats.control_errors += 1
+            logger.debug("dropped control message: %s", error)
+            return
+        if isinstance(control, KeyframeRequest):
+            # A receiver without a reference may also have missed the header (it restarted,
+            # or its handlers were not yet in place): the header is 14 bytes, send it again.
+            self.stats.keyframe_requests += 1
+            self.send_header()
+            self.encoder.request_keyframe("request")
+        elif isinstance(control, RefreshRequest):
+            self.stats.refresh_requests += 1
+            self.encoder.request_refresh()
+        elif isinstance(control, ReceiverReport):
+            self.stats.last_report = control
+        else:
+            self.stats.control_errors += 1  # a stream header only ever flows the other way
+
+    def summary(self) -> dict[str, object]:
+        encode_ms = self.stats.encode_ms
+        report = self.stats.last_report
+        return {
+            "frames_encoded": self.stats.frames_encoded,
+            "frames_without_face": self.stats.frames_without_face,
+            "frames_dropped_at_capture": self.stats.frames_dropped_at_capture,
+            "encode_ms": {
+                "median": float(np.median(encode_ms)) if encode_ms else None,
+                "p95": float(np.percentile(encode_ms, 95)) if encode_ms else None,
+            },
+            "keyframes": dict(self.encoder.keyframe_reasons),
+            "messages_sent": {
+                name: {"messages": c.messages, "payload_bytes": c.payload_bytes}
+                for name, c in sorted(self.stats.channels.items())
+            },
+            "simulated_keypoint_losses": self.stats.simulated_losses,
+            "keyframe_requests_received": self.stats.keyframe_requests,
+            "refresh_requests_received": self.stats.refresh_requests,
+            "control_errors": self.stats.control_errors,
+            "last_receiver_report": None if report is None else {
+                "rendered": report.rendered,
+                "lost": report.lost,
+                "late": report.late,
+                "dropped": report.dropped,
+            },
+        }  # fmt: skip
