@@ -18,6 +18,11 @@ from talkcodec.bitstream import (
     TkcWriter,
 )
 from talkcodec.config import DecoderConfig, EncoderConfig
+from talkcodec.keyframe.cli import (
+    KeyframeCommandError,
+    add_keyframe_commands,
+    run_keyframe_command,
+)
 from talkcodec.keypoints.base import DetectorUnavailable
 from talkcodec.runtime.commands import LiveCallError, add_live_commands, run_live_command
 from talkcodec.video import VideoError
@@ -119,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decode(commands)
     _add_info(commands)
     add_live_commands(commands, _add_encoder_options)
+    add_keyframe_commands(commands)
     return parser
 
 
@@ -245,10 +251,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_decode(args)
         elif args.command == "info":
             print_info(args.input)
+        elif args.command == "keyframe":
+            run_keyframe_command(args)
         else:
             run_live_command(args, _encoder_config)
     except (
         CliError,
+        KeyframeCommandError,
         LiveCallError,
         BitstreamError,
         VideoError,

@@ -9,6 +9,7 @@ this by decoding, so the result is exact by construction, never by assumption.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import constriction
@@ -58,10 +59,15 @@ def encode_symbols(symbols: np.ndarray, model: SymbolModel) -> bytes:
     encoder = constriction.stream.queue.RangeEncoder()
     encoder.encode(symbols, model.family(), model.means, model.scales)
     full = _words_to_bytes(encoder.get_compressed())
+    return _trim(full, symbols, lambda data: decode_symbols(data, model))
+
+
+def _trim(full: bytes, symbols: np.ndarray, decode: Callable[[bytes], np.ndarray]) -> bytes:
+    """The shortest prefix of `full` that `decode` still reads back as exactly `symbols`."""
     best = full
     for length in range(len(full) - 1, -1, -1):
         try:
-            if np.array_equal(decode_symbols(full[:length], model), symbols):
+            if np.array_equal(decode(full[:length]), symbols):
                 best = full[:length]
                 continue
         except BitstreamError:
@@ -88,3 +94,83 @@ def decode_symbols(data: bytes, model: SymbolModel) -> np.ndarray:
             f"range decoder read a symbol outside +-{model.max_abs} from {len(data)} bytes"
         )
     return symbols
+
+
+def _check_categorical(probabilities: np.ndarray) -> np.ndarray:
+    probabilities = np.ascontiguousarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 2 or probabilities.shape[1] < 2:
+        raise ValueError(f"probabilities must be (S, K) with K >= 2, got {probabilities.shape}")
+    if not (np.isfinite(probabilities).all() and (probabilities > 0).all()):
+        raise ValueError("probabilities must be finite and positive")
+    return probabilities
+
+
+def encode_categorical(symbols: np.ndarray, probabilities: np.ndarray) -> bytes:
+    """Range-code (S,) symbols in 0..K-1, symbol i under the categorical `probabilities[i]`.
+
+    probabilities: (S, K) float64, positive (rows need not sum to 1). Derive them the same way
+    on both sides (e.g. from an integer table): constriction quantises them to fixed point, and
+    a float that differs in the last bit can change that. Trimmed to the fewest bytes that
+    decode exactly, as encode_symbols.
+    """
+    symbols = np.asarray(symbols, dtype=np.int32).ravel()
+    probabilities = _check_categorical(probabilities)
+    if len(symbols) != len(probabilities):
+        raise ValueError(f"{len(symbols)} symbols but {len(probabilities)} distributions")
+    if symbols.size and not 0 <= int(symbols.min()) <= int(symbols.max()) < probabilities.shape[1]:
+        raise ValueError(f"symbol out of range 0..{probabilities.shape[1] - 1}")
+    family = constriction.stream.model.Categorical(perfect=False)
+    encoder = constriction.stream.queue.RangeEncoder()
+    encoder.encode(symbols, family, probabilities)
+    full = _words_to_bytes(encoder.get_compressed())
+    return _trim(full, symbols, lambda data: decode_categorical(data, probabilities))
+
+
+def decode_categorical(data: bytes, probabilities: np.ndarray) -> np.ndarray:
+    """(S,) int32 symbols from bytes made by encode_categorical with the same probabilities.
+
+    Other bytes may decode to other symbols or raise BitstreamError.
+    """
+    probabilities = _check_categorical(probabilities)
+    family = constriction.stream.model.Categorical(perfect=False)
+    try:
+        decoder = constriction.stream.queue.RangeDecoder(_bytes_to_words(data))
+        symbols = decoder.decode(family, probabilities)
+    except (ValueError, RuntimeError, AssertionError) as error:
+        raise BitstreamError(f"range decoder failed on {len(data)} bytes: {error}") from None
+    symbols = np.asarray(symbols, dtype=np.int32)
+    if symbols.size and not 0 <= int(symbols.min()) <= int(symbols.max()) < probabilities.shape[1]:
+        raise BitstreamError(
+            f"range decoder read a symbol outside 0..{probabilities.shape[1] - 1} "
+            f"from {len(data)} bytes"
+        )
+    return symbols
+
+
+class CategoricalDecoder:
+    """Decodes bytes made by encode_categorical a batch at a time, for context models whose
+    later distributions depend on the symbols decoded so far.
+
+    Decoding all symbols in successive batches reads exactly what one decode_categorical call
+    with all the distributions would.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._size = len(data)
+        self._family = constriction.stream.model.Categorical(perfect=False)
+        self._decoder = constriction.stream.queue.RangeDecoder(_bytes_to_words(data))
+
+    def decode(self, probabilities: np.ndarray) -> np.ndarray:
+        """(S,) int32 next symbols, symbol i under `probabilities[i]` ((S, K) float64)."""
+        probabilities = _check_categorical(probabilities)
+        try:
+            symbols = self._decoder.decode(self._family, probabilities)
+        except (ValueError, RuntimeError, AssertionError) as error:
+            raise BitstreamError(f"range decoder failed on {self._size} bytes: {error}") from None
+        symbols = np.asarray(symbols, dtype=np.int32)
+        if symbols.size and int(symbols.max()) >= probabilities.shape[1]:
+            raise BitstreamError(
+                f"range decoder read a symbol outside 0..{probabilities.shape[1] - 1} "
+                f"from {self._size} bytes"
+            )
+        return symbols

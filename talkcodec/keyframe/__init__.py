@@ -1,13 +1,19 @@
-"""Keyframe codecs and their registry, selected by name (`--keyframe-codec`) or by wire id."""
+"""Keyframe codecs and their registry, selected by name (`--keyframe-codec`) or by wire id.
+
+"gc" loads its weights (weights/gc-c8-v1.safetensors) when constructed; importing this registry
+stays cheap because GCCodec imports torch only then.
+"""
 
 from __future__ import annotations
 
 from talkcodec.bitstream import BitstreamError, KeyframeCodecId
 from talkcodec.keyframe.base import KeyframeCodec
 from talkcodec.keyframe.classic import JpegCodec, WebPCodec
+from talkcodec.keyframe.gc.codec import GCCodec
 
 __all__ = [
     "KEYFRAME_CODECS",
+    "GCCodec",
     "JpegCodec",
     "KeyframeCodec",
     "WebPCodec",
@@ -18,6 +24,7 @@ __all__ = [
 KEYFRAME_CODECS: dict[str, type[KeyframeCodec]] = {
     "webp": WebPCodec,
     "jpeg": JpegCodec,
+    "gc": GCCodec,
 }
 
 

@@ -156,16 +156,17 @@ def test_jpeg_without_body_raises() -> None:
 
 
 def test_registry_names_and_wire_ids_are_consistent() -> None:
-    assert list(KEYFRAME_CODECS) == ["webp", "jpeg"]
+    assert list(KEYFRAME_CODECS) == ["webp", "jpeg", "gc"]
     for name, codec_class in KEYFRAME_CODECS.items():
         assert codec_class.name == name
     assert WebPCodec.wire_id == KeyframeCodecId.WEBP == 1
     assert JpegCodec.wire_id == KeyframeCodecId.JPEG == 2
+    assert KEYFRAME_CODECS["gc"].wire_id == KeyframeCodecId.GC == 3
 
 
 def test_make_unknown_codec_raises() -> None:
     with pytest.raises(
-        ValueError, match="^unknown keyframe codec 'png'; choose one of webp, jpeg$"
+        ValueError, match="^unknown keyframe codec 'png'; choose one of webp, jpeg, gc$"
     ):
         make_keyframe_codec("png")
 
@@ -181,7 +182,8 @@ def test_codec_for_wire_id(wire_id: int, codec_class: type[KeyframeCodec]) -> No
     assert type(keyframe_codec_for_wire_id(wire_id)) is codec_class
 
 
-def test_wire_id_not_in_this_build_raises() -> None:
+def test_wire_id_not_in_this_build_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(KEYFRAME_CODECS, "gc")  # as a build without the learned codec
     message = "keyframe codec id 3 (GC) is not available in this build"
     with pytest.raises(BitstreamError, match=f"^{re.escape(message)}$"):
         keyframe_codec_for_wire_id(3)

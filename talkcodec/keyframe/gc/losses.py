@@ -1,0 +1,81 @@
+"""GC training losses: distortion (MSE and MS-SSIM), least-squares GAN, feature matching.
+
+None needs pretrained weights, so training runs offline.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from talkcodec.metrics import MS_SSIM_WEIGHTS
+
+_C1, _C2 = 0.01**2, 0.03**2  # SSIM constants for images in [0, 1]
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    coords = torch.arange(size, dtype=torch.float32) - size // 2
+    kernel = torch.exp(-(coords**2) / (2 * sigma**2))
+    return kernel / kernel.sum()
+
+
+def _blur(x: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur per channel with mirrored borders (as talkcodec.metrics)."""
+    channels, pad = x.shape[1], window.numel() // 2
+    x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    x = F.conv2d(x, window.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(x, window.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
+def ms_ssim(x: torch.Tensor, y: torch.Tensor, num_scales: int = 5) -> torch.Tensor:
+    """Differentiable MS-SSIM per image, (B,), of (B, 3, H, W) images in [0, 1], per channel.
+
+    Same window, weights and 2x2 average pooling as talkcodec.metrics.ms_ssim; values are
+    clamped to a small positive floor so the fractional powers keep a gradient.
+    """
+    weights = torch.tensor(MS_SSIM_WEIGHTS[:num_scales], device=x.device)
+    weights = weights / weights.sum()
+    window = _gaussian_window().to(x.device)
+    result = torch.ones(x.shape[0], device=x.device)
+    for scale in range(num_scales):
+        mu_x, mu_y = _blur(x, window), _blur(y, window)
+        var_x = _blur(x * x, window) - mu_x**2
+        var_y = _blur(y * y, window) - mu_y**2
+        cov = _blur(x * y, window) - mu_x * mu_y
+        term = (2 * cov + _C2) / (var_x + var_y + _C2)
+        if scale == num_scales - 1:
+            term = term * (2 * mu_x * mu_y + _C1) / (mu_x**2 + mu_y**2 + _C1)
+        value = term.mean(dim=(1, 2, 3)).clamp(min=1e-4)
+        result = result * value ** weights[scale]
+        if scale < num_scales - 1:
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    return result
+
+
+def generator_adversarial_loss(fake_outputs: list[list[torch.Tensor]]) -> torch.Tensor:
+    """LSGAN: the generator wants every scale's patch scores on its images to read 1."""
+    losses = [((scale[-1] - 1) ** 2).mean() for scale in fake_outputs]
+    return torch.stack(losses).mean()
+
+
+def discriminator_loss(
+    real_outputs: list[list[torch.Tensor]], fake_outputs: list[list[torch.Tensor]]
+) -> torch.Tensor:
+    """LSGAN: real patches should score 1, generated ones 0."""
+    losses = [
+        ((real[-1] - 1) ** 2).mean() + (fake[-1] ** 2).mean()
+        for real, fake in zip(real_outputs, fake_outputs, strict=True)
+    ]
+    return torch.stack(losses).mean() / 2
+
+
+def feature_matching_loss(
+    real_outputs: list[list[torch.Tensor]], fake_outputs: list[list[torch.Tensor]]
+) -> torch.Tensor:
+    """L1 between the discriminator's features of the real and the generated image (pix2pixHD)."""
+    losses = [
+        F.l1_loss(fake, real.detach())
+        for real_scale, fake_scale in zip(real_outputs, fake_outputs, strict=True)
+        for real, fake in zip(real_scale[:-1], fake_scale[:-1], strict=True)
+    ]
+    return torch.stack(losses).mean()

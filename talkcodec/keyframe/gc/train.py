@@ -1,0 +1,337 @@
+"""Train a GC model on face crops of the training clips, resumable from checkpoints.
+
+    python -m talkcodec.keyframe.gc.train --channels 8 --out runs/gc-c8 [--resume]
+
+Phase 1 (warm-up, `warmup_steps`): distortion only (MSE + MS-SSIM). Phase 2: the multi-scale
+discriminator joins, with the least-squares GAN loss and feature matching. Every step sends a
+random prefix of the latent's channels (one of `channel_choices`), so one model codes at
+several rates. The run's config is saved beside its checkpoints as config.json; at the end the
+weights and the fitted prior are exported to `--export` (safetensors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from talkcodec.keyframe.gc.alphabet import NUM_LEVELS
+from talkcodec.keyframe.gc.data import CropSampler, load_face_crops
+from talkcodec.keyframe.gc.discriminator import MultiScaleDiscriminator
+from talkcodec.keyframe.gc.losses import (
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+    ms_ssim,
+)
+from talkcodec.keyframe.gc.model import GCModel, GCModelConfig
+from talkcodec.keyframe.gc.weights import export_weights, fit_prior_counts
+from talkcodec.keypoints.dataset import list_clips
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+WARMUP_CHECKPOINT_NAME = "checkpoint-warmup.pt"
+COMMANDS_NAME = "commands.txt"
+
+
+class MarginalRate(nn.Module):
+    """Per-channel symbol counts, kept up to date during training to log the rate.
+
+    A per-channel categorical only: the shipped context prior (prior.py) codes about 40% below
+    what this logs; it is fitted once at export.
+
+    counts: (C, L) float64 buffer (saved in checkpoints, not learned by gradient).
+    """
+
+    counts: torch.Tensor
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("counts", torch.ones(channels, NUM_LEVELS, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, symbols: torch.Tensor, active_channels: int, decay: float = 0.999) -> None:
+        """Fold a batch of (B, C, h, w) symbols into the counts of its first `active_channels`."""
+        flat = symbols[:, :active_channels].transpose(0, 1).reshape(active_channels, -1)
+        batch = torch.zeros(active_channels, NUM_LEVELS, dtype=torch.float64)
+        batch.scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float64))
+        self.counts[:active_channels] = decay * self.counts[:active_channels] + batch
+
+    def bits(self, symbols: torch.Tensor, active_channels: int) -> torch.Tensor:
+        """Total information content in bits of (B, C, h, w) symbols under the counts, per image."""
+        probs = self.counts / self.counts.sum(dim=1, keepdim=True)  # (C, L)
+        info = -torch.log2(probs)
+        per_symbol = torch.gather(
+            info[None, :, None, None, :].expand(*symbols.shape, NUM_LEVELS),
+            -1,
+            symbols.unsqueeze(-1),
+        ).squeeze(-1)
+        return per_symbol[:, :active_channels].sum(dim=(1, 2, 3)).float()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run; saved as config.json beside its checkpoints."""
+
+    channels: int = 8
+    channel_choices: tuple[int, ...] = (2, 4, 8)
+    channel_choice_weights: tuple[float, ...] = (0.2, 0.3, 0.5)
+    data_dir: str = "../shared/data/train"
+    crop_cache_size_px: int = 256
+    sample_fps: float = 3.0
+    frames_per_clip: int = 30
+    crop_px: int = 128
+    batch_size: int = 8
+    warmup_steps: int = 3500
+    total_steps: int = 5500
+    learning_rate: float = 3e-4
+    gan_learning_rate: float = 1e-4
+    mse_weight: float = 100.0
+    ms_ssim_weight: float = 3.0
+    adversarial_weight: float = 0.1
+    feature_matching_weight: float = 1.0
+    discriminator_scales: int = 2
+    color_jitter: float = 0.05
+    seed: int = 0
+    checkpoint_every_steps: int = 200
+    log_every_steps: int = 50
+
+    def __post_init__(self) -> None:
+        for name in ("channel_choices", "channel_choice_weights"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if len(self.channel_choices) != len(self.channel_choice_weights):
+            raise ValueError("channel_choices and channel_choice_weights differ in length")
+        if self.crop_px % 16:
+            raise ValueError(f"crop_px must be a multiple of 16, got {self.crop_px}")
+        if not 0 <= self.warmup_steps <= self.total_steps:
+            raise ValueError("need 0 <= warmup_steps <= total_steps")
+
+    def model_config(self) -> GCModelConfig:
+        return GCModelConfig(channels=self.channels, channel_choices=self.channel_choices)
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        return cls(**json.loads(path.read_text()))
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+class Trainer:
+    """Owns the networks, optimisers, data sampler and step counter of one run."""
+
+    def __init__(self, config: TrainConfig, crops: np.ndarray) -> None:
+        self.config = config
+        torch.manual_seed(config.seed)
+        self.model = GCModel(config.model_config())
+        self.discriminator = MultiScaleDiscriminator(config.discriminator_scales)
+        self.prior = MarginalRate(config.channels)
+        self.optimiser = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
+        self.d_optimiser = torch.optim.Adam(
+            self.discriminator.parameters(), lr=config.gan_learning_rate, betas=(0.5, 0.999)
+        )
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.sampler = CropSampler(
+            crops, config.crop_px, config.batch_size, self.generator, config.color_jitter
+        )
+        self.step = 0
+
+    def state(self) -> dict[str, object]:
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "prior": self.prior.state_dict(),
+            "optimiser": self.optimiser.state_dict(),
+            "d_optimiser": self.d_optimiser.state_dict(),
+            "sampler_rng": self.generator.get_state(),
+        }
+
+    def load_state(self, state: dict) -> None:  # type: ignore[type-arg]
+        self.step = int(state["step"])
+        self.model.load_state_dict(state["model"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.prior.load_state_dict(state["prior"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.d_optimiser.load_state_dict(state["d_optimiser"])
+        self.generator.set_state(state["sampler_rng"])
+
+    def save(self, path: Path) -> None:
+        temporary = path.with_suffix(".tmp")
+        torch.save(self.state(), temporary)
+        temporary.replace(path)  # never leave a half-written checkpoint behind
+
+    def _active_channels(self) -> int:
+        weights = torch.tensor(self.config.channel_choice_weights)
+        index = int(torch.multinomial(weights, 1, generator=self.generator))
+        return self.config.channel_choices[index]
+
+    def train_step(self) -> dict[str, float]:
+        config = self.config
+        adversarial = self.step >= config.warmup_steps
+        if adversarial:
+            for group in self.optimiser.param_groups:
+                group["lr"] = config.gan_learning_rate
+        images = self.sampler.batch()  # (B, 3, crop, crop)
+        active = self._active_channels()
+        out = self.model(images, active)
+        reconstruction = out["reconstruction"]
+        mse = torch.mean((reconstruction - images) ** 2)
+        similarity = ms_ssim(reconstruction.clamp(0, 1), images).mean()
+        loss = config.mse_weight * mse + config.ms_ssim_weight * (1 - similarity)
+        stats = {"mse": mse.item(), "ms_ssim": similarity.item(), "channels": float(active)}
+        if adversarial:
+            fake_outputs = self.discriminator(reconstruction)
+            with torch.no_grad():
+                real_outputs = self.discriminator(images)
+            g_adv = generator_adversarial_loss(fake_outputs)
+            g_fm = feature_matching_loss(real_outputs, fake_outputs)
+            loss = loss + config.adversarial_weight * g_adv + config.feature_matching_weight * g_fm
+            stats.update(g_adv=g_adv.item(), g_fm=g_fm.item())
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimiser.step()
+        if adversarial:
+            d_loss = discriminator_loss(
+                self.discriminator(images), self.discriminator(reconstruction.detach())
+            )
+            self.d_optimiser.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.d_optimiser.step()
+            stats["d_loss"] = d_loss.item()
+        self.prior.update(out["symbols"], active)
+        bits = self.prior.bits(out["symbols"], active).mean()
+        stats["bpp"] = float(bits) / (images.shape[2] * images.shape[3])
+        stats["loss"] = loss.item()
+        self.step += 1
+        return stats
+
+
+def _summary(history: list[dict[str, float]]) -> str:
+    keys = sorted({key for stats in history for key in stats})
+    means = {key: float(np.mean([s[key] for s in history if key in s])) for key in keys}
+    psnr = -10 * math.log10(max(means["mse"], 1e-10))
+    parts = [f"psnr={psnr:.2f}"] + [f"{key}={means[key]:.4g}" for key in keys if key != "mse"]
+    return " ".join(parts)
+
+
+def train(config: TrainConfig, out_dir: Path, resume: bool, max_minutes: float | None) -> Trainer:
+    """Run (or continue) training until total_steps or the wall-clock limit; returns the trainer."""
+    torch.set_num_threads(1)  # the machine is shared: one core per training run
+    clips = list_clips(Path(config.data_dir))
+    crops = load_face_crops(
+        clips, config.crop_cache_size_px, config.sample_fps, config.frames_per_clip
+    )
+    logger.info("%d face crops from %d clips", len(crops), len(clips))
+    trainer = Trainer(config, crops)
+    checkpoint = out_dir / CHECKPOINT_NAME
+    if resume:
+        trainer.load_state(torch.load(checkpoint, weights_only=True))
+        logger.info("resumed from %s at step %d", checkpoint, trainer.step)
+    started = time.monotonic()
+    history: list[dict[str, float]] = []
+    progress = tqdm(total=config.total_steps, initial=trainer.step, unit="step", mininterval=10)
+    while trainer.step < config.total_steps:
+        history.append(trainer.train_step())
+        progress.update(1)
+        if trainer.step % config.log_every_steps == 0:
+            logger.info("step %d %s", trainer.step, _summary(history))
+            history.clear()
+        if trainer.step == config.warmup_steps:
+            trainer.save(out_dir / WARMUP_CHECKPOINT_NAME)
+        if trainer.step % config.checkpoint_every_steps == 0:
+            trainer.save(checkpoint)
+        if max_minutes is not None and time.monotonic() - started > 60 * max_minutes:
+            logger.info("stopping at step %d: %.0f minute limit", trainer.step, max_minutes)
+            break
+    progress.close()
+    trainer.save(checkpoint)
+    return trainer
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m talkcodec.keyframe.gc.train")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, config)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--export", type=Path, help="write the trained weights here at the end")
+    parser.add_argument("--max-minutes", type=float, help="stop (resumably) after this long")
+    parser.add_argument("--export-only", action="store_true", help="export --out's checkpoint")
+    for item in fields(TrainConfig):
+        flag = "--" + item.name.replace("_", "-")
+        default = item.default
+        if isinstance(default, tuple):
+            parser.add_argument(flag, type=type(default[0]), nargs="+", default=None)
+        else:
+            parser.add_argument(flag, type=type(default), default=None)
+    return parser.parse_args(argv)
+
+
+def _resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's config: config.json of the run when resuming, defaults overridden by flags."""
+    saved = args.out / "config.json"
+    overrides = {
+        item.name: getattr(args, item.name)
+        for item in fields(TrainConfig)
+        if getattr(args, item.name) is not None
+    }
+    if args.resume or args.export_only:
+        config = TrainConfig.load(saved)
+        # Only the length of the run may change on resume; anything else would be a new run.
+        allowed = {"total_steps", "warmup_steps", "checkpoint_every_steps", "log_every_steps"}
+        changed = {k for k, v in overrides.items() if v != getattr(config, k)} - allowed
+        if changed:
+            raise SystemExit(f"cannot change {', '.join(sorted(changed))} when resuming")
+        return TrainConfig(**{**asdict(config), **overrides})
+    return TrainConfig(**overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = _parse_args(argv)
+    config = _resolve_config(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    config.save(args.out / "config.json")
+    arguments = sys.argv[1:] if argv is None else argv
+    command = "python -m talkcodec.keyframe.gc.train " + " ".join(arguments)
+    history = args.out / COMMANDS_NAME  # every invocation of this run, for the model card
+    with history.open("a") as log:
+        log.write(command + "\n")
+    if args.export_only:
+        torch.set_num_threads(1)
+        crops = load_face_crops(
+            list_clips(Path(config.data_dir)),
+            config.crop_cache_size_px,
+            config.sample_fps,
+            config.frames_per_clip,
+        )
+        trainer = Trainer(config, crops)
+        trainer.load_state(torch.load(args.out / CHECKPOINT_NAME, weights_only=True))
+    else:
+        trainer = train(config, args.out, args.resume, args.max_minutes)
+        crops = trainer.sampler.crops
+    if args.export is not None:
+        counts = fit_prior_counts(trainer.model, crops)
+        metadata = {
+            "steps": str(trainer.step),
+            "train_config": json.dumps(asdict(config), sort_keys=True),
+            "commands": history.read_text(),
+            "training_crops": str(len(crops)),
+        }
+        export_weights(trainer.model, counts, args.export, metadata)
+        logger.info("exported %s", args.export)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Saving and loading GC weights (safetensors): the networks, the prior table and the config."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from talkcodec.keyframe.gc.model import GCModel, GCModelConfig
+from talkcodec.keyframe.gc.prior import (
+    NUM_CONTEXTS,
+    context_counts,
+    frequency_table,
+    smoothed_counts,
+)
+from talkcodec.keyframe.gc.quantiser import NUM_LEVELS
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "talkcodec-gc"
+PRIOR_KEY = "prior.frequencies"
+_MODEL_PREFIX = "model."
+WEIGHTS_DIR = Path(__file__).resolve().parents[3] / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "gc-c8-v1.safetensors"
+
+
+@torch.no_grad()
+def latent_symbols(model: GCModel, crops: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """(N, C, H/16, W/16) int8 symbols of (N, H, W, 3) uint8 crops through the encoder."""
+    was_training = model.training
+    model.eval()
+    batches = []
+    for start in range(0, len(crops), batch_size):
+        batch = torch.from_numpy(crops[start : start + batch_size]).permute(0, 3, 1, 2)
+        batches.append(model.analyse(batch.float() / 255).numpy().astype(np.int8))
+    model.train(was_training)
+    return np.concatenate(batches)
+
+
+def fit_prior_counts(model: GCModel, crops: np.ndarray) -> np.ndarray:
+    """(C, NUM_CONTEXTS, L) context counts of the symbols of whole (N, H, W, 3) uint8 crops."""
+    return context_counts(latent_symbols(model, crops))
+
+
+def export_weights(
+    model: GCModel, counts: np.ndarray, path: Path, metadata: dict[str, str]
+) -> None:
+    """Write the encoder and generator, the prior's frequency table (from (C, NUM_CONTEXTS, L)
+    context counts) and the config to `path`."""
+    tensors = {
+        _MODEL_PREFIX + name: value.detach().cpu().contiguous()
+        for name, value in model.state_dict().items()
+    }
+    table = frequency_table(smoothed_counts(counts))  # every entry >= 1: nothing impossible
+    tensors[PRIOR_KEY] = torch.from_numpy(table.astype(np.int32))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(
+        tensors,
+        str(path),
+        metadata={"format": FORMAT, "model_config": model.config.to_json(), **metadata},
+    )
+
+
+def load_weights(
+    path: Path, device: str | torch.device = "cpu"
+) -> tuple[GCModel, np.ndarray, dict[str, str]]:
+    """(model in eval mode on `device`, (C, NUM_CONTEXTS, L) uint32 frequency table, metadata).
+
+    Raises FileNotFoundError naming the file and how to make it, or ValueError when the file is
+    not GC weights.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"GC weights not found: {path} (train them with "
+            "`python -m talkcodec.keyframe.gc.train --channels 8 --out runs/gc-c8 --export "
+            f"{path}`)"
+        )
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path} is not a safetensors file: {error}") from None
+    if metadata.get("format") != FORMAT or PRIOR_KEY not in tensors:
+        raise ValueError(f"{path} does not hold GC weights (format {metadata.get('format')!r})")
+    config = GCModelConfig.from_json(metadata["model_config"])
+    model = GCModel(config)
+    state = {
+        name[len(_MODEL_PREFIX) :]: value
+        for name, value in tensors.items()
+        if name.startswith(_MODEL_PREFIX)
+    }
+    model.load_state_dict(state)
+    table = tensors[PRIOR_KEY].numpy().astype(np.uint32)
+    if table.shape != (config.channels, NUM_CONTEXTS, NUM_LEVELS) or (table < 1).any():
+        raise ValueError(f"{path}: prior table of shape {table.shape} does not fit the model")
+    return model.to(device).eval(), table, metadata
