@@ -46,7 +46,12 @@ def _add_encoder_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keyframe-codec", choices=list(KEYFRAME_CODECS), default=_DEFAULTS.keyframe_codec
     )
-    parser.add_argument("--keyframe-quality", type=int, default=None, help="codec quality 1-100")
+    parser.add_argument(
+        "--keyframe-quality",
+        type=int,
+        default=None,
+        help="webp/jpeg quality 1-100; gc: latent channels 2, 4 or 8",
+    )
     parser.add_argument(
         "--keypoint-step",
         type=float,
