@@ -119,6 +119,17 @@ def _add_info(commands: argparse._SubParsersAction) -> None:
     info.add_argument("input", type=Path, help="input .tkc file")
 
 
+def _add_export(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser("export", help="export networks for other runtimes")
+    formats = export.add_subparsers(dest="format", required=True)
+    onnx = formats.add_parser("onnx", help="the GAN refiner's two networks as ONNX files")
+    onnx.add_argument(
+        "--weights", type=Path, default=None, help="refiner weights (default: the shipped ones)"
+    )
+    onnx.add_argument("--size", type=int, default=256, help="frame side in px (multiple of 4)")
+    onnx.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="talkcodec", description="Generative video-call codec: keyframe + 3D keypoints."
@@ -130,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(commands)
     add_live_commands(commands, _add_encoder_options)
     add_keyframe_commands(commands)
+    _add_export(commands)
     return parser
 
 
@@ -202,6 +214,25 @@ def run_decode(args: argparse.Namespace) -> None:
     )
 
 
+def run_export(args: argparse.Namespace) -> None:
+    """Write reference_encoder.onnx and frame_refiner.onnx, checked by onnx.checker."""
+    from talkcodec.runtime.backends.onnx_export import (
+        ONNX_OPSET,
+        describe_onnx,
+        export_to_folder,
+        resolve_weights,
+    )
+
+    try:
+        weights = resolve_weights(args.weights)
+        models = export_to_folder(weights, args.size, args.output)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    print(f"exported {weights} at {args.size}x{args.size} (ONNX opset {ONNX_OPSET}, checked):")
+    for path in (models.reference_encoder, models.frame_refiner):
+        print(f"  {path} ({path.stat().st_size / 1e6:.2f} MB): {describe_onnx(path)}")
+
+
 def _open_tkc(path: Path) -> TkcReader:
     if not path.is_file():
         raise CliError(f"no such file: {path}")
@@ -258,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_info(args.input)
         elif args.command == "keyframe":
             run_keyframe_command(args)
+        elif args.command == "export":
+            run_export(args)
         else:
             run_live_command(args, _encoder_config)
     except (

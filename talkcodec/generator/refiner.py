@@ -46,7 +46,7 @@ def _zero_conv(in_ch: int, out_ch: int) -> nn.Conv2d:
     """A 3x3 conv that starts as zero, so its head is a no-op until trained."""
     conv = nn.Conv2d(in_ch, out_ch, 3, padding=1)
     nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
+    nn.init.zeros_(conv.bias)  # type: ignore[arg-type]
     return conv
 
 
@@ -116,13 +116,14 @@ class FrameRefiner(nn.Module):
         grid: torch.Tensor,
         guide: torch.Tensor,
     ) -> torch.Tensor:
-        """The refined frame (B, 3, H, W) in [0, 1].
+        """The refined frame (B, 3, h, w) in [0, 1].
 
         reference (B, 3, H, W) in [0, 1]; reference_features (B, F, H/4, W/4) from
-        ReferenceEncoder; grid (B, H, W, 2) the warp's sampling positions (see `sample`);
-        guide (B, GUIDE_CHANNELS, H, W).
+        ReferenceEncoder; grid (B, h, w, 2) the warp's sampling positions (see `sample`);
+        guide (B, GUIDE_CHANNELS, h, w). The output is usually the reference's size; training
+        may ask for a window of it (h, w < H, W: the grid addresses the whole reference).
         """
-        height, width = reference.shape[-2:]
+        height, width = grid.shape[1:3]
         warped = sample(reference, grid)  # (B, 3, H, W)
         x = torch.cat([warped * 2 - 1, guide], dim=1)
         half = self.encode_half(x)  # (B, D, H/2, W/2)
