@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,21 +45,30 @@ def default_cache_dir() -> Path:
     return Path(base) / "talkcodec" / "landmarks"
 
 
-def _cache_path(cache_dir: Path, clip: Path, fps: float, size: int, crop: bool) -> Path:
+def clip_cache_key(clip: Path, *settings: object) -> str:
+    """A short digest that changes whenever the clip file or any of `settings` changes."""
     stat = clip.stat()
-    key = f"{clip.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{fps}|{size}|{crop}|{_CACHE_VERSION}"
-    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    key = "|".join(
+        str(part) for part in (clip.resolve(), stat.st_size, stat.st_mtime_ns, *settings)
+    )
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def _cache_path(cache_dir: Path, clip: Path, fps: float, size: int, crop: bool) -> Path:
+    digest = clip_cache_key(clip, fps, size, crop, _CACHE_VERSION)
     return cache_dir / f"{clip.stem}-{digest}.npz"
 
 
-def track_clip(
-    clip: Path, fps: float, size: int, crop: bool = True, max_frames: int | None = None
+def track_frames(
+    name: str, frames: Iterable[np.ndarray], fps: float, size: int, crop: bool = True
 ) -> LandmarkTrack:
-    """Run the sender's front end over a clip and collect its landmarks."""
+    """Run the sender's front end (mediapipe, default options) over frames and collect their
+    landmarks. With crop=False the frames are taken to be the crops already (as a sender with
+    `crop=False` sees them), and the landmarks are in their pixels."""
     faces, shoulders = [], []
     with make_detector("mediapipe") as detector:
         frontend = FaceFrontend(detector, size, crop=crop)
-        for _, frame in read_frames(clip, fps, max_frames=max_frames):
+        for frame in frames:
             result = frontend.process(frame)
             if result.landmarks is None:
                 faces.append(np.full((detector.num_face_points, 3), np.nan, np.float32))
@@ -67,7 +76,24 @@ def track_clip(
             else:
                 faces.append(result.landmarks.face)
                 shoulders.append(result.landmarks.shoulders)
-    return LandmarkTrack(clip.name, fps, size, np.stack(faces), np.stack(shoulders))
+    return LandmarkTrack(name, fps, size, np.stack(faces), np.stack(shoulders))
+
+
+def track_clip(
+    clip: Path, fps: float, size: int, crop: bool = True, max_frames: int | None = None
+) -> LandmarkTrack:
+    """Run the sender's front end over a clip and collect its landmarks."""
+    frames = (frame for _, frame in read_frames(clip, fps, max_frames=max_frames))
+    return track_frames(clip.name, frames, fps, size, crop)
+
+
+def save_track(track: LandmarkTrack, path: Path) -> None:
+    np.savez_compressed(path, face=track.face, shoulders=track.shoulders)
+
+
+def read_track(path: Path, clip: str, fps: float, size: int) -> LandmarkTrack:
+    with np.load(path) as data:
+        return LandmarkTrack(clip, fps, size, data["face"], data["shoulders"])
 
 
 def load_tracks(
@@ -84,11 +110,10 @@ def load_tracks(
     for clip in tqdm(clips, desc="landmarks", unit="clip"):
         path = _cache_path(cache_dir, clip, fps, size, True)
         if path.exists():
-            with np.load(path) as data:
-                track = LandmarkTrack(clip.name, fps, size, data["face"], data["shoulders"])
+            track = read_track(path, clip.name, fps, size)
         else:
             track = track_clip(clip, fps, size)
-            np.savez_compressed(path, face=track.face, shoulders=track.shoulders)
+            save_track(track, path)
         if max_frames is not None:
             track = LandmarkTrack(
                 track.clip, fps, size, track.face[:max_frames], track.shoulders[:max_frames]

@@ -1,4 +1,6 @@
-"""GC training losses: distortion (MSE and MS-SSIM), least-squares GAN, feature matching.
+"""GAN training losses: distortion (MS-SSIM), least-squares and hinge GAN, feature matching.
+
+Used by GC (least squares) and the refiner (hinge).
 
 None needs pretrained weights, so training runs offline.
 """
@@ -64,6 +66,22 @@ def discriminator_loss(
     """LSGAN: real patches should score 1, generated ones 0."""
     losses = [
         ((real[-1] - 1) ** 2).mean() + (fake[-1] ** 2).mean()
+        for real, fake in zip(real_outputs, fake_outputs, strict=True)
+    ]
+    return torch.stack(losses).mean() / 2
+
+
+def hinge_generator_loss(fake_outputs: list[list[torch.Tensor]]) -> torch.Tensor:
+    """Hinge GAN: the generator raises every scale's patch scores on its images."""
+    return torch.stack([-scale[-1].mean() for scale in fake_outputs]).mean()
+
+
+def hinge_discriminator_loss(
+    real_outputs: list[list[torch.Tensor]], fake_outputs: list[list[torch.Tensor]]
+) -> torch.Tensor:
+    """Hinge GAN: real patches should score >= 1, generated ones <= -1."""
+    losses = [
+        F.relu(1 - real[-1]).mean() + F.relu(1 + fake[-1]).mean()
         for real, fake in zip(real_outputs, fake_outputs, strict=True)
     ]
     return torch.stack(losses).mean() / 2
