@@ -157,10 +157,11 @@ class KeyframePayload:
     """Payload of a KEYFRAME packet: codec u8 | reference_id u8 | keypoints_len u16 |
     keypoints | image.
 
-    reference_id is the slot of the receiver's reference bank this keyframe fills (0 for the
-    first keyframe of a stream). keypoints are the intra-coded keypoints of this very frame and
-    image the bytes of the image codec named by `codec`; both are opaque at this layer. The
-    image runs to the end of the payload and is never empty.
+    reference_id is the slot of the receiver's reference bank this keyframe fills: 0 empties
+    the bank first (the first keyframe of a stream uses it), 1 and above add or replace one
+    extra reference (docs/bitstream.md, "Reference bank"). keypoints are the intra-coded
+    keypoints of this very frame and image the bytes of the image codec named by `codec`; both
+    are opaque at this layer. The image runs to the end of the payload and is never empty.
     """
 
     codec: KeyframeCodecId

@@ -24,6 +24,7 @@ from talkcodec.keyframe.cli import (
     run_keyframe_command,
 )
 from talkcodec.keypoints.base import DetectorUnavailable
+from talkcodec.runtime.backends.base import BackendUnavailable
 from talkcodec.runtime.commands import LiveCallError, add_live_commands, run_live_command
 from talkcodec.video import VideoError
 
@@ -107,11 +108,17 @@ def _add_encode(commands: argparse._SubParsersAction) -> None:
 
 def _add_decode(commands: argparse._SubParsersAction) -> None:
     from talkcodec.generator import RENDERERS
+    from talkcodec.runtime.backends import BACKEND_CHOICES
 
     decode = commands.add_parser("decode", help="render a .tkc stream into a video file")
     decode.add_argument("input", type=Path, help="input .tkc file")
     decode.add_argument("-o", "--output", type=Path, required=True, help="output video (.mp4)")
     decode.add_argument("--renderer", choices=list(RENDERERS), default=DecoderConfig.renderer)
+    decode.add_argument(
+        "--backend", choices=BACKEND_CHOICES, default=DecoderConfig.backend,
+        help="inference backend of the gan renderer (auto: tensorrt on an NVIDIA GPU, else "
+        "onnxruntime)",
+    )  # fmt: skip
 
 
 def _add_info(commands: argparse._SubParsersAction) -> None:
@@ -189,7 +196,7 @@ def run_decode(args: argparse.Namespace) -> None:
     reader = _open_tkc(args.input)
     with reader:
         header = reader.header
-        decoder = StreamDecoder(header, DecoderConfig(renderer=args.renderer))
+        decoder = StreamDecoder(header, DecoderConfig(renderer=args.renderer, backend=args.backend))
         last_frame = None
         written = 0
         with VideoWriter(args.output, header.width, header.height, header.fps) as writer:
@@ -300,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         BitstreamError,
         VideoError,
         DetectorUnavailable,
+        BackendUnavailable,
         OSError,
     ) as error:
         print(f"talkcodec: error: {error}", file=sys.stderr)

@@ -2,9 +2,10 @@
 
 StreamEncoder turns camera frames into packets: a KEYFRAME packet (the crop coded with the
 keyframe codec, plus its own intra-coded keypoints so it stands alone) when the stream starts or
-the crop moved, then one KEYPOINTS packet per frame. StreamDecoder turns packets back into frames
-with a renderer. Each packet kind has its own sequence counter, so the receiver can tell a lost
-keypoint packet from a late one.
+the crop moved, then one KEYPOINTS packet per frame, and further KEYFRAME packets for the
+receiver's reference bank when the face looks unlike every reference it holds. StreamDecoder
+turns packets back into frames with a renderer. Each packet kind has its own sequence counter,
+so the receiver can tell a lost keypoint packet from a late one.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from talkcodec.bitstream import (
 from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.entropy.keypoints import KeypointDecoder, KeypointEncoder
 from talkcodec.generator import Renderer, make_renderer
+from talkcodec.generator.bank import BankMirror, describe
 from talkcodec.keyframe import keyframe_codec_for_wire_id, make_keyframe_codec
 from talkcodec.keypoints.detectors import make_detector
 from talkcodec.keypoints.frontend import FaceFrontend
@@ -49,7 +51,12 @@ def _keypoint_model(model_id: int, expression_dims: int) -> KeypointModel:
 
 
 class StreamEncoder:
-    """The sender's codec: one instance per stream, frames in capture order."""
+    """The sender's codec: one instance per stream, frames in capture order.
+
+    It mirrors the receiver's reference bank (talkcodec.generator.bank) from the decoded
+    landmarks of the references it sent, so it knows which reference each frame is rendered
+    from (`selected_reference_id`) and when the current face is far from all of them.
+    """
 
     def __init__(self, config: EncoderConfig) -> None:
         self.config = config
@@ -69,14 +76,22 @@ class StreamEncoder:
         self._detector = make_detector(config.detector)
         self._frontend = FaceFrontend(self._detector, config.size_px, crop=config.crop)
         self._keypoints = KeypointEncoder(self.model, step_px, config.refresh_interval_frames)
+        self._bank = BankMirror(config.reference_bank_size)
         self._keyframe_seq = 0
         self._keypoint_seq = 0
+        self._frame_index = 0
         self._keyframe_wanted: str | None = "start"
         self._refresh_wanted = False
         self._last_keyframe_pts_ms: int | None = None
+        self._last_fresh_start_pts_ms: int | None = None
         self.last_crop: np.ndarray | None = None
         self.last_landmarks: Landmarks | None = None
-        # Why each keyframe was sent: start, request, interval, crop_moved, face_regained.
+        # What the receiver renders the last frame from: its decoded landmarks and the slot of
+        # the reference bank it picks. None when the last frame had no face.
+        self.last_decoded_landmarks: Landmarks | None = None
+        self.selected_reference_id: int | None = None
+        # Why each keyframe was sent: start, request, interval, crop_moved, face_regained
+        # (these start afresh in slot 0), reference (an extra reference in slot 1 or above).
         self.keyframe_reasons: Counter[str] = Counter()
 
     def request_keyframe(self, reason: str = "request") -> None:
@@ -97,14 +112,24 @@ class StreamEncoder:
         self.last_crop = processed.image
         face_was_lost = self.last_landmarks is None and self._last_keyframe_pts_ms is not None
         self.last_landmarks = processed.landmarks
+        self.last_decoded_landmarks = self.selected_reference_id = None
         if processed.landmarks is None:
             return []
         params = self.model.fit(processed.landmarks, self.config.size_px)
+        decoded = self.model.reconstruct(self._keypoints.reconstructed(params), self.config.size_px)
+        descriptor = describe(decoded, (self.config.size_px, self.config.size_px))
         packets = []
         reason = self._keyframe_reason(pts_ms, processed.crop_moved, face_was_lost)
+        reference_id = 0
+        if reason is None and self._reference_due(pts_ms, descriptor):
+            reason, reference_id = "reference", self._bank.slot_for_new_reference()
         if reason is not None:
             self.keyframe_reasons[reason] += 1
-            packets.append(self._keyframe_packet(processed.image, params, pts_ms))
+            packets.append(self._keyframe_packet(processed.image, params, pts_ms, reference_id))
+            self._bank.store(reference_id, descriptor, self._frame_index)
+        self.last_decoded_landmarks = decoded
+        self.selected_reference_id = self._bank.select(descriptor, self._frame_index)
+        self._frame_index += 1
         force_intra = bool(packets) or self._refresh_wanted
         self._refresh_wanted = False
         coded = self._keypoints.encode(params, force_intra=force_intra)
@@ -115,10 +140,12 @@ class StreamEncoder:
         self._keypoint_seq = (self._keypoint_seq + 1) % _SEQ_MODULO
         return packets
 
-    def _keyframe_packet(self, image: np.ndarray, params: np.ndarray, pts_ms: int) -> Packet:
+    def _keyframe_packet(
+        self, image: np.ndarray, params: np.ndarray, pts_ms: int, reference_id: int
+    ) -> Packet:
         payload = KeyframePayload(
             codec=self.keyframe_codec.wire_id,
-            reference_id=0,
+            reference_id=reference_id,
             keypoints=self._keypoints.encode_intra(params),
             image=self.keyframe_codec.compress(image),
         )
@@ -126,12 +153,14 @@ class StreamEncoder:
             PacketKind.KEYFRAME, self._keyframe_seq, pts_ms, bytes(payload), PacketFlags.INTRA
         )
         self._keyframe_seq = (self._keyframe_seq + 1) % _SEQ_MODULO
-        self._keyframe_wanted = None
         self._last_keyframe_pts_ms = pts_ms
+        if reference_id == 0:
+            self._keyframe_wanted = None
+            self._last_fresh_start_pts_ms = pts_ms
         return packet
 
     def _keyframe_reason(self, pts_ms: int, crop_moved: bool, face_was_lost: bool) -> str | None:
-        """Why this frame needs a keyframe, or None when the receiver's reference still holds."""
+        """Why this frame needs a fresh start (a keyframe into slot 0), or None."""
         if self._keyframe_wanted:
             return self._keyframe_wanted
         if crop_moved:
@@ -139,14 +168,27 @@ class StreamEncoder:
         if face_was_lost:
             return "face_regained"
         interval_ms = self.config.keyframe_interval_s * 1000
-        if interval_ms > 0 and self._last_keyframe_pts_ms is not None:
-            elapsed_ms = (pts_ms - self._last_keyframe_pts_ms) % _PTS_MODULO
-            if elapsed_ms >= interval_ms:
-                return "interval"
+        last_ms = self._last_fresh_start_pts_ms
+        if interval_ms > 0 and last_ms is not None and _elapsed_ms(last_ms, pts_ms) >= interval_ms:
+            return "interval"
         return None
+
+    def _reference_due(self, pts_ms: int, descriptor: np.ndarray) -> bool:
+        """Whether this frame should become an extra reference: the bank holds more than slot
+        0, the face is far from every reference, and the last keyframe is long enough ago."""
+        if self._bank.bank.size == 1 or self._last_keyframe_pts_ms is None:
+            return False
+        elapsed_ms = _elapsed_ms(self._last_keyframe_pts_ms, pts_ms)
+        if elapsed_ms < self.config.min_reference_interval_s * 1000:
+            return False
+        return self._bank.bank.nearest_distance(descriptor) > self.config.reference_threshold
 
     def close(self) -> None:
         self._detector.close()
+
+
+def _elapsed_ms(since_pts_ms: int, pts_ms: int) -> int:
+    return (pts_ms - since_pts_ms) % _PTS_MODULO
 
 
 @dataclass(frozen=True)
@@ -182,7 +224,11 @@ class StreamDecoder:
         self.model = _keypoint_model(header.keypoint_model, header.expression_dims)
         step_px = header.keypoint_step_millipx / 1000
         self._keypoints = KeypointDecoder(self.model, step_px)
-        self.renderer: Renderer = make_renderer(self.config.renderer)
+        self.renderer: Renderer = make_renderer(
+            self.config.renderer,
+            bank_size=self.config.reference_bank_size,
+            backend=self.config.backend,
+        )
         self._has_reference = False
         self._next_keypoint_seq: int | None = None
         self.stats = DecoderStats()
@@ -240,6 +286,12 @@ class StreamDecoder:
 
     def _receive_keyframe(self, packet: Packet) -> None:
         payload = KeyframePayload.parse(packet.payload)
+        bank_size = self.config.reference_bank_size
+        if payload.reference_id >= bank_size:
+            raise BitstreamError(
+                f"keyframe reference id: expected < {bank_size} (the bank size), "
+                f"found {payload.reference_id}"
+            )
         image = keyframe_codec_for_wire_id(payload.codec).decompress(payload.image)
         if image.shape[:2] != (self.header.height, self.header.width):
             raise BitstreamError(
@@ -247,7 +299,8 @@ class StreamDecoder:
                 f"stream is {self.header.width}x{self.header.height}"
             )
         params = self._keypoints.decode_intra(payload.keypoints)
-        self.renderer.set_reference(image, self.model.reconstruct(params, self.header.width))
+        landmarks = self.model.reconstruct(params, self.header.width)
+        self.renderer.set_reference(image, landmarks, payload.reference_id)
         self._has_reference = True
         self.stats.keyframes += 1
 

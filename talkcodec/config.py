@@ -6,6 +6,16 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+# References a receiver holds by default (talkcodec.generator.bank), and at most: reference_id
+# is a u8 on the wire.
+DEFAULT_BANK_SIZE = 4
+MAX_BANK_SIZE = 256
+
+
+def _check_bank_size(bank_size: int) -> None:
+    if not 1 <= bank_size <= MAX_BANK_SIZE:
+        raise ValueError(f"reference_bank_size must be in 1..{MAX_BANK_SIZE}, got {bank_size}")
+
 
 @dataclass(frozen=True)
 class EncoderConfig:
@@ -24,8 +34,21 @@ class EncoderConfig:
     keypoint_step_px: float = 0.3
     expression_dims: int = 32
     keypoint_refresh_interval_s: float = 1.0
-    # A new keyframe every this many seconds of stream time (0: only when needed).
+    # A fresh start (keyframe into slot 0, emptying the reference bank) every this many seconds
+    # of stream time since the last one (0: only when needed).
     keyframe_interval_s: float = 0.0
+    # The reference bank (talkcodec.generator.bank): how many references the receiver holds
+    # (1: only the keyframe, no extra references). A frame whose decoded face is farther than
+    # reference_threshold (descriptor distance units) from every reference becomes a new
+    # reference, at most one per min_reference_interval_s since the last keyframe. The defaults
+    # were chosen with `python benchmarks/references.py` (benchmarks/results/references-*.md):
+    # with the mesh warp, threshold 2.5 sends 0-5 references per 5-10 s dev clip (2.4 on
+    # average) for +2.1 dB PSNR and +15 kbit/s of WebP keyframes; 1.5 sent 4.8 (+1.2 dB more for
+    # +14 kbit/s more), 3.5 sent 1.0 (half the gain). An interval of 0.5 s added a fifth more
+    # references for +0.2 dB.
+    reference_bank_size: int = DEFAULT_BANK_SIZE
+    reference_threshold: float = 2.5
+    min_reference_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not 16 <= self.size_px <= 4096:
@@ -38,6 +61,13 @@ class EncoderConfig:
             raise ValueError("keypoint_refresh_interval_s must be >= 0")
         if self.keyframe_interval_s < 0:
             raise ValueError(f"keyframe_interval_s must be >= 0, got {self.keyframe_interval_s}")
+        _check_bank_size(self.reference_bank_size)
+        if not self.reference_threshold > 0:
+            raise ValueError(f"reference_threshold must be > 0, got {self.reference_threshold}")
+        if self.min_reference_interval_s < 0:
+            raise ValueError(
+                f"min_reference_interval_s must be >= 0, got {self.min_reference_interval_s}"
+            )
 
     @property
     def refresh_interval_frames(self) -> int:
@@ -48,7 +78,18 @@ class EncoderConfig:
 class DecoderConfig:
     """How the receiver turns keyframes and keypoints back into frames."""
 
-    renderer: str = "meshwarp"
+    # gan: warp v2 + the trained refiner (weights/refiner-v1.safetensors); headwarp: warp v2
+    # alone; meshwarp: the basic face-mesh warp.
+    renderer: str = "gan"
+    # Inference backend of the gan renderer: auto (tensorrt with an NVIDIA GPU, else
+    # onnxruntime), torch, torch-bf16, onnxruntime or tensorrt.
+    backend: str = "auto"
+    # References the receiver holds; a keyframe for a slot at or above it is dropped as corrupt.
+    # The stream header does not carry it: keep it at least the sender's reference_bank_size.
+    reference_bank_size: int = DEFAULT_BANK_SIZE
+
+    def __post_init__(self) -> None:
+        _check_bank_size(self.reference_bank_size)
 
 
 def save_config(config: object, path: Path) -> None:

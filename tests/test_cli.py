@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from talkcodec.bitstream import PacketKind, TkcReader
+from talkcodec.bitstream import KeyframePayload, PacketKind, TkcReader
 from talkcodec.cli import main
 from talkcodec.config import EncoderConfig
 from talkcodec.evaluation import round_trip
@@ -24,13 +24,18 @@ def encoded(dev_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.data
-def test_encode_writes_one_keyframe_and_a_keypoint_packet_per_frame(encoded: Path) -> None:
+def test_encode_writes_one_fresh_keyframe_and_a_keypoint_packet_per_frame(encoded: Path) -> None:
     with TkcReader.open(encoded) as reader:
         packets = list(reader)
         header = reader.header
     kinds = [packet.kind for packet in packets]
     assert (header.width, header.height, header.fps) == (256, 256, 25.0)
-    assert kinds.count(PacketKind.KEYFRAME) == 1
+    assert kinds[0] is PacketKind.KEYFRAME
+    keyframes = [KeyframePayload.parse(p.payload) for p in packets if p.kind is PacketKind.KEYFRAME]
+    # One fresh start into slot 0; any later keyframe is an extra reference of the bank.
+    assert [keyframe.reference_id == 0 for keyframe in keyframes] == [True] + [False] * (
+        len(keyframes) - 1
+    )
     assert kinds.count(PacketKind.KEYPOINTS) == FRAMES
     keypoint_bits = [8 * len(p.payload) for p in packets if p.kind is PacketKind.KEYPOINTS]
     assert np.mean(keypoint_bits) < 80

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from talkcodec import codec
 from talkcodec.bitstream import (
     KeyframeCodecId,
     KeyframePayload,
@@ -14,9 +15,12 @@ from talkcodec.bitstream import (
     PacketKind,
     StreamHeader,
 )
-from talkcodec.codec import StreamDecoder
+from talkcodec.codec import DecodedFrame, StreamDecoder, StreamEncoder
+from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.entropy.keypoints import KeypointEncoder
 from talkcodec.keyframe import WebPCodec
+from talkcodec.keypoints.base import LandmarkDetector
+from talkcodec.keypoints.landmarks import Landmarks
 from talkcodec.keypoints.registry import load_keypoint_model
 
 SIZE = 256
@@ -133,3 +137,139 @@ def test_keyframe_of_the_wrong_size_is_rejected(header: StreamHeader) -> None:
     message = bytes(Packet(PacketKind.KEYFRAME, 0, 0, bytes(payload)))
     assert decoder.receive(message) is None
     assert decoder.stats.corrupt == 1 and decoder.needs_keyframe
+
+
+# -- the reference bank -------------------------------------------------------------------------
+
+
+def _keyframe(params: np.ndarray, reference_id: int, seq: int, value: int = 128) -> Packet:
+    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1).truncated(DIMS)
+    encoder = KeypointEncoder(model, STEP_PX, REFRESH)
+    image = np.full((SIZE, SIZE, 3), value, dtype=np.uint8)
+    payload = KeyframePayload(
+        KeyframeCodecId.WEBP,
+        reference_id,
+        encoder.encode_intra(params),
+        WebPCodec().compress(image),
+    )
+    return Packet(PacketKind.KEYFRAME, seq, 0, bytes(payload), PacketFlags.INTRA)
+
+
+def test_keyframe_outside_the_bank_is_dropped_as_corrupt(header: StreamHeader) -> None:
+    decoder = StreamDecoder(header, DecoderConfig(reference_bank_size=2))
+    params = _params(1)[0]
+    assert decoder.receive(bytes(_keyframe(params, 2, 0))) is None
+    assert decoder.stats.corrupt == 1 and decoder.stats.keyframes == 0 and decoder.needs_keyframe
+    decoder.receive(bytes(_keyframe(params, 1, 1)))
+    assert decoder.stats.keyframes == 1 and not decoder.needs_keyframe
+
+
+def test_keyframes_fill_the_slots_they_name(header: StreamHeader) -> None:
+    decoder = StreamDecoder(header)
+    packets = _stream(3)
+    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1).truncated(DIMS)
+    turned = _params(1)[0].copy()
+    turned[1] += 0.5  # a head turn of about 30 degrees
+    decoder.receive(bytes(packets[0]))
+    decoder.receive(bytes(_keyframe(turned, 3, 1, value=250)))
+    decoder.receive(bytes(packets[1]))
+    assert decoder.renderer.selected_reference_id == 0
+    rendered = decoder.render(DecodedFrame(model.reconstruct(turned, SIZE), 40, 1))
+    assert decoder.renderer.selected_reference_id == 3 and rendered[128, 128, 0] > 240
+    decoder.receive(bytes(_keyframe(_params(1)[0], 0, 2)))  # a fresh start empties the bank
+    decoder.render(DecodedFrame(model.reconstruct(turned, SIZE), 80, 2))
+    assert decoder.renderer.selected_reference_id == 0
+
+
+class _ScriptedDetector(LandmarkDetector):
+    """Returns prepared landmarks, one per frame, whatever the image shows."""
+
+    name = "scripted"
+    num_face_points = 478
+
+    def __init__(self, faces: list[Landmarks]) -> None:
+        self._faces = iter(faces)
+
+    def detect(self, image: np.ndarray) -> Landmarks | None:
+        return next(self._faces)
+
+
+def _talking_head(count: int) -> list[Landmarks]:
+    """Landmarks of a head that turns from side to side and moves its face, at 25 fps."""
+    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1)
+    rng = np.random.default_rng(3)
+    faces = []
+    for index, walk in enumerate(np.cumsum(rng.normal(0, 0.15, (count, 8)), axis=0)):
+        params = model.param_mean.copy()
+        params[1] += 0.4 * np.sin(2 * np.pi * index / 50)  # yaw, +-23 degrees every 2 s
+        params[6:14] += walk * model.param_std[6:14]  # the first 8 expression directions
+        faces.append(model.reconstruct(params, SIZE))
+    return faces
+
+
+def _run_scripted(
+    monkeypatch: pytest.MonkeyPatch, config: EncoderConfig, count: int
+) -> tuple[StreamEncoder, list[int | None], list[int | None], list[tuple[int, int]]]:
+    """Send `count` frames of the scripted talking head and decode each at once.
+
+    Returns the encoder, the sender's and the receiver's reference choice of each frame, and
+    the (slot, pts_ms) of every keyframe.
+    """
+    faces = _talking_head(count)
+    monkeypatch.setattr(codec, "make_detector", lambda name: _ScriptedDetector(faces))
+    encoder = StreamEncoder(config)
+    decoder_config = DecoderConfig(reference_bank_size=config.reference_bank_size)
+    decoder = StreamDecoder(encoder.header, decoder_config)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    image = np.stack([xx, yy, (xx + yy) // 2], axis=-1).astype(np.uint8)
+    sender_choices, receiver_choices, keyframes = [], [], []
+    for index in range(count):
+        for packet in encoder.encode(image, index * 40):
+            if packet.kind is PacketKind.KEYFRAME:
+                reference_id = KeyframePayload.parse(packet.payload).reference_id
+                keyframes.append((reference_id, packet.pts_ms))
+            decoder.receive(bytes(packet))
+        sender_choices.append(encoder.selected_reference_id)
+        receiver_choices.append(decoder.renderer.selected_reference_id)
+    assert decoder.stats.rendered == count
+    return encoder, sender_choices, receiver_choices, keyframes
+
+
+def test_sender_and_receiver_choose_the_same_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = EncoderConfig(
+        crop=False, reference_bank_size=3, reference_threshold=1.0, min_reference_interval_s=0.2
+    )
+    encoder, sender, receiver, keyframes = _run_scripted(monkeypatch, config, 100)
+    slots = [reference_id for reference_id, _ in keyframes]
+    assert sender == receiver
+    assert encoder.keyframe_reasons == {"start": 1, "reference": len(slots) - 1}
+    assert slots[0] == 0 and len(slots) >= 5  # more references than slots: some were replaced
+    assert set(slots[1:]) == {1, 2} and set(sender) == {0, 1, 2}
+
+
+def test_bank_of_one_sends_no_extra_references(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = EncoderConfig(crop=False, reference_bank_size=1, min_reference_interval_s=0.0)
+    encoder, sender, receiver, keyframes = _run_scripted(monkeypatch, config, 50)
+    assert keyframes == [(0, 0)] and sender == receiver == [0] * 50
+    assert encoder.keyframe_reasons == {"start": 1}
+
+
+def test_references_keep_their_minimum_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = EncoderConfig(crop=False, reference_threshold=0.5, min_reference_interval_s=0.4)
+    encoder, sender, receiver, keyframes = _run_scripted(monkeypatch, config, 60)
+    assert sender == receiver
+    sent_ms = [pts_ms for _, pts_ms in keyframes]
+    assert len(sent_ms) >= 3 and min(np.diff(sent_ms)) >= 400
+    assert encoder.keyframe_reasons["reference"] == len(sent_ms) - 1
+
+
+def test_periodic_keyframes_start_afresh_in_slot_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = EncoderConfig(
+        crop=False, reference_threshold=0.5, min_reference_interval_s=0.4, keyframe_interval_s=1.0
+    )
+    encoder, sender, receiver, keyframes = _run_scripted(monkeypatch, config, 60)
+    assert sender == receiver
+    assert [pts_ms for slot, pts_ms in keyframes if slot == 0] == [0, 1000, 2000]
+    assert encoder.keyframe_reasons["interval"] == 2 and encoder.keyframe_reasons["reference"] > 0
+    after_fresh_start = [sender[index] for index in (25, 50)]  # the frames of those keyframes
+    assert after_fresh_start == [0, 0]

@@ -144,15 +144,12 @@ class MeshWarpRenderer(Renderer):
     that lie inside the image and fixed anchors on the image border, so the background stays
     put. Rendering maps backwards: each pixel takes its triangle's affine map current ->
     reference and samples the reference there (bilinear). Where triangles overlap (a fold), the
-    nearer one (smaller mean z) wins.
+    nearer one (smaller mean z) wins. Each reference of the bank keeps its own mesh.
     """
 
     name = "meshwarp"
 
-    def __init__(self) -> None:
-        self._mesh: _ReferenceMesh | None = None
-
-    def set_reference(self, image: np.ndarray, landmarks: Landmarks) -> None:
+    def prepare_reference(self, image: np.ndarray, landmarks: Landmarks) -> _ReferenceMesh:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"reference must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
         height, width = image.shape[:2]
@@ -167,7 +164,14 @@ class MeshWarpRenderer(Renderer):
         )
         triangles = Delaunay(points).simplices.astype(np.int64)  # (T, 3)
         pixel_y, pixel_x = np.mgrid[0:height, 0:width].astype(np.float32)
-        self._mesh = _ReferenceMesh(
+        logger.debug(
+            "meshwarp reference %dx%d: %d points, %d triangles",
+            width,
+            height,
+            len(points),
+            len(triangles),
+        )
+        return _ReferenceMesh(
             image=np.ascontiguousarray(image),
             points=points,
             triangles=triangles,
@@ -177,20 +181,24 @@ class MeshWarpRenderer(Renderer):
             pixel_x=pixel_x,
             pixel_y=pixel_y,
         )
-        logger.debug(
-            "meshwarp reference %dx%d: %d points, %d triangles",
-            width,
-            height,
-            len(points),
-            len(triangles),
-        )
 
     def flow(self, landmarks: Landmarks) -> np.ndarray:
-        """(H, W, 2) float32: for each output pixel, the (x, y) in the reference to sample.
+        """(H, W, 2) float32: for each output pixel, the (x, y) to sample in the reference
+        that render(landmarks) would pick.
 
         Pixels no triangle covers map to themselves.
         """
-        mesh = self._require_reference()
+        _, mesh = self.reference_for(landmarks)
+        return self._flow(mesh, landmarks)
+
+    def render_from(self, prepared: _ReferenceMesh, landmarks: Landmarks) -> np.ndarray:
+        source = self._flow(prepared, landmarks)
+        # OpenCV's stubs miss the documented map2=None form for a (H, W, 2) map.
+        return cv2.remap(  # type: ignore[call-overload]
+            prepared.image, source, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )  # (H, W, 3) uint8
+
+    def _flow(self, mesh: _ReferenceMesh, landmarks: Landmarks) -> np.ndarray:
         current, depth = self._current_points(mesh, landmarks)  # (P, 2), (P,)
         current_corners = current[mesh.triangles]  # (T, 3, 2)
         # Row 0 is the identity, for pixels outside every triangle (triangle id 0).
@@ -208,19 +216,6 @@ class MeshWarpRenderer(Renderer):
         if _strictly_inside(moving, height, width):
             _pin_border(source)
         return source
-
-    def render(self, landmarks: Landmarks) -> np.ndarray:
-        mesh = self._require_reference()
-        source = self.flow(landmarks)
-        # OpenCV's stubs miss the documented map2=None form for a (H, W, 2) map.
-        return cv2.remap(  # type: ignore[call-overload]
-            mesh.image, source, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )  # (H, W, 3) uint8
-
-    def _require_reference(self) -> _ReferenceMesh:
-        if self._mesh is None:
-            raise RuntimeError("meshwarp renderer has no reference yet: call set_reference first")
-        return self._mesh
 
     @staticmethod
     def _current_points(

@@ -57,9 +57,20 @@ def _add_sender_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_receiver_options(parser: argparse.ArgumentParser) -> None:
+    from talkcodec.config import DecoderConfig
     from talkcodec.generator import RENDERERS
+    from talkcodec.runtime.backends import BACKEND_CHOICES
 
-    parser.add_argument("--renderer", choices=list(RENDERERS), default="meshwarp")
+    parser.add_argument("--renderer", choices=list(RENDERERS), default=DecoderConfig.renderer)
+    parser.add_argument(
+        "--backend", choices=BACKEND_CHOICES, default=DecoderConfig.backend,
+        help="inference backend of the gan renderer (auto: tensorrt on an NVIDIA GPU, else "
+        "onnxruntime)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reference-bank-size", type=int, default=DecoderConfig.reference_bank_size, metavar="N",
+        help="references the receiver holds; the sender's bank must not be larger",
+    )  # fmt: skip
     parser.add_argument("--headless", action="store_true", help="never open a window")
     parser.add_argument("--no-overlay", action="store_true", help="no stats over the picture")
     parser.add_argument(
@@ -157,7 +168,11 @@ def _receiver_config(args: argparse.Namespace) -> ReceiverConfig:
     from talkcodec.runtime.receiver import ReceiverConfig
 
     return ReceiverConfig(
-        decoder=DecoderConfig(renderer=args.renderer),
+        decoder=DecoderConfig(
+            renderer=args.renderer,
+            backend=args.backend,
+            reference_bank_size=args.reference_bank_size,
+        ),
         request_refresh=not args.no_refresh_requests,
     )
 

@@ -166,9 +166,11 @@ def test_face_point_count_mismatch_raises() -> None:
 
 
 def test_registry() -> None:
-    assert list(RENDERERS) == ["meshwarp"]
+    assert list(RENDERERS) == ["meshwarp", "headwarp", "gan"]
     assert isinstance(make_renderer("meshwarp"), MeshWarpRenderer)
-    with pytest.raises(ValueError, match="^unknown renderer 'nerf'; choose one of meshwarp$"):
+    with pytest.raises(
+        ValueError, match="^unknown renderer 'nerf'; choose one of meshwarp, headwarp, gan$"
+    ):
         make_renderer("nerf")
 
 

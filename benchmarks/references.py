@@ -1,0 +1,218 @@
+"""Reference bank: what extra references cost on the wire and what they buy on screen.
+
+    python benchmarks/references.py [--data ../shared/data/dev] [--renderer meshwarp]
+        [--frames 250] [--bank-sizes 1 4] [--threshold 2.0] [--control-interval-s 3]
+
+Each clip is cut to a fixed face-centred 256x256 crop (talkcodec.evaluation.load_reference_clip,
+the test conditions of benchmarks/bandwidth.py), sent through StreamEncoder and decoded with
+StreamDecoder as over a lossless link, once per bank size, and once more with a bank of 1 and a
+fresh keyframe every --control-interval-s seconds: the control that spends keyframe bits
+without choosing when. Reported per clip and setting: extra keyframes (after the first:
+references, or the control's periodic ones), keyframe bytes and kbit/s, total kbit/s, PSNR and
+SSIM of every frame, and PSNR of the "open mouth" frames: those whose decoded mouth opening
+exceeds the first keyframe's by at least one descriptor unit (DESCRIPTOR_SCALES), i.e. the
+frames the first keyframe shows no teeth or mouth interior for. The script also checks, frame
+by frame, that the sender's mirrored reference choice equals the receiver's.
+
+Writes benchmarks/results/references-<renderer>.json and .md. No frames are saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from talkcodec.bitstream import PacketKind
+from talkcodec.codec import StreamDecoder, StreamEncoder
+from talkcodec.config import DecoderConfig, EncoderConfig
+from talkcodec.evaluation import load_reference_clip
+from talkcodec.generator.bank import DESCRIPTOR_NAMES, DESCRIPTOR_SCALES, describe
+from talkcodec.keypoints.dataset import list_clips
+from talkcodec.metrics import psnr, ssim
+
+RESULTS = Path(__file__).resolve().parent / "results"
+_MOUTH = DESCRIPTOR_NAMES.index("mouth_open")
+
+
+@dataclass(frozen=True)
+class ClipRun:
+    """One clip through the codec. Per-frame arrays are (T,); NaN where nothing was rendered."""
+
+    psnr_db: np.ndarray
+    ssim: np.ndarray
+    mouth_open: np.ndarray  # decoded mouth opening (fraction of the eye span)
+    keyframe_bytes: int  # payload bytes of all KEYFRAME packets
+    keypoint_bytes: int
+    keyframe_reasons: dict[str, int]
+    selection_mismatches: int  # frames where sender and receiver chose different references
+
+
+def run_clip(
+    frames: np.ndarray, encoder_config: EncoderConfig, decoder_config: DecoderConfig
+) -> ClipRun:
+    """Send (T, S, S, 3) uint8 crops through the codec and judge every rendered frame."""
+    encoder = StreamEncoder(encoder_config)
+    decoder = StreamDecoder(encoder.header, decoder_config)
+    count = len(frames)
+    psnrs, ssims, mouths = np.full(count, np.nan), np.full(count, np.nan), np.full(count, np.nan)
+    payload = {PacketKind.KEYFRAME: 0, PacketKind.KEYPOINTS: 0}
+    mismatches = 0
+    try:
+        for index, frame in enumerate(frames):
+            rendered = None
+            for packet in encoder.encode(frame, round(index * 1000 / encoder_config.fps)):
+                payload[packet.kind] += len(packet.payload)
+                rendered = decoder.receive(bytes(packet)) if rendered is None else rendered
+            if rendered is None or encoder.last_decoded_landmarks is None:
+                continue
+            mismatches += encoder.selected_reference_id != decoder.renderer.selected_reference_id
+            psnrs[index], ssims[index] = psnr(frame, rendered), ssim(frame, rendered)
+            image_size = (encoder_config.size_px, encoder_config.size_px)
+            mouths[index] = describe(encoder.last_decoded_landmarks, image_size)[_MOUTH]
+    finally:
+        encoder.close()
+    return ClipRun(
+        psnrs,
+        ssims,
+        mouths,
+        payload[PacketKind.KEYFRAME],
+        payload[PacketKind.KEYPOINTS],
+        dict(encoder.keyframe_reasons),
+        mismatches,
+    )
+
+
+def _row(clip: str, frames: int, fps: float, setting: str, run: ClipRun) -> dict:
+    seconds = frames / fps
+    rendered = np.isfinite(run.psnr_db)
+    first_mouth = run.mouth_open[np.argmax(rendered)] if rendered.any() else np.nan
+    open_mouth = rendered & (run.mouth_open >= first_mouth + DESCRIPTOR_SCALES[_MOUTH])
+    keyframes = sum(run.keyframe_reasons.values())
+    return {
+        "clip": clip,
+        "setting": setting,
+        "frames": frames,
+        "rendered": int(rendered.sum()),
+        "extra_keyframes": keyframes - 1,
+        "keyframe_reasons": run.keyframe_reasons,
+        "keyframe_bytes": run.keyframe_bytes,
+        "keyframe_kbps": run.keyframe_bytes * 8 / seconds / 1000,
+        "total_kbps": (run.keyframe_bytes + run.keypoint_bytes) * 8 / seconds / 1000,
+        "psnr_db": float(np.nanmean(run.psnr_db)),
+        "ssim": float(np.nanmean(run.ssim)),
+        "open_mouth_frames": int(open_mouth.sum()),
+        "open_mouth_psnr_db": float(run.psnr_db[open_mouth].mean()) if open_mouth.any() else None,
+        "selection_mismatches": run.selection_mismatches,
+    }
+
+
+def _mean(rows: list[dict], key: str) -> float | None:
+    values = [row[key] for row in rows if row[key] is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+_COLUMNS = (
+    ("extra keyframes", "extra_keyframes", 0),
+    ("keyframe B", "keyframe_bytes", 0),
+    ("keyframe kbit/s", "keyframe_kbps", 2),
+    ("total kbit/s", "total_kbps", 2),
+    ("PSNR dB", "psnr_db", 2),
+    ("SSIM", "ssim", 4),
+    ("open frames", "open_mouth_frames", 0),
+    ("open PSNR dB", "open_mouth_psnr_db", 2),
+)
+
+
+def markdown_table(rows: list[dict], settings: list[str]) -> str:
+    """Per clip and setting, then the means over clips per setting."""
+    header = "| clip | setting | " + " | ".join(name for name, _, _ in _COLUMNS) + " |"
+    lines = [header, "|---|---|" + "---:|" * len(_COLUMNS)]
+    for row in rows:
+        cells = [_fmt(row[key], digits) for _, key, digits in _COLUMNS]
+        lines.append(f"| {row['clip']} | {row['setting']} | " + " | ".join(cells) + " |")
+    for setting in settings:
+        subset = [row for row in rows if row["setting"] == setting]
+        cells = [_fmt(_mean(subset, key), max(digits, 1)) for _, key, digits in _COLUMNS]
+        lines.append(f"| **mean** | {setting} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/dev"))
+    parser.add_argument("--renderer", default=DecoderConfig.renderer)
+    parser.add_argument("--frames", type=int, default=250, help="first N frames of each clip")
+    parser.add_argument("--size", type=int, default=EncoderConfig.size_px)
+    parser.add_argument("--bank-sizes", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--threshold", type=float, default=EncoderConfig.reference_threshold)
+    parser.add_argument(
+        "--control-interval-s", type=float, default=3.0,
+        help="also run a bank of 1 with a keyframe every this many seconds (0: skip)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    if not args.data.is_dir():
+        raise SystemExit(f"no clips: {args.data} is not a folder")
+    base = EncoderConfig(size_px=args.size, crop=False, reference_threshold=args.threshold)
+    configs = {f"bank {size}": replace(base, reference_bank_size=size) for size in args.bank_sizes}
+    if args.control_interval_s > 0:
+        control = f"bank 1, keyframe every {args.control_interval_s:g} s"
+        configs[control] = replace(
+            base, reference_bank_size=1, keyframe_interval_s=args.control_interval_s
+        )
+    rows = []
+    for clip in tqdm(list_clips(args.data), desc="clips", unit="clip"):
+        reference = load_reference_clip(clip, args.size, base.fps, args.frames)
+        if reference is None:
+            continue
+        for setting, config in configs.items():
+            decoder_config = DecoderConfig(
+                renderer=args.renderer, reference_bank_size=config.reference_bank_size
+            )
+            run = run_clip(reference.frames, config, decoder_config)
+            rows.append(_row(clip.name, len(reference.frames), base.fps, setting, run))
+    table = markdown_table(rows, list(configs))
+    print(table)
+    mismatches = sum(row["selection_mismatches"] for row in rows)
+    print(f"frames where sender and receiver chose different references: {mismatches}")
+    RESULTS.mkdir(exist_ok=True)
+    name = f"references-{args.renderer}"
+    report = {
+        "data": str(args.data),
+        "frames_per_clip": args.frames,
+        "encoder": {setting: asdict(config) for setting, config in configs.items()},
+        "renderer": args.renderer,
+        "clips": rows,
+        "mean": {
+            setting: {
+                key: _mean([r for r in rows if r["setting"] == setting], key)
+                for _, key, _ in _COLUMNS
+            }
+            for setting in configs
+        },
+    }
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(
+        f"# Reference bank, renderer {args.renderer}\n\n"
+        f"`python benchmarks/references.py --renderer {args.renderer}`: "
+        f"{len({row['clip'] for row in rows})} clips from `{args.data}`, fixed face crop, "
+        f"{args.size}x{args.size}, {base.fps:g} fps, first {args.frames} frames, lossless link; "
+        f"reference threshold {args.threshold:g}, at most one reference per "
+        f"{base.min_reference_interval_s:g} s. `extra keyframes`: keyframes after the first "
+        "(references, or the control's periodic keyframes). `open`: frames whose decoded mouth "
+        "opening exceeds the first keyframe's by "
+        f"at least {DESCRIPTOR_SCALES[_MOUTH]:g} eye spans. Sender and receiver chose different "
+        f"references on {mismatches} frames.\n\n{table}\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
