@@ -1,6 +1,7 @@
 """Speed of each stage of talkcodec per frame, and end to end, on real clips.
 
     python benchmarks/speed.py [--data ../shared/data/dev] [--clips 3] [--frames 250] [--size 256]
+        [--renderer gan] [--backend auto]
 
 Stages, timed one by one on the same frames as the sender and receiver would run them:
 capture decode (reading and resampling the source video), landmarks (face mesh and pose on the
@@ -27,13 +28,17 @@ from tqdm import tqdm
 
 from talkcodec.baselines import encode_decode
 from talkcodec.codec import StreamDecoder, StreamEncoder
-from talkcodec.config import EncoderConfig
+from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.entropy.keypoints import KeypointDecoder, KeypointEncoder
-from talkcodec.generator import make_renderer
+from talkcodec.generator import GanRenderer, make_renderer
+from talkcodec.generator.gan import normalised_grid
+from talkcodec.generator.guide import draw_guide
+from talkcodec.generator.headwarp import head_flow
 from talkcodec.keyframe import make_keyframe_codec
 from talkcodec.keypoints.dataset import list_clips
 from talkcodec.keypoints.detectors import make_detector
 from talkcodec.keypoints.frontend import FaceFrontend
+from talkcodec.keypoints.landmarks import Landmarks
 from talkcodec.keypoints.registry import MODEL_FOR_DETECTOR, load_keypoint_model
 from talkcodec.video import read_frames
 
@@ -46,6 +51,10 @@ STAGES = (
     "keyframe_encode",
     "keyframe_decode",
     "render",
+    # The gan renderer's per-frame parts, timed again one by one.
+    "render_warp",
+    "render_guide",
+    "render_refiner",
 )
 T = TypeVar("T")
 
@@ -63,7 +72,26 @@ class StageClock:
         return result
 
 
-def time_stages(clip: Path, config: EncoderConfig, max_frames: int, clock: StageClock) -> None:
+def time_render_parts(renderer: GanRenderer, landmarks: Landmarks, clock: StageClock) -> None:
+    """The gan renderer's per-frame work, part by part: warp v2, guide, refiner network."""
+    _, prepared = renderer.reference_for(landmarks)
+    backend = renderer.backend_for(prepared.mesh.image.shape[1])
+    source = clock.time("render_warp", lambda: head_flow(prepared.mesh, landmarks))
+    guide = clock.time("render_guide", lambda: draw_guide(landmarks, source)[None])
+    grid = normalised_grid(source)
+    clock.time(
+        "render_refiner",
+        lambda: backend.refine(prepared.reference, prepared.features, grid, guide),
+    )
+
+
+def time_stages(
+    clip: Path,
+    config: EncoderConfig,
+    decoder_config: DecoderConfig,
+    max_frames: int,
+    clock: StageClock,
+) -> None:
     """Run the sender's and receiver's stages on a clip, timing each on its own."""
     model = load_keypoint_model(MODEL_FOR_DETECTOR[config.detector]).truncated(
         config.expression_dims
@@ -73,7 +101,7 @@ def time_stages(clip: Path, config: EncoderConfig, max_frames: int, clock: Stage
     )
     keypoint_decoder = KeypointDecoder(model, config.keypoint_step_px)
     keyframe_codec = make_keyframe_codec(config.keyframe_codec, config.keyframe_quality)
-    renderer = make_renderer("meshwarp")
+    renderer = make_renderer(decoder_config.renderer, bank_size=1, backend=decoder_config.backend)
     frames = read_frames(clip, config.fps, max_frames)
     need_keyframe = True
     with make_detector(config.detector) as detector:
@@ -108,12 +136,16 @@ def time_stages(clip: Path, config: EncoderConfig, max_frames: int, clock: Stage
                 ),
             )
             clock.time("render", lambda m=landmarks: renderer.render(m))
+            if isinstance(renderer, GanRenderer):
+                time_render_parts(renderer, landmarks, clock)
 
 
-def end_to_end(clip: Path, config: EncoderConfig, max_frames: int) -> tuple[int, float]:
+def end_to_end(
+    clip: Path, config: EncoderConfig, decoder_config: DecoderConfig, max_frames: int
+) -> tuple[int, float]:
     """(frames, seconds) for capture, StreamEncoder and StreamDecoder over a clip."""
     encoder = StreamEncoder(config)
-    decoder = StreamDecoder(encoder.header)
+    decoder = StreamDecoder(encoder.header, decoder_config)
     count = 0
     started = time.perf_counter()
     try:
@@ -159,20 +191,23 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=3, help="first N clips of the folder")
     parser.add_argument("--frames", type=int, default=250, help="first N frames of each clip")
     parser.add_argument("--size", type=int, default=EncoderConfig.size_px)
+    parser.add_argument("--renderer", default=DecoderConfig.renderer)
+    parser.add_argument("--backend", default=DecoderConfig.backend)
     args = parser.parse_args()
     if not args.data.is_dir():
         raise SystemExit(f"no clips: {args.data} is not a folder")
     clips = list_clips(args.data)[: args.clips]
     config = EncoderConfig(size_px=args.size)
+    decoder_config = DecoderConfig(renderer=args.renderer, backend=args.backend)
     clock = StageClock()
     total_frames, total_s, h264_ms = 0, 0.0, []
     for clip in tqdm(clips, desc="clips", unit="clip"):
-        time_stages(clip, config, args.frames, clock)
-        frames, seconds = end_to_end(clip, config, args.frames)
+        time_stages(clip, config, decoder_config, args.frames, clock)
+        frames, seconds = end_to_end(clip, config, decoder_config, args.frames)
         total_frames += frames
         total_s += seconds
         h264_ms.append(h264_ms_per_frame(clip, config, args.frames))
-    stages = {stage: _summary(clock.samples[stage]) for stage in STAGES}
+    stages = {stage: _summary(clock.samples[stage]) for stage in STAGES if clock.samples[stage]}
     per_frame = (
         "capture_decode",
         "landmarks_and_crop",
@@ -194,6 +229,7 @@ def main() -> None:
             "detector": config.detector,
             "keyframe_codec": config.keyframe_codec,
         },
+        "decoder": {"renderer": decoder_config.renderer, "backend": decoder_config.backend},
         "stages": stages,
         "sum_of_per_frame_stages_ms": sum(stages[s]["mean_ms"] for s in per_frame),
         "end_to_end": {

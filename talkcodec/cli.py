@@ -78,6 +78,22 @@ def _add_encoder_options(parser: argparse.ArgumentParser) -> None:
         help="seconds between periodic keyframes (0: only at start, on request, on crop "
         "moves and when the face is found again)",
     )
+    _add_reference_options(parser)
+
+
+def _add_reference_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reference-bank-size", type=int, default=_DEFAULTS.reference_bank_size, metavar="N",
+        help="references the receiver holds (1: the keyframe only, no extra references)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reference-threshold", type=float, default=_DEFAULTS.reference_threshold,
+        help="descriptor distance from every held reference that makes a frame a new reference",
+    )  # fmt: skip
+    parser.add_argument(
+        "--min-reference-interval", type=float, default=_DEFAULTS.min_reference_interval_s,
+        metavar="S", help="seconds since the last keyframe before a new reference may be sent",
+    )  # fmt: skip
 
 
 def _encoder_config(args: argparse.Namespace) -> EncoderConfig:
@@ -93,6 +109,9 @@ def _encoder_config(args: argparse.Namespace) -> EncoderConfig:
             expression_dims=args.expression_dims,
             keypoint_refresh_interval_s=args.refresh_interval,
             keyframe_interval_s=args.keyframe_interval,
+            reference_bank_size=args.reference_bank_size,
+            reference_threshold=args.reference_threshold,
+            min_reference_interval_s=args.min_reference_interval,
         )
     except ValueError as error:
         raise CliError(str(error)) from None
@@ -114,6 +133,10 @@ def _add_decode(commands: argparse._SubParsersAction) -> None:
     decode.add_argument("input", type=Path, help="input .tkc file")
     decode.add_argument("-o", "--output", type=Path, required=True, help="output video (.mp4)")
     decode.add_argument("--renderer", choices=list(RENDERERS), default=DecoderConfig.renderer)
+    decode.add_argument(
+        "--reference-bank-size", type=int, default=DecoderConfig.reference_bank_size, metavar="N",
+        help="references the receiver holds; the sender's bank must not be larger",
+    )  # fmt: skip
     decode.add_argument(
         "--backend", choices=BACKEND_CHOICES, default=DecoderConfig.backend,
         help="inference backend of the gan renderer (auto: tensorrt on an NVIDIA GPU, else "
@@ -196,7 +219,14 @@ def run_decode(args: argparse.Namespace) -> None:
     reader = _open_tkc(args.input)
     with reader:
         header = reader.header
-        decoder = StreamDecoder(header, DecoderConfig(renderer=args.renderer, backend=args.backend))
+        decoder = StreamDecoder(
+            header,
+            DecoderConfig(
+                renderer=args.renderer,
+                backend=args.backend,
+                reference_bank_size=args.reference_bank_size,
+            ),
+        )
         last_frame = None
         written = 0
         with VideoWriter(args.output, header.width, header.height, header.fps) as writer:

@@ -56,7 +56,9 @@ def _add_sender_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _add_receiver_options(parser: argparse.ArgumentParser) -> None:
+def _add_receiver_options(parser: argparse.ArgumentParser, bank_flag: bool = True) -> None:
+    """The receiver's flags; bank_flag=False where the encoder options already give
+    --reference-bank-size (call: one bank size for both ends)."""
     from talkcodec.config import DecoderConfig
     from talkcodec.generator import RENDERERS
     from talkcodec.runtime.backends import BACKEND_CHOICES
@@ -67,10 +69,11 @@ def _add_receiver_options(parser: argparse.ArgumentParser) -> None:
         help="inference backend of the gan renderer (auto: tensorrt on an NVIDIA GPU, else "
         "onnxruntime)",
     )  # fmt: skip
-    parser.add_argument(
-        "--reference-bank-size", type=int, default=DecoderConfig.reference_bank_size, metavar="N",
-        help="references the receiver holds; the sender's bank must not be larger",
-    )  # fmt: skip
+    if bank_flag:
+        parser.add_argument(
+            "--reference-bank-size", type=int, default=DecoderConfig.reference_bank_size,
+            metavar="N", help="references the receiver holds; the sender's bank must not be larger",
+        )  # fmt: skip
     parser.add_argument("--headless", action="store_true", help="never open a window")
     parser.add_argument("--no-overlay", action="store_true", help="no stats over the picture")
     parser.add_argument(
@@ -104,7 +107,7 @@ def add_live_commands(
     _add_source_options(call, demo=True)
     add_encoder_options(call)
     _add_sender_options(call)
-    _add_receiver_options(call)
+    _add_receiver_options(call, bank_flag=False)
     call.add_argument(
         "-o", "--output", type=Path, default=DEFAULT_CALL_OUTPUT,
         help="side-by-side video (input | received); stats go beside it as .json",
