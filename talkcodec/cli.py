@@ -94,6 +94,10 @@ def _add_reference_options(parser: argparse.ArgumentParser) -> None:
         "--min-reference-interval", type=float, default=_DEFAULTS.min_reference_interval_s,
         metavar="S", help="seconds since the last keyframe before a new reference may be sent",
     )  # fmt: skip
+    parser.add_argument(
+        "--reference-budget", type=float, default=_DEFAULTS.reference_budget_kbps,
+        metavar="KBPS", help="long-run kbit/s extra references may add (0: no cap)",
+    )  # fmt: skip
 
 
 def _encoder_config(args: argparse.Namespace) -> EncoderConfig:
@@ -112,6 +116,7 @@ def _encoder_config(args: argparse.Namespace) -> EncoderConfig:
             reference_bank_size=args.reference_bank_size,
             reference_threshold=args.reference_threshold,
             min_reference_interval_s=args.min_reference_interval,
+            reference_budget_kbps=args.reference_budget,
         )
     except ValueError as error:
         raise CliError(str(error)) from None

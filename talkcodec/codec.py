@@ -77,6 +77,9 @@ class StreamEncoder:
         self._frontend = FaceFrontend(self._detector, config.size_px, crop=config.crop)
         self._keypoints = KeypointEncoder(self.model, step_px, config.refresh_interval_frames)
         self._bank = BankMirror(config.reference_bank_size)
+        self._reference_budget = ByteBudget(
+            config.reference_budget_kbps * 1000 / 8, config.reference_burst_s
+        )
         self._keyframe_seq = 0
         self._keypoint_seq = 0
         self._frame_index = 0
@@ -126,6 +129,8 @@ class StreamEncoder:
         if reason is not None:
             self.keyframe_reasons[reason] += 1
             packets.append(self._keyframe_packet(processed.image, params, pts_ms, reference_id))
+            if reference_id != 0:
+                self._reference_budget.spend(len(packets[-1].payload))
             self._bank.store(reference_id, descriptor, self._frame_index)
         self.last_decoded_landmarks = decoded
         self.selected_reference_id = self._bank.select(descriptor, self._frame_index)
@@ -181,10 +186,38 @@ class StreamEncoder:
         elapsed_ms = _elapsed_ms(self._last_keyframe_pts_ms, pts_ms)
         if elapsed_ms < self.config.min_reference_interval_s * 1000:
             return False
+        if not self._reference_budget.available(pts_ms):
+            return False
         return self._bank.bank.nearest_distance(descriptor) > self.config.reference_threshold
 
     def close(self) -> None:
         self._detector.close()
+
+
+class ByteBudget:
+    """A token bucket of bytes: fills at bytes_per_s up to burst_s seconds' worth (full at the
+    start); spending may take it below zero, and nothing is available until it refills.
+    bytes_per_s = 0 means no limit."""
+
+    def __init__(self, bytes_per_s: float, burst_s: float) -> None:
+        self.bytes_per_s = bytes_per_s
+        self.capacity = bytes_per_s * burst_s
+        self._tokens = self.capacity
+        self._last_pts_ms: int | None = None
+
+    def available(self, pts_ms: int) -> bool:
+        """Whether spending is allowed at pts_ms (after refilling up to it)."""
+        if self.bytes_per_s <= 0:
+            return True
+        if self._last_pts_ms is not None:
+            refill = _elapsed_ms(self._last_pts_ms, pts_ms) / 1000 * self.bytes_per_s
+            self._tokens = min(self.capacity, self._tokens + refill)
+        self._last_pts_ms = pts_ms
+        return self._tokens > 0
+
+    def spend(self, num_bytes: int) -> None:
+        if self.bytes_per_s > 0:
+            self._tokens -= num_bytes
 
 
 def _elapsed_ms(since_pts_ms: int, pts_ms: int) -> int:

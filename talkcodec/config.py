@@ -49,6 +49,12 @@ class EncoderConfig:
     reference_bank_size: int = DEFAULT_BANK_SIZE
     reference_threshold: float = 2.5
     min_reference_interval_s: float = 1.0
+    # A cap on what extra references cost: a token bucket that fills at reference_budget_kbps
+    # and holds reference_burst_s seconds of it (it starts full), so a call sends a few
+    # references early and then at most this average rate (0: no cap). With WebP keyframes of
+    # 4-12 KB, 4 kbit/s is one reference every 8-24 s once the first burst is spent.
+    reference_budget_kbps: float = 4.0
+    reference_burst_s: float = 20.0
 
     def __post_init__(self) -> None:
         if not 16 <= self.size_px <= 4096:
@@ -64,6 +70,8 @@ class EncoderConfig:
         _check_bank_size(self.reference_bank_size)
         if not self.reference_threshold > 0:
             raise ValueError(f"reference_threshold must be > 0, got {self.reference_threshold}")
+        if self.reference_budget_kbps < 0 or self.reference_burst_s < 0:
+            raise ValueError("reference_budget_kbps and reference_burst_s must be >= 0")
         if self.min_reference_interval_s < 0:
             raise ValueError(
                 f"min_reference_interval_s must be >= 0, got {self.min_reference_interval_s}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -15,7 +17,7 @@ from talkcodec.bitstream import (
     PacketKind,
     StreamHeader,
 )
-from talkcodec.codec import DecodedFrame, StreamDecoder, StreamEncoder
+from talkcodec.codec import ByteBudget, DecodedFrame, StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.entropy.keypoints import KeypointEncoder
 from talkcodec.keyframe import WebPCodec
@@ -218,7 +220,10 @@ def _run_scripted(
     faces = _talking_head(count)
     monkeypatch.setattr(codec, "make_detector", lambda name: _ScriptedDetector(faces))
     encoder = StreamEncoder(config)
-    decoder_config = DecoderConfig(reference_bank_size=config.reference_bank_size)
+    # The mesh warp: reference choice does not depend on the renderer, and it is the fastest.
+    decoder_config = DecoderConfig(
+        renderer="meshwarp", reference_bank_size=config.reference_bank_size
+    )
     decoder = StreamDecoder(encoder.header, decoder_config)
     yy, xx = np.mgrid[0:SIZE, 0:SIZE]
     image = np.stack([xx, yy, (xx + yy) // 2], axis=-1).astype(np.uint8)
@@ -273,3 +278,30 @@ def test_periodic_keyframes_start_afresh_in_slot_zero(monkeypatch: pytest.Monkey
     assert encoder.keyframe_reasons["interval"] == 2 and encoder.keyframe_reasons["reference"] > 0
     after_fresh_start = [sender[index] for index in (25, 50)]  # the frames of those keyframes
     assert after_fresh_start == [0, 0]
+
+
+def test_reference_budget_caps_what_references_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    uncapped = EncoderConfig(
+        crop=False, reference_threshold=0.5, min_reference_interval_s=0.0, reference_budget_kbps=0
+    )
+    capped = replace(uncapped, reference_budget_kbps=0.4, reference_burst_s=1.0)  # 50 bytes
+    free_encoder, *_ = _run_scripted(monkeypatch, uncapped, 60)
+    encoder, sender, receiver, keyframes = _run_scripted(monkeypatch, capped, 60)
+    assert sender == receiver
+    # Full at the start: one reference goes out, then the 50-byte bucket is overdrawn by a whole
+    # keyframe and refills at 50 bytes/s, slower than these 2.4 s can repay.
+    assert encoder.keyframe_reasons["reference"] == 1
+    assert free_encoder.keyframe_reasons["reference"] > 3
+
+
+def test_byte_budget_refills_up_to_its_burst() -> None:
+    budget = ByteBudget(bytes_per_s=100.0, burst_s=2.0)
+    assert budget.available(0)
+    budget.spend(250)  # overdrawn: -50
+    assert not budget.available(400)  # -10
+    assert budget.available(600)  # +10
+    budget.spend(10)
+    assert budget.available(60_000)  # refilled, capped at 200
+    budget.spend(200)
+    assert not budget.available(60_000)
+    assert ByteBudget(0.0, 0.0).available(0)  # no cap
