@@ -3,13 +3,16 @@
     python benchmarks/renderer.py [--data ../shared/data/dev] [--frames 250] [--backend auto]
 
 Each clip is cut to a fixed face-centred 256x256 crop at 25 fps (the test conditions of
-benchmarks/bandwidth.py), encoded once with a bank of 1 (keyframe only) and once with the
-default bank of 4, and every packet stream is decoded by each renderer:
+benchmarks/bandwidth.py), encoded with a bank of 1 (keyframe only), with the default bank of
+4 (references under the default budget), and, as a control that spends keyframe bits without
+choosing when, with a bank of 1 and a fresh keyframe every --control-interval-s seconds; every
+packet stream is decoded by the renderers:
 
     meshwarp           the foundation's face-mesh warp (bank 1)
     headwarp           warp v2 alone (bank 1)
     headwarp+refs      warp v2 with the reference bank (bank 4)
     gan                warp v2 + refiner (bank 1)
+    gan+periodic       warp v2 + refiner, periodic keyframes (the control)
     gan+refs           the full renderer: warp v2 + reference bank + refiner (bank 4)
 
 Per clip and variant: PSNR, SSIM, AKD (mediapipe landmarks of the decoded frame vs the sent
@@ -44,13 +47,15 @@ from talkcodec.metrics import psnr, ssim
 
 RESULTS = Path(__file__).resolve().parent / "results"
 _MOUTH = DESCRIPTOR_NAMES.index("mouth_open")
-# (variant, renderer, bank size)
+# (variant, renderer, sender setting): "single" one keyframe, "refs" the default reference bank,
+# "periodic" a bank of 1 with periodic keyframes.
 VARIANTS = (
-    ("meshwarp", "meshwarp", 1),
-    ("headwarp", "headwarp", 1),
-    ("headwarp+refs", "headwarp", 4),
-    ("gan", "gan", 1),
-    ("gan+refs", "gan", 4),
+    ("meshwarp", "meshwarp", "single"),
+    ("headwarp", "headwarp", "single"),
+    ("headwarp+refs", "headwarp", "refs"),
+    ("gan", "gan", "single"),
+    ("gan+periodic", "gan", "periodic"),
+    ("gan+refs", "gan", "refs"),
 )
 
 
@@ -127,11 +132,19 @@ def measure_clip(
     frames = reference.frames
     sent_points = [probe.points(frame) for frame in frames]
     base = EncoderConfig(size_px=args.size, crop=False)
-    encoded = {bank: encode(frames, replace(base, reference_bank_size=bank)) for bank in (1, 4)}
+    settings = {
+        "single": replace(base, reference_bank_size=1),
+        "refs": base,
+        "periodic": replace(
+            base, reference_bank_size=1, keyframe_interval_s=args.control_interval_s
+        ),
+    }
+    encoded = {name: encode(frames, config) for name, config in settings.items()}
     rows, strip_columns = [], [frames]
     seconds = len(frames) / base.fps
-    for variant, renderer, bank in VARIANTS:
-        clip_encoded = encoded[bank]
+    for variant, renderer, setting in VARIANTS:
+        clip_encoded = encoded[setting]
+        bank = settings[setting].reference_bank_size
         decoder_config = DecoderConfig(
             renderer=renderer, backend=args.backend, reference_bank_size=max(bank, 1)
         )
@@ -275,6 +288,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--backend", default=DecoderConfig.backend)
     parser.add_argument("--motion-px", type=float, default=5.0)
+    parser.add_argument("--control-interval-s", type=float, default=3.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if not args.data.is_dir():
@@ -305,7 +319,7 @@ def main() -> None:
     (args.out / "renderer.md").write_text(table)
     plot(means, args.out / "renderer.png")
     if strips:
-        # Sent | meshwarp | headwarp | headwarp+refs | gan | gan+refs, one row per clip.
+        # Sent, then each variant in VARIANTS order, one row per clip.
         cv2.imwrite(str(args.out / "renderer-strip.png"), np.concatenate(strips)[..., ::-1])
     print(table)
 
