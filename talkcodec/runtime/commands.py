@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from talkcodec.config import EncoderConfig
+    from talkcodec.config import DecoderConfig, EncoderConfig
     from talkcodec.runtime.receiver import CallReceiver, FrameSink, ReceiverConfig
     from talkcodec.runtime.sinks import InputFrames
     from talkcodec.runtime.sources import FrameSource
@@ -138,6 +138,17 @@ def run_live_command(
 
 
 # -- pieces ---------------------------------------------------------------------------------
+
+
+def warm_up_renderer(decoder: DecoderConfig, size_px: int) -> None:
+    """Prepare the renderer's network before the call, so the first keyframe does not wait for
+    it: the first use on a machine exports it to ONNX (seconds), later ones load the cached
+    export. A stream of another size prepares its own when its header arrives."""
+    from talkcodec.generator import RENDERERS
+    from talkcodec.runtime.backends import make_backend
+
+    if RENDERERS[decoder.renderer].uses_backend:
+        make_backend(decoder.backend, size_px=size_px)
 
 
 def _open_source(args: argparse.Namespace, fps: float, default_camera: bool) -> FrameSource:
@@ -272,11 +283,13 @@ def _run_send(args: argparse.Namespace, config: EncoderConfig) -> None:
 
 
 def _run_receive(args: argparse.Namespace) -> None:
+    from talkcodec.config import EncoderConfig
     from talkcodec.runtime.call import receive_call
     from talkcodec.runtime.sinks import RecordSink
     from talkcodec.transport.signaling import create_signaling
 
     receiver_config = _receiver_config(args)
+    warm_up_renderer(receiver_config.decoder, EncoderConfig.size_px)
 
     def sinks(receiver: CallReceiver) -> list[FrameSink]:
         chosen = _window_sinks(args, receiver)
@@ -304,6 +317,7 @@ def _run_call(args: argparse.Namespace, config: EncoderConfig) -> None:
 
     sender_config = _sender_config(args)
     receiver_config = _receiver_config(args)
+    warm_up_renderer(receiver_config.decoder, config.size_px)
     source = _open_source(args, config.fps, default_camera=True)
     inputs = InputFrames()
     encoder = StreamEncoder(config)

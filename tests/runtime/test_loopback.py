@@ -21,6 +21,7 @@ from talkcodec.bitstream import (
     PacketKind,
     StreamHeader,
 )
+from talkcodec.config import DecoderConfig
 from talkcodec.entropy.keypoints import KeypointEncoder
 from talkcodec.keyframe import WebPCodec
 from talkcodec.keypoints.registry import load_keypoint_model
@@ -105,6 +106,11 @@ class ReplayEncoder:
         return packets
 
 
+# These tests are about transport: the basic warp renders at once, where the default renderer
+# would first load its network (seconds on a fresh machine, longer than these calls).
+MESH_WARP = DecoderConfig(renderer="meshwarp")
+
+
 def _source(seconds: float) -> ArraySource:
     blank = np.zeros((8, 8, 3), np.uint8)
     return ArraySource([blank], FPS, loop=True, max_duration_s=seconds)
@@ -122,6 +128,7 @@ def test_frames_arrive_and_decode_with_fragmented_keyframe() -> None:
             encoder,  # type: ignore[arg-type]
             _source(1.2),
             SenderConfig(fragment_bytes=1000),
+            ReceiverConfig(decoder=MESH_WARP),
             sinks=lambda receiver: [lambda image, pts: shown.append(image.shape[0])],
         )
     )
@@ -142,6 +149,7 @@ def test_simulated_loss_is_survived_and_refreshed() -> None:
             ReplayEncoder(),  # type: ignore[arg-type]
             _source(2.0),
             SenderConfig(simulate_loss=0.2, loss_seed=3),
+            ReceiverConfig(decoder=MESH_WARP),
         )
     )
     sender, receiver = results["sender"], results["receiver"]
@@ -206,7 +214,10 @@ def test_bad_messages_are_counted_and_survived() -> None:
 
     receiver = asyncio.run(
         asyncio.wait_for(
-            _with_pair(scenario, ReplayEncoder(), ReceiverConfig(max_message_bytes=2000)), 60
+            _with_pair(
+                scenario, ReplayEncoder(), ReceiverConfig(decoder=MESH_WARP, max_message_bytes=2000)
+            ),
+            60,
         )
     )
     assert receiver.stats.dropped == {
@@ -229,7 +240,12 @@ def test_keyframe_request_is_answered() -> None:
     encoder = ReplayEncoder(keyframe_at_start=False)
     receiver = asyncio.run(
         asyncio.wait_for(
-            _with_pair(scenario, encoder, ReceiverConfig(keyframe_request_interval_s=0.2)), 60
+            _with_pair(
+                scenario,
+                encoder,
+                ReceiverConfig(decoder=MESH_WARP, keyframe_request_interval_s=0.2),
+            ),
+            60,
         )
     )
     assert encoder.keyframe_requests >= 1 and receiver.stats.keyframe_requests >= 1
