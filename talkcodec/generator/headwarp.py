@@ -40,6 +40,7 @@ from talkcodec.generator.meshwarp import (
     rasterise_triangle_ids,
 )
 from talkcodec.keypoints.landmarks import Landmarks
+from talkcodec.keypoints.model import similarity_fit
 
 logger = logging.getLogger(__name__)
 
@@ -101,25 +102,6 @@ class HeadMesh:
     depth_behind: float  # depth given to torso and background points
     pixel_x: np.ndarray  # (H, W) float32
     pixel_y: np.ndarray  # (H, W) float32
-
-
-def similarity_3d(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """(scale, rotation (3, 3), translation (3,)) minimising |scale R source + t - target|^2.
-
-    source, target: (N, 3). Umeyama's closed form; the rotation is proper (det +1).
-    """
-    source_mean, target_mean = source.mean(axis=0), target.mean(axis=0)
-    source_centred, target_centred = source - source_mean, target - target_mean
-    covariance = target_centred.T @ source_centred / len(source)
-    u, singular, vt = np.linalg.svd(covariance)
-    sign = np.eye(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[2, 2] = -1.0
-    rotation = u @ sign @ vt
-    variance = float((source_centred**2).sum() / len(source))
-    scale = float(np.trace(np.diag(singular) @ sign) / variance) if variance > 0 else 1.0
-    translation = target_mean - scale * rotation @ source_mean
-    return scale, rotation, translation
 
 
 def _hull_ring(face_xy: np.ndarray, count: int) -> np.ndarray:
@@ -271,7 +253,7 @@ def current_points(mesh: HeadMesh, landmarks: Landmarks) -> tuple[np.ndarray, np
         raise ValueError(
             f"reference has {len(mesh.face)} face points, current landmarks have {len(face)}"
         )
-    scale, rotation, translation = similarity_3d(mesh.face, face)
+    scale, rotation, translation = similarity_fit(mesh.face, face)
     ring_moved = (scale * mesh.ring @ rotation.T) + translation  # (R, 3)
     weight = mesh.ring_head_weight[:, None]
     ring_xy = weight * ring_moved[:, :2] + (1 - weight) * mesh.ring[:, :2]
