@@ -23,7 +23,7 @@ class _GanReference:
     """One reference as the refiner needs it, prepared once."""
 
     mesh: HeadMesh
-    reference: np.ndarray  # (1, 3, H, W) float32 in [0, 1]
+    reference: np.ndarray  # (1, 3, P, P) float32 in [0, 1], edge-padded to the network's side
     features: object  # the backend's cached reference features
 
 
@@ -35,6 +35,19 @@ def image_to_tensor(image: np.ndarray) -> np.ndarray:
 def tensor_to_image(tensor: np.ndarray) -> np.ndarray:
     """(1, 3, H, W) float in [0, 1] -> (H, W, 3) uint8."""
     return np.clip(tensor[0].transpose(1, 2, 0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def network_side(height: int, width: int) -> int:
+    """The square side the refiner runs at for (height, width) frames: the larger side rounded
+    up to a multiple of 4 (it halves twice), at least 8. Frames are edge-padded to it and the
+    output cropped back, so any frame size renders."""
+    return max(8, -(-max(height, width) // 4) * 4)
+
+
+def pad_to(array: np.ndarray, side: int) -> np.ndarray:
+    """(H, W, ...) -> (side, side, ...), edge-padded at the bottom and right."""
+    padding = [(0, side - array.shape[0]), (0, side - array.shape[1])]
+    return np.pad(array, padding + [(0, 0)] * (array.ndim - 2), mode="edge")
 
 
 def normalised_grid(source_xy: np.ndarray) -> np.ndarray:
@@ -88,21 +101,24 @@ class GanRenderer(Renderer):
     def prepare_reference(self, image: np.ndarray, landmarks: Landmarks) -> _GanReference:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"reference must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
-        height, width = image.shape[:2]
-        if height != width:
-            raise ValueError(f"the gan renderer needs square frames, got {width}x{height}")
+        side = network_side(*image.shape[:2])
         mesh = build_head_mesh(image, landmarks, self._segmenter(image))
-        reference = image_to_tensor(image)
-        features = self.backend_for(width).encode_reference(reference)
+        reference = image_to_tensor(pad_to(image, side))
+        features = self.backend_for(side).encode_reference(reference)
         return _GanReference(mesh, reference, features)
 
     def render_from(self, prepared: _GanReference, landmarks: Landmarks) -> np.ndarray:
+        height, width = prepared.mesh.image.shape[:2]
+        side = prepared.reference.shape[-1]
         source = head_flow(prepared.mesh, landmarks)  # (H, W, 2)
-        guide = draw_guide(landmarks, source)[None]  # (1, G, H, W)
-        refined = self.backend_for(prepared.mesh.image.shape[1]).refine(
-            prepared.reference, prepared.features, normalised_grid(source), guide
+        guide = draw_guide(landmarks, source)  # (G, H, W)
+        if side != height or side != width:
+            source = pad_to(source, side)
+            guide = pad_to(guide.transpose(1, 2, 0), side).transpose(2, 0, 1)
+        refined = self.backend_for(side).refine(
+            prepared.reference, prepared.features, normalised_grid(source), guide[None]
         )
-        return tensor_to_image(np.asarray(refined))
+        return tensor_to_image(np.asarray(refined))[:height, :width]
 
     def flow(self, landmarks: Landmarks) -> np.ndarray:
         """(H, W, 2) float32: the warp's sampling positions before the refiner corrects them."""

@@ -93,3 +93,20 @@ def test_grid_normalisation_puts_corner_pixels_at_plus_minus_one() -> None:
     assert grid.shape == (1, 8, 8, 2)
     np.testing.assert_allclose(grid[0, 0, 0], [-1, -1])
     np.testing.assert_allclose(grid[0, -1, -1], [1, 1])
+
+
+def test_frames_of_any_size_render(tmp_path: Path) -> None:
+    """The network halves twice: other sizes are edge-padded and cropped back; still a no-op
+    for an untrained refiner."""
+    image, landmarks = reference()
+    image = np.ascontiguousarray(image[:250, :246])
+    warp = HeadWarpRenderer(segmenter=_FixedSegmenter())  # type: ignore[arg-type]
+    gan = _renderer(_weights(tmp_path / "zero.safetensors", perturb=False))
+    mask = person_mask()[:250, :246]
+    for renderer in (warp, gan):
+        renderer._segmenter = lambda _image: mask  # type: ignore[assignment]
+        renderer.set_reference(image, landmarks)
+    current = _moved(landmarks)
+    rendered = gan.render(current)
+    assert rendered.shape == (250, 246, 3)
+    assert np.abs(rendered.astype(int) - warp.render(current).astype(int)).mean() < 0.5
