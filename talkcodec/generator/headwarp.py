@@ -33,11 +33,9 @@ from scipy.spatial import ConvexHull, Delaunay
 
 from talkcodec.generator.base import Renderer
 from talkcodec.generator.meshwarp import (
-    _apply_maps,
-    _pin_border,
-    affine_maps,
     border_anchors,
-    rasterise_triangle_ids,
+    piecewise_affine_flow,
+    pin_border,
 )
 from talkcodec.keypoints.landmarks import Landmarks
 from talkcodec.keypoints.model import similarity_fit
@@ -275,25 +273,17 @@ def current_points(mesh: HeadMesh, landmarks: Landmarks) -> tuple[np.ndarray, np
 def head_flow(mesh: HeadMesh, landmarks: Landmarks) -> np.ndarray:
     """(H, W, 2) float32: the reference (x, y) each output pixel samples."""
     current, depth = current_points(mesh, landmarks)
-    current_corners = current[mesh.triangles]  # (T, 3, 2)
-    maps = np.concatenate(
-        [
-            np.eye(2, 3, dtype=np.float32)[None],
-            affine_maps(current_corners, mesh.points[mesh.triangles]),
-        ]
-    )  # (T + 1, 2, 3); row 0, the identity, for pixels no triangle covers
     # A triangle whose orientation flipped is a fold: it is not drawn, the ones around it cover
     # its pixels (or, where none does, the still reference shows through).
-    flipped = _signed_areas(current_corners) * mesh.reference_areas <= 0
-    far_to_near = np.argsort(-depth[mesh.triangles].mean(axis=1), kind="stable")
-    far_to_near = far_to_near[~flipped[far_to_near]]
+    flipped = _signed_areas(current[mesh.triangles]) * mesh.reference_areas <= 0
+    source = piecewise_affine_flow(
+        mesh.points, current, mesh.triangles, depth, mesh.pixel_x, mesh.pixel_y, ~flipped
+    )
     height, width = mesh.pixel_x.shape
-    ids = rasterise_triangle_ids(current_corners, far_to_near, height, width)
-    source = _apply_maps(maps, ids, mesh.pixel_x, mesh.pixel_y)
     # Near-degenerate triangles on a fold's edge can reach far outside the reference.
     np.clip(source[..., 0], 0, width - 1, out=source[..., 0])
     np.clip(source[..., 1], 0, height - 1, out=source[..., 1])
     moving = current[: len(current) - len(mesh.fixed)]
     if bool(np.all(_inside(moving, height, width))):
-        _pin_border(source)
+        pin_border(source)
     return source

@@ -113,6 +113,38 @@ def _apply_maps(
     return source
 
 
+def piecewise_affine_flow(
+    reference_points: np.ndarray,
+    current_points: np.ndarray,
+    triangles: np.ndarray,
+    depth: np.ndarray,
+    pixel_x: np.ndarray,
+    pixel_y: np.ndarray,
+    drawn: np.ndarray | None = None,
+) -> np.ndarray:
+    """(H, W, 2) float32 backward map: for each output pixel, the reference (x, y) to sample.
+
+    reference_points, current_points: (P, 2) mesh points on the reference and now; triangles:
+    (T, 3) indices; depth: (P,) current depths, larger is farther (where triangles overlap the
+    nearer one wins); pixel_x, pixel_y: (H, W) pixel coordinates; drawn: (T,) bool, the
+    triangles to rasterise (default all). Pixels no drawn triangle covers map to themselves.
+    """
+    current_corners = current_points[triangles]  # (T, 3, 2)
+    # Row 0 is the identity, for pixels outside every triangle (triangle id 0).
+    maps = np.concatenate(
+        [
+            np.eye(2, 3, dtype=np.float32)[None],
+            affine_maps(current_corners, reference_points[triangles]),
+        ]
+    )  # (T + 1, 2, 3)
+    far_to_near = np.argsort(-depth[triangles].mean(axis=1), kind="stable")
+    if drawn is not None:
+        far_to_near = far_to_near[drawn[far_to_near]]
+    height, width = pixel_x.shape
+    ids = rasterise_triangle_ids(current_corners, far_to_near, height, width)
+    return _apply_maps(maps, ids, pixel_x, pixel_y)
+
+
 def _strictly_inside(points: np.ndarray, height: int, width: int) -> bool:
     """Whether all (P, 2) points lie strictly inside the image, off its border pixels."""
     inside_x = (points[:, 0] > 0) & (points[:, 0] < width - 1)
@@ -120,7 +152,7 @@ def _strictly_inside(points: np.ndarray, height: int, width: int) -> bool:
     return bool(np.all(inside_x & inside_y))
 
 
-def _pin_border(source: np.ndarray) -> None:
+def pin_border(source: np.ndarray) -> None:
     """Make the outer pixel ring of the (H, W, 2) source coordinates map to itself, in place.
 
     Only valid while every moving point is strictly inside the image: the border is then made
@@ -200,21 +232,13 @@ class MeshWarpRenderer(Renderer):
 
     def _flow(self, mesh: _ReferenceMesh, landmarks: Landmarks) -> np.ndarray:
         current, depth = self._current_points(mesh, landmarks)  # (P, 2), (P,)
-        current_corners = current[mesh.triangles]  # (T, 3, 2)
-        # Row 0 is the identity, for pixels outside every triangle (triangle id 0).
-        maps = np.concatenate(
-            [
-                np.eye(2, 3, dtype=np.float32)[None],
-                affine_maps(current_corners, mesh.points[mesh.triangles]),
-            ]
-        )  # (T + 1, 2, 3)
-        far_to_near = np.argsort(-depth[mesh.triangles].mean(axis=1), kind="stable")
+        source = piecewise_affine_flow(
+            mesh.points, current, mesh.triangles, depth, mesh.pixel_x, mesh.pixel_y
+        )  # (H, W, 2)
         height, width = mesh.pixel_x.shape
-        ids = rasterise_triangle_ids(current_corners, far_to_near, height, width)
-        source = _apply_maps(maps, ids, mesh.pixel_x, mesh.pixel_y)  # (H, W, 2)
         moving = current[: len(current) - len(mesh.anchors)]
         if _strictly_inside(moving, height, width):
-            _pin_border(source)
+            pin_border(source)
         return source
 
     @staticmethod
