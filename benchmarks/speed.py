@@ -31,8 +31,7 @@ from talkcodec.codec import StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.entropy.keypoints import KeypointDecoder, KeypointEncoder
 from talkcodec.generator import GanRenderer, make_renderer
-from talkcodec.generator.gan import normalised_grid
-from talkcodec.generator.guide import draw_guide
+from talkcodec.generator.guide import draw_guide, normalised_grid
 from talkcodec.generator.headwarp import head_flow
 from talkcodec.keyframe import make_keyframe_codec
 from talkcodec.keypoints.dataset import list_clips

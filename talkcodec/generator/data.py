@@ -33,8 +33,7 @@ from talkcodec.entropy.keypoints import make_quantiser
 from talkcodec.evaluation import load_reference_clip
 from talkcodec.generator import make_renderer
 from talkcodec.generator.base import Renderer
-from talkcodec.generator.guide import draw_guide
-from talkcodec.generator.refiner import pixel_grid_to_normalised
+from talkcodec.generator.guide import draw_guide, normalised_grid
 from talkcodec.keyframe import KeyframeCodec, make_keyframe_codec
 from talkcodec.keypoints.dataset import (
     LandmarkTrack,
@@ -302,7 +301,7 @@ class ReenactmentPairs(Dataset[dict[str, torch.Tensor]]):
         source_xy = self._renderer_flow(driving)  # (S, S, 2) pixels
         size = source_xy.shape[0]
         guide = torch.from_numpy(draw_guide(driving, source_xy))  # (G, S, S)
-        grid = pixel_grid_to_normalised(torch.from_numpy(source_xy)[None], size, size)[0]
+        grid = torch.from_numpy(normalised_grid(source_xy)[0])
         reference_image = _to_tensor(reference)
         target = _to_tensor(clip.frames[spec.driving])
         centre_x, centre_y = driving.face[:, :2].mean(axis=0)

@@ -11,7 +11,7 @@ import numpy as np
 
 from talkcodec.generator.bank import DEFAULT_BANK_SIZE
 from talkcodec.generator.base import Renderer
-from talkcodec.generator.guide import draw_guide
+from talkcodec.generator.guide import draw_guide, normalised_grid
 from talkcodec.generator.headwarp import HeadMesh, PersonSegmenter, build_head_mesh, head_flow
 from talkcodec.keypoints.landmarks import Landmarks
 
@@ -48,13 +48,6 @@ def pad_to(array: np.ndarray, side: int) -> np.ndarray:
     """(H, W, ...) -> (side, side, ...), edge-padded at the bottom and right."""
     padding = [(0, side - array.shape[0]), (0, side - array.shape[1])]
     return np.pad(array, padding + [(0, 0)] * (array.ndim - 2), mode="edge")
-
-
-def normalised_grid(source_xy: np.ndarray) -> np.ndarray:
-    """(H, W, 2) pixel positions -> (1, H, W, 2) float32 grid (align_corners=True)."""
-    height, width = source_xy.shape[:2]
-    scale = np.array([2.0 / (width - 1), 2.0 / (height - 1)], dtype=np.float32)
-    return (source_xy * scale - 1.0)[None].astype(np.float32)
 
 
 class GanRenderer(Renderer):

@@ -97,3 +97,12 @@ def draw_guide(landmarks: Landmarks, source_xy: np.ndarray) -> np.ndarray:
     guide[1] = fill_regions(points_xy, (mouth,), height, width)
     guide[2] = fill_regions(points_xy, eyes, height, width)
     return guide
+
+
+def normalised_grid(source_xy: np.ndarray) -> np.ndarray:
+    """(H, W, 2) pixel positions (x, y), pixel centres at integers -> (1, H, W, 2) float32
+    grid normalised to [-1, 1] with corner pixel centres at -1 and 1, as the refiner samples
+    (refiner.sample, align_corners=True). Training and the receiver both use this one."""
+    height, width = source_xy.shape[:2]
+    scale = np.array([2.0 / (width - 1), 2.0 / (height - 1)], dtype=np.float32)
+    return (source_xy * scale - 1.0)[None].astype(np.float32)

@@ -157,9 +157,3 @@ class Refiner(nn.Module):
     ) -> torch.Tensor:
         """reference (B, 3, H, W), grid (B, H, W, 2), guide (B, G, H, W) -> (B, 3, H, W)."""
         return self.frame_refiner(reference, self.reference_encoder(reference), grid, guide)
-
-
-def pixel_grid_to_normalised(source_xy: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, H, W, 2) pixel positions (x, y), pixel centres at integers -> normalised grid."""
-    scale = torch.tensor([2.0 / (width - 1), 2.0 / (height - 1)], dtype=source_xy.dtype)
-    return source_xy * scale - 1.0

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from talkcodec.generator.gan import GanRenderer, normalised_grid
+from talkcodec.generator.gan import GanRenderer
+from talkcodec.generator.guide import normalised_grid
 from talkcodec.generator.headwarp import HeadWarpRenderer
 from talkcodec.generator.refiner import Refiner
 from talkcodec.generator.weights import save_refiner
