@@ -95,6 +95,17 @@ NOTES = [
 ]
 
 
+# What names an operating point (the rest of a row is its measurements).
+_POINT_KEYS = (
+    "codec",
+    "label",
+    "target_kbps",
+    "keyframe_quality",
+    "keypoint_step_px",
+    "reference_bank_size",
+)
+
+
 def _talkcodec_points() -> list[dict]:
     """The default sender (reference bank and budget) at each keyframe quality and keypoint
     step, and without extra references (bank of 1) at the default step."""
@@ -246,35 +257,11 @@ def _mean_points(rows: list[dict]) -> list[dict]:
     points = []
     for clip_rows in grouped.values():
         first = clip_rows[0]
-        point = {
-            key: first[key]
-            for key in (
-                "codec",
-                "label",
-                "target_kbps",
-                "keyframe_quality",
-                "keypoint_step_px",
-                "reference_bank_size",
-            )
-            if key in first
-        }
+        point = {key: first[key] for key in _POINT_KEYS if key in first}
         for key in ("payload_kbps", "wire_kbps", *METRICS, "akd_failure_rate"):
             point[key] = float(np.nanmean([r[key] for r in clip_rows]))
         point["clips"] = [
-            {
-                k: v
-                for k, v in r.items()
-                if k
-                not in (
-                    "samples",
-                    "codec",
-                    "label",
-                    "target_kbps",
-                    "keyframe_quality",
-                    "keypoint_step_px",
-                    "reference_bank_size",
-                )
-            }
+            {k: v for k, v in r.items() if k != "samples" and k not in _POINT_KEYS}
             for r in sorted(clip_rows, key=lambda r: r["clip"])
         ]
         points.append(point)
