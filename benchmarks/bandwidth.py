@@ -44,6 +44,7 @@ from talkcodec.evaluation import (
     load_reference_clip,
     round_trip_frames,
 )
+from talkcodec.keyframe import KEYFRAME_CODECS
 from talkcodec.keypoints.dataset import list_clips
 from talkcodec.transport import overhead
 from talkcodec.video import probe
@@ -51,7 +52,8 @@ from talkcodec.video import probe
 RESULTS = Path(__file__).resolve().parent / "results"
 BASE_SIZE_PX = 256
 BASELINE_KBPS = (5, 10, 20, 40, 80, 160, 300)
-KEYFRAME_QUALITIES = (30, 50, 80, 95)
+KEYFRAME_QUALITIES = (30, 50, 80, 95)  # WebP quality
+GC_CHANNELS = (2, 4, 8)  # GC latent channels (its quality knob)
 KEYPOINT_STEPS_PX = (0.3, 0.7)
 METRICS = {  # name: (label, higher is better)
     "psnr_db": ("PSNR (dB)", True),
@@ -100,6 +102,7 @@ _POINT_KEYS = (
     "codec",
     "label",
     "target_kbps",
+    "keyframe_codec",
     "keyframe_quality",
     "keypoint_step_px",
     "reference_bank_size",
@@ -107,31 +110,42 @@ _POINT_KEYS = (
 
 
 def _talkcodec_points() -> list[dict]:
-    """The default sender (reference bank and budget) at each keyframe quality and keypoint
-    step, and without extra references (bank of 1) at the default step."""
+    """The default sender (reference bank and budget) with each keyframe codec and quality (and
+    WebP at each keypoint step), and the same without extra references (bank of 1)."""
     default = EncoderConfig()
-    with_references = [
-        {
-            "codec": "talkcodec",
-            "keyframe_quality": quality,
-            "keypoint_step_px": step,
-            "reference_bank_size": default.reference_bank_size,
-            "label": f"webp q{quality}, step {step} px",
-        }
-        for quality in KEYFRAME_QUALITIES
-        for step in KEYPOINT_STEPS_PX
+    settings = [
+        ("webp", quality, step) for quality in KEYFRAME_QUALITIES for step in KEYPOINT_STEPS_PX
     ]
-    keyframe_only = [
-        {
-            "codec": "talkcodec",
-            "keyframe_quality": quality,
-            "keypoint_step_px": default.keypoint_step_px,
-            "reference_bank_size": 1,
-            "label": f"webp q{quality}, step {default.keypoint_step_px} px, no references",
-        }
-        for quality in KEYFRAME_QUALITIES
-    ]
-    return with_references + keyframe_only
+    settings += [("gc", channels, default.keypoint_step_px) for channels in GC_CHANNELS]
+    points = []
+    for codec, quality, step in settings:
+        name = f"webp q{quality}" if codec == "webp" else f"gc {quality} channels"
+        for bank in (default.reference_bank_size, 1):
+            if bank == 1 and step != default.keypoint_step_px:
+                continue
+            points.append(
+                {
+                    "codec": "talkcodec",
+                    "keyframe_codec": codec,
+                    "keyframe_quality": quality,
+                    "keypoint_step_px": step,
+                    "reference_bank_size": bank,
+                    "label": f"{name}, step {step} px" + (", no references" if bank == 1 else ""),
+                }
+            )
+    return points
+
+
+def _is_default_point(row: dict) -> bool:
+    """Whether a talkcodec row is the sender's and receiver's default configuration."""
+    default = EncoderConfig()
+    quality = default.keyframe_quality or KEYFRAME_CODECS[default.keyframe_codec].default_quality
+    return bool(
+        row["keyframe_codec"] == default.keyframe_codec
+        and row["keyframe_quality"] == quality
+        and row["keypoint_step_px"] == default.keypoint_step_px
+        and row["reference_bank_size"] == default.reference_bank_size
+    )
 
 
 def _baseline_points(codec: str) -> list[dict]:
@@ -222,6 +236,7 @@ def _run_point(point: dict, reference: np.ndarray, size: int, fps: float) -> dic
             size_px=size,
             fps=fps,
             crop=False,
+            keyframe_codec=point["keyframe_codec"],
             keyframe_quality=point["keyframe_quality"],
             keypoint_step_px=point["keypoint_step_px"],
             reference_bank_size=point["reference_bank_size"],
@@ -271,6 +286,7 @@ def _mean_points(rows: list[dict]) -> list[dict]:
         key=lambda p: (
             order.index(p["codec"]),
             p.get("target_kbps", 0),
+            p.get("keyframe_codec", ""),
             p.get("keyframe_quality", 0),
             p.get("keypoint_step_px", 0),
             p.get("reference_bank_size", 0),
@@ -506,17 +522,12 @@ def _plots(points: list[dict], size: int) -> list[Path]:
 
 def _strip(rows: list[dict], references: dict[str, np.ndarray], size: int) -> Path | None:
     """reference | H.264 | talkcodec (default point) at the H.264 rate nearest talkcodec's."""
-    default = EncoderConfig()
     sheets = []
     for clip, reference in references.items():
         ours = [
             r
             for r in rows
-            if r["clip"] == clip
-            and r["codec"] == "talkcodec"
-            and r["keyframe_quality"] == 80
-            and r["keypoint_step_px"] == default.keypoint_step_px
-            and r["reference_bank_size"] == default.reference_bank_size
+            if r["clip"] == clip and r["codec"] == "talkcodec" and _is_default_point(r)
         ]
         h264 = [r for r in rows if r["clip"] == clip and r["codec"] == "h264"]
         if not ours or not h264:
@@ -611,7 +622,8 @@ def main() -> None:
                 n: {"encoder": c.encoder, **c.options} for n, c in BASELINE_CODECS.items()
             },
             "talkcodec_encoder": asdict(EncoderConfig(size_px=args.size, crop=False)),
-            "talkcodec_keyframe_qualities": list(KEYFRAME_QUALITIES),
+            "talkcodec_webp_qualities": list(KEYFRAME_QUALITIES),
+            "talkcodec_gc_channels": list(GC_CHANNELS),
             "talkcodec_keypoint_steps_px": list(KEYPOINT_STEPS_PX),
             "talkcodec_decoder": asdict(DecoderConfig()),
             "rtp_packet_overhead_bytes": overhead.RTP_PACKET_OVERHEAD_BYTES,

@@ -28,7 +28,7 @@ from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.entropy.keypoints import KeypointDecoder, KeypointEncoder
 from talkcodec.generator import Renderer, make_renderer
 from talkcodec.generator.bank import BankMirror, describe
-from talkcodec.keyframe import keyframe_codec_for_wire_id, make_keyframe_codec
+from talkcodec.keyframe import KeyframeCodec, keyframe_codec_for_wire_id, make_keyframe_codec
 from talkcodec.keypoints.detectors import make_detector
 from talkcodec.keypoints.frontend import FaceFrontend
 from talkcodec.keypoints.landmarks import Landmarks
@@ -264,7 +264,14 @@ class StreamDecoder:
         )
         self._has_reference = False
         self._next_keypoint_seq: int | None = None
+        self._keyframe_codecs: dict[int, KeyframeCodec] = {}
         self.stats = DecoderStats()
+
+    def _keyframe_codec(self, wire_id: int) -> KeyframeCodec:
+        """The decoder of KEYFRAME payloads with `wire_id`, made once (GC loads its weights)."""
+        if wire_id not in self._keyframe_codecs:
+            self._keyframe_codecs[wire_id] = keyframe_codec_for_wire_id(wire_id)
+        return self._keyframe_codecs[wire_id]
 
     @property
     def needs_keyframe(self) -> bool:
@@ -325,7 +332,7 @@ class StreamDecoder:
                 f"keyframe reference id: expected < {bank_size} (the bank size), "
                 f"found {payload.reference_id}"
             )
-        image = keyframe_codec_for_wire_id(payload.codec).decompress(payload.image)
+        image = self._keyframe_codec(payload.codec).decompress(payload.image)
         if image.shape[:2] != (self.header.height, self.header.width):
             raise BitstreamError(
                 f"keyframe is {image.shape[1]}x{image.shape[0]}, "

@@ -29,7 +29,7 @@ class EncoderConfig:
     fps: float = 25.0
     crop: bool = True
     detector: str = "mediapipe"
-    keyframe_codec: str = "webp"
+    keyframe_codec: str = "gc"
     keyframe_quality: int | None = None
     keypoint_step_px: float = 0.3
     expression_dims: int = 32
@@ -51,7 +51,8 @@ class EncoderConfig:
     min_reference_interval_s: float = 1.0
     # A cap on what extra references cost: a token bucket that fills at reference_budget_kbps
     # and holds reference_burst_s seconds of it (it starts full), so a call sends a few
-    # references early and then at most this average rate (0: no cap). With WebP keyframes of
+    # references early and then at most this average rate (0: no cap). With GC keyframes of
+    # ~0.5 KB (8 channels at 256x256) the 1 s minimum interval binds first; with WebP ones of
     # 4-12 KB, 4 kbit/s is one reference every 8-24 s once the first burst is spent.
     reference_budget_kbps: float = 4.0
     reference_burst_s: float = 20.0

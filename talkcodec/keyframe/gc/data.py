@@ -86,10 +86,37 @@ def load_face_crops(
     return stacked
 
 
+def load_person_probabilities(crops: np.ndarray, crops_path: Path | None = None) -> np.ndarray:
+    """(N, H, W) uint8 person probability (0..255) of (N, H, W, 3) crops: mediapipe's selfie
+    segmentation, as the sender runs it in selective mode. Cached beside `crops_path`."""
+    from talkcodec.generator.headwarp import PersonSegmenter
+
+    path = None if crops_path is None else crops_path.with_name(crops_path.stem + "-person.npy")
+    if path is not None and path.exists():
+        probabilities = np.load(path)
+        if probabilities.shape == crops.shape[:3]:
+            return probabilities
+    segmenter = PersonSegmenter()
+    try:
+        probabilities = np.stack(
+            [
+                np.round(255 * np.clip(segmenter(crop), 0, 1)).astype(np.uint8)
+                for crop in tqdm(crops, desc="person masks", unit="crop", mininterval=5)
+            ]
+        )
+    finally:
+        segmenter.close()
+    if path is not None:
+        np.save(path, probabilities)
+    return probabilities
+
+
 class CropSampler:
     """Random training batches from cached crops: a random crop, flips, small colour jitter.
 
     Every batch is drawn from `generator`, so a run with the same seed sees the same batches.
+    With `person` ((N, H, W) uint8 person probabilities of the crops) each batch also carries
+    the matching crop of it (`last_person`), for selective-mode steps.
     """
 
     def __init__(
@@ -99,10 +126,15 @@ class CropSampler:
         batch_size: int,
         generator: torch.Generator,
         jitter: float = 0.05,
+        person: np.ndarray | None = None,
     ) -> None:
         if crops.shape[1] < crop_px or crops.shape[2] < crop_px:
             raise ValueError(f"crops of {crops.shape[1:3]} are smaller than crop_px={crop_px}")
+        if person is not None and person.shape != crops.shape[:3]:
+            raise ValueError(f"person masks {person.shape} do not match crops {crops.shape}")
         self.crops = crops
+        self.person = person
+        self.last_person: torch.Tensor | None = None
         self.crop_px = crop_px
         self.batch_size = batch_size
         self.generator = generator
@@ -115,16 +147,25 @@ class CropSampler:
         """(B, 3, crop_px, crop_px) float32 in [0, 1]."""
         height, width = self.crops.shape[1:3]
         images = []
+        people = []
         for _ in range(self.batch_size):
             index = self._randint(len(self.crops))
             top = self._randint(height - self.crop_px + 1)
             left = self._randint(width - self.crop_px + 1)
             patch = self.crops[index, top : top + self.crop_px, left : left + self.crop_px]
             image = torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1).float() / 255
+            person = None
+            if self.person is not None:
+                region = self.person[index, top : top + self.crop_px, left : left + self.crop_px]
+                person = torch.from_numpy(np.ascontiguousarray(region))[None].float() / 255
             if self._randint(2):
                 image = image.flip(-1)
+                person = None if person is None else person.flip(-1)
             images.append(image)
+            if person is not None:
+                people.append(person)
         batch = torch.stack(images)
+        self.last_person = torch.stack(people) if people else None
         # Colour jitter: a per-image gain and offset per channel, as camera white balance varies.
         shape = (self.batch_size, 3, 1, 1)
         gain = 1 + self.jitter * (2 * torch.rand(shape, generator=self.generator) - 1)

@@ -13,6 +13,7 @@ from talkcodec.keyframe.gc.alphabet import DOWNSAMPLING, NUM_LEVELS
 from talkcodec.keyframe.gc.encoder import Encoder
 from talkcodec.keyframe.gc.generator import Generator
 from talkcodec.keyframe.gc.quantiser import Quantiser
+from talkcodec.keyframe.gc.selective import sent_mask
 
 
 @dataclass(frozen=True)
@@ -80,23 +81,37 @@ class GCModel(nn.Module):
         """(B, 3, H, W) in [0, 1], H, W multiples of 16 -> (B, C, H/16, W/16) int64 symbols."""
         return self.quantiser.symbols(self.encoder(image))
 
-    def synthesise(self, symbols: torch.Tensor) -> torch.Tensor:
-        """(B, k, h, w) symbols of the first k channels -> (B, 3, 16h, 16w) image in [0, 1]."""
+    def synthesise(self, symbols: torch.Tensor, counts: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, k, h, w) symbols of the first k channels -> (B, 3, 16h, 16w) image in [0, 1].
+
+        counts, (B, h, w) int, says how many of those k channels were sent at each position
+        (selective mode, selective.py); symbols beyond it are ignored. None: all k everywhere.
+        """
         batch, active, height, width = symbols.shape
         padded = torch.zeros(batch, self.config.channels, height, width, dtype=torch.long)
         padded = padded.to(symbols.device)
         padded[:, :active] = symbols
         latent = self.quantiser.dequantise(padded)
-        return self.generator(latent, self.sent_mask(batch, active)).clamp(0, 1)
+        if counts is None:
+            mask = self.sent_mask(batch, active)
+        else:
+            mask = sent_mask(counts.clamp(max=active).to(symbols.device), self.config.channels)
+        return self.generator(latent, mask).clamp(0, 1)
 
-    def forward(self, image: torch.Tensor, active_channels: int) -> dict[str, torch.Tensor]:
-        """Training pass over (B, 3, H, W) images in [0, 1] sending the first k channels.
+    def forward(
+        self, image: torch.Tensor, active_channels: int, counts: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Training pass over (B, 3, H, W) images in [0, 1] sending the first k channels, or
+        the first counts[b, y, x] <= k at each latent position (selective mode) when given.
 
         Returns reconstruction (B, 3, H, W) unclamped, symbols (B, C, H/16, W/16) and the
         unquantised latent (B, C, H/16, W/16).
         """
         latent = self.encoder(image)
         quantised, symbols = self.quantiser(latent)
-        mask = self.sent_mask(image.shape[0], active_channels)
+        if counts is None:
+            mask = self.sent_mask(image.shape[0], active_channels)
+        else:
+            mask = sent_mask(counts.clamp(max=active_channels), self.config.channels)
         reconstruction = self.generator(quantised, mask)
         return {"reconstruction": reconstruction, "symbols": symbols, "latent": latent}

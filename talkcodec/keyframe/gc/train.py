@@ -22,11 +22,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from talkcodec.keyframe.gc.alphabet import NUM_LEVELS
-from talkcodec.keyframe.gc.data import CropSampler, load_face_crops
+from talkcodec.keyframe.gc.alphabet import DOWNSAMPLING, NUM_LEVELS
+from talkcodec.keyframe.gc.data import (
+    CropSampler,
+    crop_cache_path,
+    default_cache_dir,
+    load_face_crops,
+    load_person_probabilities,
+)
 from talkcodec.keyframe.gc.discriminator import MultiScaleDiscriminator
 from talkcodec.keyframe.gc.losses import (
     discriminator_loss,
@@ -35,7 +42,8 @@ from talkcodec.keyframe.gc.losses import (
     ms_ssim,
 )
 from talkcodec.keyframe.gc.model import GCModel, GCModelConfig
-from talkcodec.keyframe.gc.weights import export_weights, fit_prior_counts
+from talkcodec.keyframe.gc.selective import cell_channels, person_cells
+from talkcodec.keyframe.gc.weights import export_weights, fit_prior_counts, load_weights
 from talkcodec.keypoints.dataset import list_clips
 
 logger = logging.getLogger(__name__)
@@ -103,12 +111,19 @@ class TrainConfig:
     feature_matching_weight: float = 1.0
     discriminator_scales: int = 2
     color_jitter: float = 0.05
+    # Selective mode (selective.py): the share of steps that send all channels only on the
+    # person and one of `selective_background_channels` (those below the step's channels) on
+    # the rest, and the weight of the distortion loss on a background sent with 0 channels,
+    # which the generator has to invent (the adversarial loss still sees it whole).
+    selective_probability: float = 0.0
+    selective_background_channels: tuple[int, ...] = (0, 2)
+    synthesised_background_weight: float = 0.1
     seed: int = 0
     checkpoint_every_steps: int = 200
     log_every_steps: int = 50
 
     def __post_init__(self) -> None:
-        for name in ("channel_choices", "channel_choice_weights"):
+        for name in ("channel_choices", "channel_choice_weights", "selective_background_channels"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if len(self.channel_choices) != len(self.channel_choice_weights):
             raise ValueError("channel_choices and channel_choice_weights differ in length")
@@ -116,6 +131,8 @@ class TrainConfig:
             raise ValueError(f"crop_px must be a multiple of 16, got {self.crop_px}")
         if not 0 <= self.warmup_steps <= self.total_steps:
             raise ValueError("need 0 <= warmup_steps <= total_steps")
+        if not 0 <= self.selective_probability <= 1:
+            raise ValueError("selective_probability must be in 0..1")
 
     def model_config(self) -> GCModelConfig:
         return GCModelConfig(channels=self.channels, channel_choices=self.channel_choices)
@@ -131,7 +148,9 @@ class TrainConfig:
 class Trainer:
     """Owns the networks, optimisers, data sampler and step counter of one run."""
 
-    def __init__(self, config: TrainConfig, crops: np.ndarray) -> None:
+    def __init__(
+        self, config: TrainConfig, crops: np.ndarray, person: np.ndarray | None = None
+    ) -> None:
         self.config = config
         torch.manual_seed(config.seed)
         self.model = GCModel(config.model_config())
@@ -142,8 +161,15 @@ class Trainer:
             self.discriminator.parameters(), lr=config.gan_learning_rate, betas=(0.5, 0.999)
         )
         self.generator = torch.Generator().manual_seed(config.seed)
+        if config.selective_probability > 0 and person is None:
+            raise ValueError("selective steps need the crops' person probabilities")
         self.sampler = CropSampler(
-            crops, config.crop_px, config.batch_size, self.generator, config.color_jitter
+            crops,
+            config.crop_px,
+            config.batch_size,
+            self.generator,
+            config.color_jitter,
+            person if config.selective_probability > 0 else None,
         )
         self.step = 0
 
@@ -177,6 +203,20 @@ class Trainer:
         index = int(torch.multinomial(weights, 1, generator=self.generator))
         return self.config.channel_choices[index]
 
+    def _selective_counts(self, active: int) -> tuple[torch.Tensor, int] | None:
+        """(B, h, w) channels per latent position and the background's channel count for a
+        selective step, or None for an ordinary one (drawn with selective_probability)."""
+        config = self.config
+        choices = [b for b in config.selective_background_channels if b < active]
+        if config.selective_probability == 0 or not choices:
+            return None
+        if float(torch.rand(1, generator=self.generator)) >= config.selective_probability:
+            return None
+        background = choices[int(torch.randint(len(choices), (1,), generator=self.generator))]
+        assert self.sampler.last_person is not None
+        cells = person_cells(self.sampler.last_person)
+        return cell_channels(cells, active, background), background
+
     def train_step(self) -> dict[str, float]:
         config = self.config
         adversarial = self.step >= config.warmup_steps
@@ -185,12 +225,24 @@ class Trainer:
                 group["lr"] = config.gan_learning_rate
         images = self.sampler.batch()  # (B, 3, crop, crop)
         active = self._active_channels()
-        out = self.model(images, active)
+        selective = self._selective_counts(active)
+        counts = None if selective is None else selective[0]
+        out = self.model(images, active, counts)
         reconstruction = out["reconstruction"]
-        mse = torch.mean((reconstruction - images) ** 2)
-        similarity = ms_ssim(reconstruction.clamp(0, 1), images).mean()
+        target = images
+        weight = torch.ones_like(images[:, :1])
+        if selective is not None and selective[1] == 0:
+            # Where nothing was sent the picture is invented: only a light pull towards it.
+            invented = F.interpolate((counts == 0).float()[:, None], scale_factor=DOWNSAMPLING)
+            weight = 1 - (1 - config.synthesised_background_weight) * invented
+            # MS-SSIM judges the person only: the invented part is compared with itself.
+            target = images + invented * (reconstruction.detach().clamp(0, 1) - images)
+        mse = torch.mean(weight * (reconstruction - images) ** 2)
+        similarity = ms_ssim(reconstruction.clamp(0, 1), target).mean()
         loss = config.mse_weight * mse + config.ms_ssim_weight * (1 - similarity)
         stats = {"mse": mse.item(), "ms_ssim": similarity.item(), "channels": float(active)}
+        if selective is not None:
+            stats = {"selective_mse": mse.item(), "channels": float(active)}
         if adversarial:
             fake_outputs = self.discriminator(reconstruction)
             with torch.no_grad():
@@ -210,9 +262,10 @@ class Trainer:
             d_loss.backward()
             self.d_optimiser.step()
             stats["d_loss"] = d_loss.item()
-        self.prior.update(out["symbols"], active)
-        bits = self.prior.bits(out["symbols"], active).mean()
-        stats["bpp"] = float(bits) / (images.shape[2] * images.shape[3])
+        if selective is None:  # the logged rate is that of whole latents
+            self.prior.update(out["symbols"], active)
+            bits = self.prior.bits(out["symbols"], active).mean()
+            stats["bpp"] = float(bits) / (images.shape[2] * images.shape[3])
         stats["loss"] = loss.item()
         self.step += 1
         return stats
@@ -221,24 +274,64 @@ class Trainer:
 def _summary(history: list[dict[str, float]]) -> str:
     keys = sorted({key for stats in history for key in stats})
     means = {key: float(np.mean([s[key] for s in history if key in s])) for key in keys}
-    psnr = -10 * math.log10(max(means["mse"], 1e-10))
-    parts = [f"psnr={psnr:.2f}"] + [f"{key}={means[key]:.4g}" for key in keys if key != "mse"]
+    parts = [f"{key}={means[key]:.4g}" for key in keys if key != "mse"]
+    if "mse" in means:
+        parts.insert(0, f"psnr={-10 * math.log10(max(means['mse'], 1e-10)):.2f}")
     return " ".join(parts)
 
 
-def train(config: TrainConfig, out_dir: Path, resume: bool, max_minutes: float | None) -> Trainer:
-    """Run (or continue) training until total_steps or the wall-clock limit; returns the trainer."""
-    torch.set_num_threads(1)  # the machine is shared: one core per training run
-    clips = list_clips(Path(config.data_dir))
+def training_images(config: TrainConfig, clips: list[Path]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The run's face crops and, when it has selective steps, their person probabilities."""
     crops = load_face_crops(
         clips, config.crop_cache_size_px, config.sample_fps, config.frames_per_clip
     )
+    if config.selective_probability == 0:
+        return crops, None
+    path = crop_cache_path(
+        default_cache_dir(),
+        clips,
+        config.crop_cache_size_px,
+        config.sample_fps,
+        config.frames_per_clip,
+    )
+    return crops, load_person_probabilities(crops, path)
+
+
+def initial_model_state(path: Path) -> dict[str, torch.Tensor]:
+    """The GC model's state dict from exported weights (.safetensors) or a run's checkpoint.
+
+    A new run may start from either (fine-tuning, or a new training phase with other settings);
+    the discriminator, optimisers and step counter start afresh.
+    """
+    if path.suffix == ".safetensors":
+        model, _, _ = load_weights(path)
+        return model.state_dict()
+    state = torch.load(path, weights_only=True)
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"{path} is neither GC weights nor a GC training checkpoint")
+    return state["model"]  # type: ignore[no-any-return]
+
+
+def train(
+    config: TrainConfig,
+    out_dir: Path,
+    resume: bool,
+    max_minutes: float | None,
+    init_from: Path | None = None,
+) -> Trainer:
+    """Run (or continue) training until total_steps or the wall-clock limit; returns the trainer."""
+    torch.set_num_threads(1)  # the machine is shared: one core per training run
+    clips = list_clips(Path(config.data_dir))
+    crops, person = training_images(config, clips)
     logger.info("%d face crops from %d clips", len(crops), len(clips))
-    trainer = Trainer(config, crops)
+    trainer = Trainer(config, crops, person)
     checkpoint = out_dir / CHECKPOINT_NAME
     if resume:
         trainer.load_state(torch.load(checkpoint, weights_only=True))
         logger.info("resumed from %s at step %d", checkpoint, trainer.step)
+    elif init_from is not None:
+        trainer.model.load_state_dict(initial_model_state(init_from))
+        logger.info("model initialised from %s", init_from)
     started = time.monotonic()
     history: list[dict[str, float]] = []
     progress = tqdm(total=config.total_steps, initial=trainer.step, unit="step", mininterval=10)
@@ -267,6 +360,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--export", type=Path, help="write the trained weights here at the end")
     parser.add_argument("--max-minutes", type=float, help="stop (resumably) after this long")
     parser.add_argument("--export-only", action="store_true", help="export --out's checkpoint")
+    parser.add_argument(
+        "--weights-version",
+        type=int,
+        help="version number the exported weights (and every payload coded with them) carry; "
+        "give each released set of weights its own",
+    )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        help="start a new run from these GC weights (.safetensors) or a run's checkpoint.pt",
+    )
     for item in fields(TrainConfig):
         flag = "--" + item.name.replace("_", "-")
         default = item.default
@@ -309,16 +413,13 @@ def main(argv: list[str] | None = None) -> int:
         log.write(command + "\n")
     if args.export_only:
         torch.set_num_threads(1)
-        crops = load_face_crops(
-            list_clips(Path(config.data_dir)),
-            config.crop_cache_size_px,
-            config.sample_fps,
-            config.frames_per_clip,
-        )
-        trainer = Trainer(config, crops)
+        crops, person = training_images(config, list_clips(Path(config.data_dir)))
+        trainer = Trainer(config, crops, person)
         trainer.load_state(torch.load(args.out / CHECKPOINT_NAME, weights_only=True))
     else:
-        trainer = train(config, args.out, args.resume, args.max_minutes)
+        if args.init_from is not None and args.resume:
+            raise SystemExit("--init-from starts a new run; it cannot be combined with --resume")
+        trainer = train(config, args.out, args.resume, args.max_minutes, args.init_from)
         crops = trainer.sampler.crops
     if args.export is not None:
         counts = fit_prior_counts(trainer.model, crops)
@@ -328,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             "commands": history.read_text(),
             "training_crops": str(len(crops)),
         }
-        export_weights(trainer.model, counts, args.export, metadata)
+        export_weights(trainer.model, counts, args.export, metadata, args.weights_version)
         logger.info("exported %s", args.export)
     return 0
 

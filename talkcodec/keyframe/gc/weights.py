@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,10 @@ FORMAT = "talkcodec-gc"
 PRIOR_KEY = "prior.frequencies"
 _MODEL_PREFIX = "model."
 WEIGHTS_DIR = Path(__file__).resolve().parents[3] / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "gc-c8-v1.safetensors"
+# The weights released with talkcodec, by the version their payloads carry: a payload names its
+# version, so a receiver decodes keyframes coded with any released weights.
+SHIPPED_WEIGHTS = {1: WEIGHTS_DIR / "gc-c8-v1.safetensors"}
+DEFAULT_WEIGHTS = SHIPPED_WEIGHTS[max(SHIPPED_WEIGHTS)]
 
 
 @torch.no_grad()
@@ -47,10 +51,16 @@ def fit_prior_counts(model: GCModel, crops: np.ndarray) -> np.ndarray:
 
 
 def export_weights(
-    model: GCModel, counts: np.ndarray, path: Path, metadata: dict[str, str]
+    model: GCModel,
+    counts: np.ndarray,
+    path: Path,
+    metadata: dict[str, str],
+    version: int | None = None,
 ) -> None:
     """Write the encoder and generator, the prior's frequency table (from (C, NUM_CONTEXTS, L)
-    context counts) and the config to `path`."""
+    context counts) and the config to `path`, with `version` (default: the model config's) as
+    the weights version that GC payloads name."""
+    config = model.config if version is None else replace(model.config, version=version)
     tensors = {
         _MODEL_PREFIX + name: value.detach().cpu().contiguous()
         for name, value in model.state_dict().items()
@@ -61,7 +71,7 @@ def export_weights(
     save_file(
         tensors,
         str(path),
-        metadata={"format": FORMAT, "model_config": model.config.to_json(), **metadata},
+        metadata={"format": FORMAT, "model_config": config.to_json(), **metadata},
     )
 
 
