@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import math
+import pickle
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -306,7 +307,10 @@ def initial_model_state(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         model, _, _ = load_weights(path)
         return model.state_dict()
-    state = torch.load(path, weights_only=True)
+    try:
+        state = torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise ValueError(f"{path} is not a GC training checkpoint: {error}") from None
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path} is neither GC weights nor a GC training checkpoint")
     return state["model"]  # type: ignore[no-any-return]
