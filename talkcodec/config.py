@@ -29,7 +29,7 @@ class EncoderConfig:
     fps: float = 25.0
     crop: bool = True
     detector: str = "mediapipe"
-    keyframe_codec: str = "gc"
+    keyframe_codec: str = "webp"
     keyframe_quality: int | None = None
     keypoint_step_px: float = 0.3
     expression_dims: int = 32
