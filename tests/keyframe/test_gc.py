@@ -31,7 +31,7 @@ from talkcodec.keyframe.gc.prior import (
     table_probabilities,
 )
 from talkcodec.keyframe.gc.quantiser import CENTRES, Quantiser
-from talkcodec.keyframe.gc.weights import DEFAULT_WEIGHTS, load_weights
+from talkcodec.keyframe.gc.weights import DEFAULT_WEIGHTS, SHIPPED_WEIGHTS, load_weights
 from talkcodec.metrics import ms_ssim, psnr
 from talkcodec.video import read_frames
 
@@ -234,14 +234,39 @@ def test_corrupt_payloads_raise_bitstream_error_only(
 
 
 def test_wrong_version_and_too_many_channels_are_rejected(codec: GCCodec) -> None:
-    with pytest.raises(BitstreamError, match="weights version 2, loaded weights are version 1"):
-        codec.decompress(bytes(GcPayload(2, 8, 16, 16, b"")))
+    unknown = max(SHIPPED_WEIGHTS) + 7
+    with pytest.raises(
+        BitstreamError,
+        match=f"weights version {unknown}, loaded weights are version {codec.version}",
+    ):
+        codec.decompress(bytes(GcPayload(unknown, 8, 16, 16, b"")))
     with pytest.raises(
         BitstreamError, match="GC payload has 16 channels, the loaded weights code at most 8"
     ):
-        codec.decompress(bytes(GcPayload(1, 16, 16, 16, b"")))
+        codec.decompress(bytes(GcPayload(codec.version, 16, 16, 16, b"")))
     with pytest.raises(BitstreamError, match="gc keyframe is empty"):
         codec.decompress(b"")
+
+
+@pytest.mark.parametrize("version", sorted(SHIPPED_WEIGHTS))
+def test_the_default_codec_decodes_every_shipped_version(codec: GCCodec, version: int) -> None:
+    """A keyframe (or .gck file) coded with older released weights still decodes, exactly as
+    those weights decode it."""
+    own = GCCodec(weights=SHIPPED_WEIGHTS[version])
+    assert own.version == version
+    image = _random_image(48, 64, seed=version)
+    data = own.compress(image)
+    assert np.array_equal(codec.decompress(data), own.decompress(data))
+
+
+def test_explicit_weights_decode_only_their_own_version(tmp_path: Path) -> None:
+    newest = max(SHIPPED_WEIGHTS)
+    copy = tmp_path / "mine.safetensors"
+    copy.write_bytes(SHIPPED_WEIGHTS[newest].read_bytes())
+    mine = GCCodec(weights=copy)
+    other = GcPayload(newest + 1, 8, 16, 16, b"")
+    with pytest.raises(BitstreamError, match=f"weights version {newest + 1}"):
+        mine.decompress(bytes(other))
 
 
 def test_registry_knows_gc_by_name_and_wire_id() -> None:
@@ -339,9 +364,10 @@ def _golden_symbols() -> np.ndarray:
     return (c * 7 + y * 3 + x * 5 + (x * y) % 3) % 5
 
 
-def test_golden_gc_payload_pins_layout_and_prior(codec: GCCodec) -> None:
-    """The bytes of a known latent under the shipped prior. They change only with a new format
-    or new weights (then bump the version): TALKCODEC_REGEN_GOLDEN=1 rewrites the file."""
+def test_golden_gc_payload_pins_layout_and_prior() -> None:
+    """The bytes of a known latent under the prior of weights version 1. They change only with
+    a new format: TALKCODEC_REGEN_GOLDEN=1 rewrites the file."""
+    codec = GCCodec(weights=SHIPPED_WEIGHTS[1])
     symbols = _golden_symbols()
     data = bytes(GcPayload(1, 8, 48, 64, encode_latent(symbols, codec.prior_probabilities)))
     if os.environ.get("TALKCODEC_REGEN_GOLDEN") == "1":

@@ -322,9 +322,10 @@ def train(
     resume: bool,
     max_minutes: float | None,
     init_from: Path | None = None,
+    threads: int = 1,
 ) -> Trainer:
     """Run (or continue) training until total_steps or the wall-clock limit; returns the trainer."""
-    torch.set_num_threads(1)  # the machine is shared: one core per training run
+    torch.set_num_threads(threads)
     clips = list_clips(Path(config.data_dir))
     crops, person = training_images(config, clips)
     logger.info("%d face crops from %d clips", len(crops), len(clips))
@@ -369,6 +370,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help="version number the exported weights (and every payload coded with them) carry; "
         "give each released set of weights its own",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads (default 1: leaves the rest free)"
     )
     parser.add_argument(
         "--init-from",
@@ -423,7 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.init_from is not None and args.resume:
             raise SystemExit("--init-from starts a new run; it cannot be combined with --resume")
-        trainer = train(config, args.out, args.resume, args.max_minutes, args.init_from)
+        trainer = train(
+            config, args.out, args.resume, args.max_minutes, args.init_from, args.threads
+        )
         crops = trainer.sampler.crops
     if args.export is not None:
         counts = fit_prior_counts(trainer.model, crops)
