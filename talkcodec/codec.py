@@ -265,6 +265,8 @@ class StreamDecoder:
         self._has_reference = False
         self._next_keypoint_seq: int | None = None
         self._keyframe_codecs: dict[int, KeyframeCodec] = {}
+        # Made now, not at the first keyframe: GC loads its weights here, before the call.
+        self._keyframe_codec(header.keyframe_codec)
         self.stats = DecoderStats()
 
     def _keyframe_codec(self, wire_id: int) -> KeyframeCodec:

@@ -141,6 +141,37 @@ def test_keyframe_of_the_wrong_size_is_rejected(header: StreamHeader) -> None:
     assert decoder.stats.corrupt == 1 and decoder.needs_keyframe
 
 
+def test_gc_keyframes_decode_with_one_codec_made_before_the_first(
+    header: StreamHeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GC stream's decoder loads the weights when it is made (not at the first keyframe,
+    mid-call) and reuses that codec for every keyframe."""
+    made: list[int] = []
+    original = codec.keyframe_codec_for_wire_id
+    monkeypatch.setattr(
+        codec,
+        "keyframe_codec_for_wire_id",
+        lambda wire_id: made.append(wire_id) or original(wire_id),
+    )
+    gc_header = replace(header, keyframe_codec=KeyframeCodecId.GC)
+    decoder = StreamDecoder(gc_header, DecoderConfig(renderer="meshwarp"))
+    assert made == [KeyframeCodecId.GC]
+    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1).truncated(DIMS)
+    encoder = KeypointEncoder(model, STEP_PX, REFRESH)
+    gc = decoder._keyframe_codec(KeyframeCodecId.GC)
+    image = np.full((SIZE, SIZE, 3), 90, dtype=np.uint8)
+    for seq, reference_id in enumerate((0, 1)):
+        payload = KeyframePayload(
+            KeyframeCodecId.GC,
+            reference_id,
+            encoder.encode_intra(_params(1)[0]),
+            gc.compress(image),
+        )
+        decoder.receive(bytes(Packet(PacketKind.KEYFRAME, seq, 0, bytes(payload))))
+    assert decoder.stats.keyframes == 2 and decoder.stats.corrupt == 0
+    assert made == [KeyframeCodecId.GC]
+
+
 # -- the reference bank -------------------------------------------------------------------------
 
 

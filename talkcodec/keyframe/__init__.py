@@ -1,7 +1,7 @@
 """Keyframe codecs and their registry, selected by name (`--keyframe-codec`) or by wire id.
 
-"gc" loads its weights (weights/gc-c8-v1.safetensors) when constructed; importing this registry
-stays cheap because GCCodec imports torch only then.
+"gc" loads its weights (the newest weights/gc-c8-v*.safetensors) when constructed; importing
+this registry stays cheap because GCCodec imports torch only then.
 """
 
 from __future__ import annotations
