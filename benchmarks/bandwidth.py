@@ -6,8 +6,8 @@ Test condition (after the JVET generative face video coding conditions): each cl
 face-centred square fixed over the clip (median talking-head crop over its first second, kept
 inside the frame), resampled to size x size at 25 fps, first 250 frames; at sizes above 256
 only sources at least that large on their short side take part. The same reference frames feed every
-codec: talkcodec at each operating point (keyframe quality x keypoint step, keyframe bytes
-counted), and the classical codecs in low-delay mode at a sweep of bitrate targets
+codec: talkcodec at each operating point (keyframe codec and quality x keypoint step, with and
+without the reference bank, keyframe bytes counted), and the classical codecs in low-delay mode at a sweep of bitrate targets
 (talkcodec.baselines). Rates are measured, never the targets: payload (the codec's bytes) and
 on the wire (talkcodec.transport.overhead: RTP packets for video tracks, data-channel messages
 for talkcodec). Metrics per frame: PSNR (RGB), SSIM and MS-SSIM (luma); AKD with a separate
@@ -92,6 +92,9 @@ NOTES = [
     "figures of VCEG-M33 are in the JSON too; on these sharply bending curves they overshoot. "
     "talkcodec's quality varies little between its points, so its shared range with H.264 is "
     "narrow and its BD-rate is close to a comparison at one quality.",
+    "talkcodec's 'gc N channels' points send every keyframe (the first and the bank's extra "
+    "references) with the GC codec (talkcodec/keyframe/gc, the shipped weights) instead of "
+    "WebP; the renderer's refiner was trained on WebP references.",
     "When talkcodec finds no face in a frame it renders nothing; the receiver keeps showing "
     "the last frame, and that is what is scored.",
 ]
