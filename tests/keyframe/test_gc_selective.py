@@ -291,7 +291,9 @@ def test_non_selective_codec_bytes_are_unchanged(full_codec: GCCodec) -> None:
     _, symbols = full_codec.decode_symbols(data)
     assert data[3] == 8
     assert data == bytes(
-        GcPayload(1, 8, 48, 64, encode_latent(symbols, full_codec.prior_probabilities))
+        GcPayload(
+            full_codec.version, 8, 48, 64, encode_latent(symbols, full_codec.prior_probabilities)
+        )
     )
 
 

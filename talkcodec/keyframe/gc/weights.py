@@ -28,7 +28,10 @@ _MODEL_PREFIX = "model."
 WEIGHTS_DIR = Path(__file__).resolve().parents[3] / "weights"
 # The weights released with talkcodec, by the version their payloads carry: a payload names its
 # version, so a receiver decodes keyframes coded with any released weights.
-SHIPPED_WEIGHTS = {1: WEIGHTS_DIR / "gc-c8-v1.safetensors"}
+SHIPPED_WEIGHTS = {
+    1: WEIGHTS_DIR / "gc-c8-v1.safetensors",
+    2: WEIGHTS_DIR / "gc-c8-v2.safetensors",
+}
 DEFAULT_WEIGHTS = SHIPPED_WEIGHTS[max(SHIPPED_WEIGHTS)]
 
 
