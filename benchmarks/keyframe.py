@@ -629,6 +629,25 @@ def strips(
     return written
 
 
+def compact_json(results: dict) -> str:
+    """The results as JSON, one line per record (thousands of them) and floats to 6 digits."""
+
+    def rounded(value: object) -> object:
+        if isinstance(value, float):
+            return float(f"{value:.6g}") if math.isfinite(value) else value
+        if isinstance(value, dict):
+            return {key: rounded(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [rounded(item) for item in value]
+        return value
+
+    results = rounded(results)  # type: ignore[assignment]
+    head = {key: value for key, value in results.items() if key != "records"}
+    lines = json.dumps(head, indent=1)[:-2] + ',\n "records": [\n'
+    records = ",\n".join(json.dumps(record) for record in results["records"])
+    return lines + records + "\n ]\n}\n"
+
+
 def _fmt(value: float | None, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -823,7 +842,7 @@ def main() -> None:
             "timings": timings,
             "records": records,
         }
-        (args.out / "keyframe.json").write_text(json.dumps(results, indent=1) + "\n")
+        (args.out / "keyframe.json").write_text(compact_json(results))
         report = markdown(rows, verdicts, timings, lowest, meta)
         (args.out / "keyframe.md").write_text(report)
         plot(records, args.out / "keyframe-rd.png")
