@@ -4,14 +4,14 @@
 
 Test condition (after the JVET generative face video coding conditions): each clip becomes a
 face-centred square fixed over the clip (median talking-head crop over its first second, kept
-inside the frame), resampled to size x size at 25 fps, first 250 frames; at sizes above 256
-only sources at least that large on their short side take part. The same reference frames feed every
+inside the frame), resampled to size x size at 25 fps, first 250 frames; at sizes above 256 only
+sources at least that large on their short side take part. The same reference frames feed every
 codec: talkcodec at each operating point (keyframe codec and quality x keypoint step, with and
 without the reference bank, keyframe bytes counted), and the classical codecs in low-delay mode
 at a sweep of bitrate targets (talkcodec.baselines). Rates are measured, never the targets:
-payload (the codec's bytes) and on the wire (talkcodec.transport.overhead: RTP packets for video tracks, data-channel messages
-for talkcodec). Metrics per frame: PSNR (RGB), SSIM and MS-SSIM (luma); AKD with a separate
-static-image mediapipe face mesh on every 5th frame.
+payload (the codec's bytes) and on the wire (talkcodec.transport.overhead: RTP packets for video
+tracks, data-channel messages for talkcodec). Metrics per frame: PSNR (RGB), SSIM and MS-SSIM
+(luma); AKD with a separate static-image mediapipe face mesh on every 5th frame.
 
 Writes benchmarks/results/bandwidth-<size>.json, .md, one rate-quality plot per metric, and
 bandwidth-<size>-strip.png (reference | H.264 | talkcodec at matched bitrate; never committed).
