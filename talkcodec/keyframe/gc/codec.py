@@ -47,6 +47,19 @@ def _pad_to_cells(array: np.ndarray) -> np.ndarray:
     return np.pad(array, padding + [(0, 0)] * (array.ndim - 2), mode="edge")
 
 
+def _channel_counts(cells: np.ndarray, channels: int, background_channels: int) -> np.ndarray:
+    """(h, w) int64 channels sent per latent position for (h, w) bool person cells: the rule of
+    selective.cell_channels, which training uses too."""
+    import torch
+
+    from talkcodec.keyframe.gc.selective import cell_channels
+
+    counts = cell_channels(
+        torch.from_numpy(np.asarray(cells, dtype=bool))[None], channels, background_channels
+    )
+    return counts[0].numpy()
+
+
 class GCCodec(KeyframeCodec):
     """Generative compression (Agustsson et al. 2019): about 0.01-0.06 bit/pixel on faces.
 
@@ -149,7 +162,7 @@ class GCCodec(KeyframeCodec):
                 )
             person_probability = _pad_to_cells(person_probability)
         cells = self._person_cells(padded, person_probability)  # (h, w) bool
-        counts = np.where(cells, self.quality, self.background_channels)
+        counts = _channel_counts(cells, self.quality, self.background_channels)
         latent = encode_latent(symbols_array, self._probabilities, counts)
         mask = encode_cell_mask(cells)
         return bytes(
@@ -195,7 +208,7 @@ class GCCodec(KeyframeCodec):
             cells = decode_cell_mask(payload.mask, (rows, columns))  # (h, w) bool
         except BitstreamError as error:
             raise BitstreamError(f"GC payload person mask is unreadable: {error}") from None
-        counts = np.where(cells, channels, payload.background_channels).astype(np.int64)
+        counts = _channel_counts(cells, channels, payload.background_channels)
         symbols = decode_latent(payload.latent, self._probabilities, payload.latent_shape, counts)
         return payload, symbols, counts
 

@@ -71,11 +71,17 @@ class GCModel(nn.Module):
             config.generator_up_widths,
         )
 
-    def sent_mask(self, batch: int, active_channels: int) -> torch.Tensor:
-        """(B, C, 1, 1) float mask: 1 for the first `active_channels` channels."""
-        mask = torch.zeros(batch, self.config.channels, 1, 1)
-        mask[:, :active_channels] = 1
-        return mask.to(next(self.parameters()).device)
+    def _sent(
+        self, latent: torch.Tensor, active_channels: int, counts: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(B, C, h, w) 0/1 mask of what was sent of a (B, C, h, w) latent: the first
+        `active_channels` channels everywhere, or the first counts[b, y, x] (at most
+        `active_channels`) at each position in selective mode."""
+        if counts is None:
+            batch, _, height, width = latent.shape
+            counts = torch.full((batch, height, width), active_channels, dtype=torch.long)
+        counts = counts.clamp(max=active_channels).to(latent.device)
+        return sent_mask(counts, self.config.channels)
 
     def analyse(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1], H, W multiples of 16 -> (B, C, H/16, W/16) int64 symbols."""
@@ -92,11 +98,7 @@ class GCModel(nn.Module):
         padded = padded.to(symbols.device)
         padded[:, :active] = symbols
         latent = self.quantiser.dequantise(padded)
-        if counts is None:
-            mask = self.sent_mask(batch, active)
-        else:
-            mask = sent_mask(counts.clamp(max=active).to(symbols.device), self.config.channels)
-        return self.generator(latent, mask).clamp(0, 1)
+        return self.generator(latent, self._sent(latent, active, counts)).clamp(0, 1)
 
     def forward(
         self, image: torch.Tensor, active_channels: int, counts: torch.Tensor | None = None
@@ -109,9 +111,5 @@ class GCModel(nn.Module):
         """
         latent = self.encoder(image)
         quantised, symbols = self.quantiser(latent)
-        if counts is None:
-            mask = self.sent_mask(image.shape[0], active_channels)
-        else:
-            mask = sent_mask(counts.clamp(max=active_channels), self.config.channels)
-        reconstruction = self.generator(quantised, mask)
+        reconstruction = self.generator(quantised, self._sent(quantised, active_channels, counts))
         return {"reconstruction": reconstruction, "symbols": symbols, "latent": latent}
