@@ -12,16 +12,36 @@ import logging
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import IntEnum, IntFlag
+from enum import Enum, IntEnum, IntFlag
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Self, TypeVar
+from typing import BinaryIO, ClassVar, Self, TypeVar
 
 logger = logging.getLogger(__name__)
 
 
 class BitstreamError(ValueError):
-    """Raised for any malformed input: says what was expected and what was found."""
+    """Raised for any malformed input: says what was expected and what was found.
+
+    `reason` names the kind of problem for counters (a receiver's stats), so no caller has to
+    match the message text: "corrupt" unless a subclass says otherwise.
+    """
+
+    reason: ClassVar[str] = "corrupt"
+
+
+class UnknownPacketKind(BitstreamError):
+    """A packet whose kind byte names no kind this reader knows (perhaps a later revision's)."""
+
+    reason: ClassVar[str] = "unknown_kind"
+
+
+class ImplausiblePacket(BitstreamError):
+    """A packet that parses but whose fields break the documented limits (docs/bitstream.md,
+    "Limits"): a timestamp that jumps, a sequence number its timestamp cannot justify, a
+    payload or image too large for the stream."""
+
+    reason: ClassVar[str] = "implausible"
 
 
 class KeyframeCodecId(IntEnum):
@@ -67,6 +87,22 @@ TKC_MAGIC = b"TKCF"
 TKC_VERSION = 1
 # Far above any real packet (a keyframe is tens of kB); bounds what a corrupt length can allocate.
 TKC_MAX_RECORD_BYTES = 16 * 1024 * 1024
+
+# Limits of what a stream can honestly mean (docs/bitstream.md, "Limits"). Readers reject a
+# stream header outside them and drop, and count, a packet outside them.
+MIN_FRAME_SIDE_PX = 16
+MAX_FRAME_SIDE_PX = 4096
+MIN_FPS_MILLI = 1_000  # 1 frame per second
+MAX_FPS_MILLI = 240_000  # 240 frames per second
+# The worst frame of the largest keypoint model codes in about 175 bytes.
+MAX_KEYPOINT_PAYLOAD_BYTES = 1024
+# Between two accepted KEYPOINTS packets the capture time moves forward by at most this.
+MAX_PTS_STEP_MS = 10_000
+# Sequence numbers may run ahead of the timestamps by this many packets, plus
+# SEQ_PACKETS_PER_FRAME per frame period the timestamps moved (a camera faster than the
+# stream's frame rate, jitter of the capture clock).
+SEQ_SLACK_PACKETS = 8
+SEQ_PACKETS_PER_FRAME = 2
 
 _KNOWN_FLAG_BITS = int(PacketFlags.INTRA)
 _U8_MAX = 0xFF
@@ -144,7 +180,7 @@ class Packet:
             )
         kind, flags, seq, pts_ms = _PACKET_HEADER.unpack_from(data)
         return cls(
-            kind=_to_enum(PacketKind, kind, "packet kind", BitstreamError),
+            kind=_to_enum(PacketKind, kind, "packet kind", UnknownPacketKind),
             seq=seq,
             pts_ms=pts_ms,
             payload=bytes(data[PACKET_HEADER_BYTES:]),
@@ -223,9 +259,9 @@ class StreamHeader:
     expression_dims: int
 
     def __post_init__(self) -> None:
-        _check_range("width", self.width, 1, _U16_MAX)
-        _check_range("height", self.height, 1, _U16_MAX)
-        _check_range("fps_milli", self.fps_milli, 1, _U32_MAX)
+        _check_range("width", self.width, MIN_FRAME_SIDE_PX, MAX_FRAME_SIDE_PX)
+        _check_range("height", self.height, MIN_FRAME_SIDE_PX, MAX_FRAME_SIDE_PX)
+        _check_range("fps_milli", self.fps_milli, MIN_FPS_MILLI, MAX_FPS_MILLI)
         _check_range("keypoint_step_millipx", self.keypoint_step_millipx, 1, _U16_MAX)
         _check_range("expression_dims", self.expression_dims, 0, 255)
         codec = _to_enum(KeyframeCodecId, self.keyframe_codec, "keyframe codec id")
@@ -236,6 +272,12 @@ class StreamHeader:
     @property
     def fps(self) -> float:
         return self.fps_milli / 1000
+
+    @property
+    def max_keyframe_image_bytes(self) -> int:
+        """The largest keyframe image a receiver accepts: the frame's raw RGB bytes and 4 KiB
+        of container, more than any lossy coder needs for one picture."""
+        return 3 * self.width * self.height + 4096
 
     def __bytes__(self) -> bytes:
         return _STREAM_HEADER.pack(
@@ -257,14 +299,14 @@ class StreamHeader:
                 f"stream header needs {STREAM_HEADER_BYTES} bytes, got {len(data)}"
             )
         width, height, fps_milli, codec, model, step, dims = _STREAM_HEADER.unpack_from(data)
-        for name, value in (
-            ("width", width),
-            ("height", height),
-            ("fps_milli", fps_milli),
-            ("keypoint_step_millipx", step),
+        for name, value, low, high in (
+            ("width", width, MIN_FRAME_SIDE_PX, MAX_FRAME_SIDE_PX),
+            ("height", height, MIN_FRAME_SIDE_PX, MAX_FRAME_SIDE_PX),
+            ("fps_milli", fps_milli, MIN_FPS_MILLI, MAX_FPS_MILLI),
+            ("keypoint_step_millipx", step, 1, _U16_MAX),
         ):
-            if value == 0:
-                raise BitstreamError(f"stream header {name}: expected > 0, found 0")
+            if not low <= value <= high:
+                raise BitstreamError(f"stream header {name}: expected {low}..{high}, found {value}")
         return cls(
             width=width,
             height=height,
@@ -274,6 +316,110 @@ class StreamHeader:
             keypoint_step_millipx=step,
             expression_dims=dims,
         )
+
+
+_SEQ_MODULO = 1 << 16
+_PTS_MODULO = 1 << 32
+
+
+def _signed(difference: int, modulo: int) -> int:
+    """`difference` modulo `modulo`, as the signed value nearest zero (wrap-around arithmetic)."""
+    wrapped = difference % modulo
+    return wrapped - modulo if wrapped >= modulo // 2 else wrapped
+
+
+class Arrival(Enum):
+    """What a KEYPOINTS packet's seq and pts_ms say about it (KeypointTimeline.classify)."""
+
+    NEXT = "next"  # follows the last accepted packet, perhaps after lost ones
+    RESYNC = "resync"  # starts a new timeline: after a fresh start, or two packets that agree
+    LATE = "late"  # older than the last accepted packet (reordered or repeated): dropped
+    IMPLAUSIBLE = "implausible"  # breaks the limits against the last accepted one: dropped
+
+
+@dataclass(frozen=True)
+class ArrivalVerdict:
+    """lost: packets skipped since the last accepted one (NEXT only). step_ms: capture time
+    since the last accepted packet (NEXT only: a new timeline has no step)."""
+
+    arrival: Arrival
+    lost: int = 0
+    step_ms: int = 0
+
+    @property
+    def accepted(self) -> bool:
+        return self.arrival in (Arrival.NEXT, Arrival.RESYNC)
+
+
+class KeypointTimeline:
+    """The one rule for KEYPOINTS packets' seq and pts_ms (docs/bitstream.md, "Limits"), used
+    by the stream decoder (decode, the live receiver, benchmarks) and by `talkcodec info`.
+
+    A packet is accepted when its seq is ahead of the last accepted packet's, its pts_ms is
+    0..MAX_PTS_STEP_MS later, and the seq does not run further ahead than the time can justify
+    (SEQ_SLACK_PACKETS + SEQ_PACKETS_PER_FRAME per frame period). Older packets are late.
+    Anything else is implausible: dropped and counted, and the timeline stays where it was, so
+    one corrupt field costs one packet. A new timeline (a sender that restarted, a face that
+    was away for longer than the step limit) is accepted in two ways: an INTRA packet with the
+    very pts_ms of the fresh-start keyframe just received (the sender sends both for one
+    frame), or a second implausible packet that plausibly follows the first.
+
+    stream_ms is the capture time the accepted packets cover: the sum of their steps, plus one
+    frame period for each new timeline. It never grows by more than MAX_PTS_STEP_MS per packet.
+    """
+
+    def __init__(self, fps: float) -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.frame_ms = 1000 / fps
+        self.stream_ms = 0
+        self._last: tuple[int, int] | None = None  # (seq, pts_ms) of the last accepted packet
+        self._candidate: tuple[int, int] | None = None  # the last implausible one
+        self._fresh_start_pts_ms: int | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._last is not None
+
+    def note_fresh_start(self, pts_ms: int) -> None:
+        """A fresh-start keyframe (reference id 0) with this pts_ms was received and decoded."""
+        self._fresh_start_pts_ms = pts_ms
+
+    def _step(self, since: tuple[int, int], seq: int, pts_ms: int) -> tuple[int, int] | None:
+        """(seq advance, pts advance) when (seq, pts_ms) may follow `since`, else None."""
+        seq_ahead = _signed(seq - since[0], _SEQ_MODULO)
+        pts_ahead = _signed(pts_ms - since[1], _PTS_MODULO)
+        if seq_ahead <= 0 or not 0 <= pts_ahead <= MAX_PTS_STEP_MS:
+            return None
+        if seq_ahead > SEQ_SLACK_PACKETS + SEQ_PACKETS_PER_FRAME * pts_ahead / self.frame_ms:
+            return None
+        return seq_ahead, pts_ahead
+
+    def classify(self, seq: int, pts_ms: int, intra: bool) -> ArrivalVerdict:
+        """The verdict on the next KEYPOINTS packet to arrive; accepted ones move the timeline."""
+        if self._last is None:
+            return self._accept(seq, pts_ms, ArrivalVerdict(Arrival.NEXT))
+        step = self._step(self._last, seq, pts_ms)
+        if step is not None:
+            seq_ahead, pts_ahead = step
+            self.stream_ms += pts_ahead
+            return self._accept(seq, pts_ms, ArrivalVerdict(Arrival.NEXT, seq_ahead - 1, pts_ahead))
+        seq_ahead = _signed(seq - self._last[0], _SEQ_MODULO)
+        pts_ahead = _signed(pts_ms - self._last[1], _PTS_MODULO)
+        if seq_ahead <= 0 and pts_ahead <= 0:
+            return ArrivalVerdict(Arrival.LATE)
+        fresh_start = intra and pts_ms == self._fresh_start_pts_ms
+        confirmed = self._candidate is not None and self._step(self._candidate, seq, pts_ms)
+        if fresh_start or confirmed:
+            self.stream_ms += round(self.frame_ms)
+            return self._accept(seq, pts_ms, ArrivalVerdict(Arrival.RESYNC))
+        self._candidate = (seq, pts_ms)
+        return ArrivalVerdict(Arrival.IMPLAUSIBLE)
+
+    def _accept(self, seq: int, pts_ms: int, verdict: ArrivalVerdict) -> ArrivalVerdict:
+        self._last = (seq, pts_ms)
+        self._candidate = self._fresh_start_pts_ms = None
+        return verdict
 
 
 def _encode_tkc_preamble(header: StreamHeader) -> bytes:

@@ -12,7 +12,11 @@ from pathlib import Path
 
 from talkcodec.bitstream import (
     PACKET_HEADER_BYTES,
+    Arrival,
     BitstreamError,
+    KeyframePayload,
+    KeypointTimeline,
+    Packet,
     PacketKind,
     TkcReader,
     TkcWriter,
@@ -218,7 +222,7 @@ def run_encode(args: argparse.Namespace) -> None:
 def run_decode(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from talkcodec.codec import StreamDecoder
+    from talkcodec.codec import HoldSchedule, StreamDecoder, decode_to_frames
     from talkcodec.video import VideoWriter
 
     reader = _open_tkc(args.input)
@@ -232,27 +236,23 @@ def run_decode(args: argparse.Namespace) -> None:
                 reference_bank_size=args.reference_bank_size,
             ),
         )
-        last_frame = None
-        written = 0
+        schedule = HoldSchedule(header.fps)
+        messages = (bytes(packet) for packet in tqdm(reader, unit="packet"))
         with VideoWriter(args.output, header.width, header.height, header.fps) as writer:
-            for packet in tqdm(reader, unit="packet"):
-                frame = decoder.receive(bytes(packet))
-                if frame is None:
-                    continue
-                # One output frame per frame slot: hold the last frame through slots with no face.
-                slot = round(packet.pts_ms * header.fps / 1000)
-                while last_frame is not None and written < slot:
-                    writer.write(last_frame)
-                    written += 1
+            for frame in decode_to_frames(decoder, messages, schedule):
                 writer.write(frame)
-                written += 1
-                last_frame = frame
-    if written == 0:
+    if schedule.frames == 0:
         raise CliError(f"{args.input} holds no decodable frame (no keyframe?)")
     stats = decoder.stats
     print(
-        f"wrote {args.output}: {written} frames {header.width}x{header.height} "
-        f"at {header.fps:g} fps; dropped {stats.corrupt} corrupt, {stats.undecodable} undecodable"
+        f"wrote {args.output}: {schedule.frames} frames {header.width}x{header.height} "
+        f"at {header.fps:g} fps ({schedule.held} held); dropped {stats.corrupt} corrupt, "
+        f"{stats.implausible} implausible, {stats.undecodable} undecodable"
+        + (
+            f"; {schedule.holds_cut} held frames cut (gaps beyond the limits)"
+            if schedule.holds_cut
+            else ""
+        )
     )
 
 
@@ -282,19 +282,28 @@ def _open_tkc(path: Path) -> TkcReader:
 
 
 def print_info(path: Path) -> None:
-    """Frames, duration, and bytes and kbit/s by packet kind (payload, and with packet headers)."""
+    """Frames, duration, and bytes and kbit/s by packet kind (payload, and with packet headers).
+
+    Timestamps go through the decoders' rule (KeypointTimeline): packets it would drop are
+    reported as such, and the duration is the time the accepted packets cover.
+    """
     reader = _open_tkc(path)
     packets_by_kind: Counter[str] = Counter()
     payload_by_kind: Counter[str] = Counter()
-    last_pts = 0
+    arrivals: Counter[Arrival] = Counter()
     with reader:
         header = reader.header
+        timeline = KeypointTimeline(header.fps)
         for packet in reader:
             packets_by_kind[packet.kind.name] += 1
             payload_by_kind[packet.kind.name] += len(packet.payload)
-            last_pts = max(last_pts, packet.pts_ms)
-    frames = packets_by_kind[PacketKind.KEYPOINTS.name]
-    duration_s = last_pts / 1000 + 1 / header.fps
+            if packet.kind is PacketKind.KEYPOINTS:
+                verdict = timeline.classify(packet.seq, packet.pts_ms, packet.is_intra)
+                arrivals[verdict.arrival] += 1
+            elif _is_fresh_start(packet):
+                timeline.note_fresh_start(packet.pts_ms)
+    frames = arrivals[Arrival.NEXT] + arrivals[Arrival.RESYNC]
+    duration_s = (timeline.stream_ms + timeline.frame_ms) / 1000 if frames else 0.0
     print(
         f"{path}: {header.width}x{header.height} at {header.fps:g} fps, keyframe codec "
         f"{header.keyframe_codec.name}, keypoint model {header.keypoint_model.name} "
@@ -302,6 +311,15 @@ def print_info(path: Path) -> None:
         f"step {header.keypoint_step_millipx / 1000:g} px)"
     )
     print(f"frames: {frames}, duration: {duration_s:.2f} s")
+    dropped = arrivals[Arrival.LATE] + arrivals[Arrival.IMPLAUSIBLE]
+    if dropped or arrivals[Arrival.RESYNC] > 1:
+        print(
+            f"implausible: {arrivals[Arrival.IMPLAUSIBLE]} keypoint packets whose seq or pts_ms "
+            f"break the limits, {arrivals[Arrival.LATE]} late or repeated (decoders drop both); "
+            f"{arrivals[Arrival.RESYNC]} new timelines"
+        )
+    if duration_s <= 0:
+        return
     print(f"  {'kind':<10} {'packets':>7} {'payload B':>10} {'kbit/s':>8} {'+headers':>9}")
     kinds = sorted(packets_by_kind)
     rows = [(kind, packets_by_kind[kind], payload_by_kind[kind]) for kind in kinds]
@@ -315,6 +333,14 @@ def print_info(path: Path) -> None:
     if frames:
         keypoint_bits = payload_by_kind[PacketKind.KEYPOINTS.name] * 8 / frames
         print(f"keypoints: {keypoint_bits:.1f} payload bits/frame")
+
+
+def _is_fresh_start(packet: Packet) -> bool:
+    """A KEYFRAME packet for reference slot 0 (a malformed payload is none)."""
+    try:
+        return KeyframePayload.parse(packet.payload).reference_id == 0
+    except BitstreamError:
+        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from talkcodec.bitstream import (
+    MAX_KEYPOINT_PAYLOAD_BYTES,
+    MAX_PTS_STEP_MS,
+    Arrival,
     BitstreamError,
+    ImplausiblePacket,
     KeyframePayload,
+    KeypointTimeline,
     Packet,
     PacketFlags,
     PacketKind,
@@ -226,11 +232,17 @@ def _elapsed_ms(since_pts_ms: int, pts_ms: int) -> int:
 
 @dataclass(frozen=True)
 class DecodedFrame:
-    """The decoded keypoints of one frame, ready to render: landmarks in stream pixels."""
+    """The decoded keypoints of one frame, ready to render: landmarks in stream pixels.
+
+    stream_ms: where the frame lies on the stream's accepted timeline (KeypointTimeline): 0 at
+    the first keypoint packet, never more than MAX_PTS_STEP_MS past the previous packet, however
+    far its pts_ms jumps.
+    """
 
     landmarks: Landmarks
     pts_ms: int
     seq: int
+    stream_ms: int = 0
 
 
 @dataclass
@@ -242,9 +254,13 @@ class DecoderStats:
     rendered: int = 0
     corrupt: int = 0
     unknown_kind: int = 0
+    # Parsed, but outside the limits of docs/bitstream.md: a timestamp that jumps, a sequence
+    # number the timestamps cannot justify, a payload or image too large for the stream.
+    implausible: int = 0
     late: int = 0
     lost: int = 0
     undecodable: int = 0
+    resyncs: int = 0  # new timelines accepted (a sender that restarted, a long absence)
     bytes_by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -263,7 +279,7 @@ class StreamDecoder:
             backend=self.config.backend,
         )
         self._has_reference = False
-        self._next_keypoint_seq: int | None = None
+        self.timeline = KeypointTimeline(header.fps)
         self._keyframe_codecs: dict[int, KeyframeCodec] = {}
         # Made now, not at the first keyframe: GC loads its weights here, before the call.
         self._keyframe_codec(header.keyframe_codec)
@@ -310,8 +326,7 @@ class StreamDecoder:
         try:
             packet = Packet.parse(message)
         except BitstreamError as error:
-            kind = "unknown_kind" if "unknown packet kind" in str(error) else "corrupt"
-            setattr(self.stats, kind, getattr(self.stats, kind) + 1)
+            self._count_drop(error)
             logger.debug("dropped message: %s", error)
             return None
         name = packet.kind.name.lower()
@@ -322,9 +337,13 @@ class StreamDecoder:
                 return None
             return self._receive_keypoints(packet)
         except BitstreamError as error:
-            self.stats.corrupt += 1
+            self._count_drop(error)
             logger.debug("dropped %s packet %d: %s", name, packet.seq, error)
             return None
+
+    def _count_drop(self, error: BitstreamError) -> None:
+        reason = error.reason if hasattr(self.stats, error.reason) else "corrupt"
+        setattr(self.stats, reason, getattr(self.stats, reason) + 1)
 
     def _receive_keyframe(self, packet: Packet) -> None:
         payload = KeyframePayload.parse(packet.payload)
@@ -334,28 +353,50 @@ class StreamDecoder:
                 f"keyframe reference id: expected < {bank_size} (the bank size), "
                 f"found {payload.reference_id}"
             )
-        image = self._keyframe_codec(payload.codec).decompress(payload.image)
-        if image.shape[:2] != (self.header.height, self.header.width):
-            raise BitstreamError(
-                f"keyframe is {image.shape[1]}x{image.shape[0]}, "
-                f"stream is {self.header.width}x{self.header.height}"
+        _check_keypoint_payload("keyframe", payload.keypoints)
+        limit = self.header.max_keyframe_image_bytes
+        if len(payload.image) > limit:
+            raise ImplausiblePacket(
+                f"keyframe image of {len(payload.image)} bytes: expected at most {limit} "
+                f"for {self.header.width}x{self.header.height}"
             )
+        codec = self._keyframe_codec(payload.codec)
+        # Checked before decoding, so a corrupt size never makes a decoder allocate for it.
+        self._check_keyframe_size(codec.image_size(payload.image))
+        image = codec.decompress(payload.image)
+        self._check_keyframe_size(image.shape[:2])
         params = self._keypoints.decode_intra(payload.keypoints)
         landmarks = self.model.reconstruct(params, self.header.width)
         self.renderer.set_reference(image, landmarks, payload.reference_id)
         self._has_reference = True
         self.stats.keyframes += 1
+        if payload.reference_id == 0:
+            self.timeline.note_fresh_start(packet.pts_ms)
+
+    def _check_keyframe_size(self, size: tuple[int, ...]) -> None:
+        if tuple(size) != (self.header.height, self.header.width):
+            raise BitstreamError(
+                f"keyframe is {size[1]}x{size[0]}, "
+                f"stream is {self.header.width}x{self.header.height}"
+            )
 
     def _receive_keypoints(self, packet: Packet) -> DecodedFrame | None:
-        expected = self._next_keypoint_seq
-        if expected is not None and packet.seq != expected:
-            behind = (expected - packet.seq) % _SEQ_MODULO
-            if 0 < behind < _SEQ_MODULO // 2:
-                self.stats.late += 1
-                return None
-            self.stats.lost += (packet.seq - expected) % _SEQ_MODULO
+        _check_keypoint_payload("keypoint packet", packet.payload)
+        verdict = self.timeline.classify(packet.seq, packet.pts_ms, packet.is_intra)
+        if verdict.arrival is Arrival.LATE:
+            self.stats.late += 1
+            return None
+        if verdict.arrival is Arrival.IMPLAUSIBLE:
+            raise ImplausiblePacket(
+                f"keypoint packet seq {packet.seq} at {packet.pts_ms} ms does not follow the "
+                f"stream (a step of at most {MAX_PTS_STEP_MS} ms, and a seq its time justifies)"
+            )
+        if verdict.arrival is Arrival.RESYNC:
+            self.stats.resyncs += 1
             self._keypoints.reset()
-        self._next_keypoint_seq = (packet.seq + 1) % _SEQ_MODULO
+        elif verdict.lost:
+            self.stats.lost += verdict.lost
+            self._keypoints.reset()
         if not packet.is_intra and not self._keypoints.synchronised:
             self.stats.undecodable += 1
             return None
@@ -368,4 +409,68 @@ class StreamDecoder:
         if not self._has_reference:
             return None
         landmarks = self.model.reconstruct(params, self.header.width)
-        return DecodedFrame(landmarks, packet.pts_ms, packet.seq)
+        return DecodedFrame(landmarks, packet.pts_ms, packet.seq, self.timeline.stream_ms)
+
+
+def _check_keypoint_payload(what: str, payload: bytes) -> None:
+    if len(payload) > MAX_KEYPOINT_PAYLOAD_BYTES:
+        raise ImplausiblePacket(
+            f"{what} keypoints of {len(payload)} bytes: expected at most "
+            f"{MAX_KEYPOINT_PAYLOAD_BYTES}"
+        )
+
+
+class HoldSchedule:
+    """How often a constant-rate video shows each rendered frame (`talkcodec decode`).
+
+    Each rendered frame takes the slot its DecodedFrame.stream_ms falls in (at the stream's
+    frame rate); the slots between it and the previous rendered frame repeat the previous frame
+    (frames without a face, lost packets, packets that waited for a refresh). Holds are bounded
+    twice, whatever the timestamps say: one gap holds at most MAX_PTS_STEP_MS worth of frames
+    (the timeline never steps further), and all holds together at most as many frames as were
+    rendered plus that much, so a file never shows more than 2 x rendered + 10 s of frames.
+    """
+
+    def __init__(self, fps: float) -> None:
+        self.max_gap_frames = round(MAX_PTS_STEP_MS * fps / 1000)
+        self._fps = fps
+        self._last_slot: int | None = None
+        self.rendered = 0
+        self.held = 0
+        self.holds_cut = 0  # held frames a gap asked for that the bounds did not allow
+
+    def holds_before(self, frame: DecodedFrame) -> int:
+        """How many copies of the previous frame to show before `frame`, then counts `frame`."""
+        slot = round(frame.stream_ms * self._fps / 1000)
+        wanted = 0 if self._last_slot is None else max(0, slot - self._last_slot - 1)
+        self._last_slot = slot
+        self.rendered += 1
+        budget = max(0, self.rendered + self.max_gap_frames - self.held)
+        holds = min(wanted, self.max_gap_frames, budget)
+        self.holds_cut += wanted - holds
+        self.held += holds
+        return holds
+
+    @property
+    def frames(self) -> int:
+        return self.rendered + self.held
+
+
+def decode_to_frames(
+    decoder: StreamDecoder, messages: Iterable[bytes], schedule: HoldSchedule | None = None
+) -> Iterator[np.ndarray]:
+    """Every frame of a constant-rate video of `messages` (packets in sending order), held
+    frames included (the same array repeated): the loop of `talkcodec decode`, bounded by
+    HoldSchedule. Bad packets are dropped and counted in decoder.stats, never raised."""
+    schedule = schedule or HoldSchedule(decoder.header.fps)
+    previous: np.ndarray | None = None
+    for message in messages:
+        decoded = decoder.decode(message)
+        if decoded is None:
+            continue
+        holds = schedule.holds_before(decoded)
+        if previous is not None:
+            for _ in range(holds):
+                yield previous
+        previous = decoder.render(decoded)
+        yield previous

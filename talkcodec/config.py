@@ -60,8 +60,9 @@ class EncoderConfig:
     def __post_init__(self) -> None:
         if not 16 <= self.size_px <= 4096:
             raise ValueError(f"size_px must be in 16..4096, got {self.size_px}")
-        if not 0 < self.fps <= 240:
-            raise ValueError(f"fps must be in (0, 240], got {self.fps}")
+        # The stream header's limits (talkcodec.bitstream MIN_FPS_MILLI, MAX_FPS_MILLI).
+        if not 1 <= self.fps <= 240:
+            raise ValueError(f"fps must be in 1..240, got {self.fps}")
         if not 0.001 <= self.keypoint_step_px <= 65.0:
             raise ValueError(f"keypoint_step_px must be in 0.001..65, got {self.keypoint_step_px}")
         if self.keypoint_refresh_interval_s < 0:

@@ -22,6 +22,10 @@ from hypothesis import strategies as st
 
 from talkcodec.bitstream import (
     KEYFRAME_PAYLOAD_HEADER_BYTES,
+    MAX_FPS_MILLI,
+    MAX_FRAME_SIDE_PX,
+    MIN_FPS_MILLI,
+    MIN_FRAME_SIDE_PX,
     PACKET_HEADER_BYTES,
     STREAM_HEADER_BYTES,
     TKC_MAGIC,
@@ -66,9 +70,9 @@ keyframe_payloads = st.builds(
 )
 stream_headers = st.builds(
     StreamHeader,
-    width=st.integers(1, 0xFFFF),
-    height=st.integers(1, 0xFFFF),
-    fps_milli=st.integers(1, 0xFFFF_FFFF),
+    width=st.integers(MIN_FRAME_SIDE_PX, MAX_FRAME_SIDE_PX),
+    height=st.integers(MIN_FRAME_SIDE_PX, MAX_FRAME_SIDE_PX),
+    fps_milli=st.integers(MIN_FPS_MILLI, MAX_FPS_MILLI),
     keyframe_codec=st.sampled_from(KeyframeCodecId),
     keypoint_model=st.sampled_from(KeypointModelId),
     keypoint_step_millipx=st.integers(1, 0xFFFF),
@@ -190,10 +194,12 @@ def test_stream_header_layout() -> None:
 
 
 def test_tkc_layout() -> None:
-    header = StreamHeader(1, 2, 3, KeyframeCodecId.WEBP, KeypointModelId.MEDIAPIPE_478_V1, 4, 7)
+    header = StreamHeader(
+        16, 32, 1000, KeyframeCodecId.WEBP, KeypointModelId.MEDIAPIPE_478_V1, 4, 7
+    )
     tkc = TkcFile(header, (Packet(PacketKind.KEYPOINTS, 5, 6, b""),))
     assert bytes(tkc) == bytes.fromhex(
-        "544b4346 01 0d 0001 0002 00000003 01 01 0004 07 00000008 02 00 0005 00000006"
+        "544b4346 01 0d 0010 0020 000003e8 01 01 0004 07 00000008 02 00 0005 00000006"
     )
 
 
@@ -311,7 +317,17 @@ ERROR_CASES: list[tuple[Callable[[bytes], object], bytes, str]] = [
     (
         StreamHeader.parse,
         bytes.fromhex("0200 0000 000061a8 01 01 00fa 10"),
-        "stream header height: expected > 0, found 0",
+        "stream header height: expected 16..4096, found 0",
+    ),
+    (
+        StreamHeader.parse,
+        bytes.fromhex("ffff 0200 000061a8 01 01 00fa 10"),
+        "stream header width: expected 16..4096, found 65535",
+    ),
+    (
+        StreamHeader.parse,
+        bytes.fromhex("0200 0200 ffffffff 01 01 00fa 10"),
+        "stream header fps_milli: expected 1000..240000, found 4294967295",
     ),
     (
         StreamHeader.parse,
@@ -393,8 +409,18 @@ def test_streaming_reader_raises_on_bad_magic_at_construction() -> None:
             "len(keypoints) must be in 0..65535, got 65536",
         ),
         (
-            lambda: StreamHeader(0, 1, 1, KeyframeCodecId.WEBP, KeypointModelId.FAN_68_V1, 1, 0),
-            "width must be in 1..65535, got 0",
+            lambda: StreamHeader(0, 16, 1000, KeyframeCodecId.WEBP, KeypointModelId.FAN_68_V1, 1, 0),
+            "width must be in 16..4096, got 0",
+        ),
+        (
+            lambda: StreamHeader(
+                16, 5000, 1000, KeyframeCodecId.WEBP, KeypointModelId.FAN_68_V1, 1, 0
+            ),
+            "height must be in 16..4096, got 5000",
+        ),
+        (
+            lambda: StreamHeader(16, 16, 999, KeyframeCodecId.WEBP, KeypointModelId.FAN_68_V1, 1, 0),
+            "fps_milli must be in 1000..240000, got 999",
         ),
         (
             lambda: TkcFile(

@@ -32,6 +32,14 @@ class KeyframeCodec(ABC):
         """The coded bytes of `image` ((H, W, 3) uint8 RGB, any size)."""
 
     @abstractmethod
+    def image_size(self, data: bytes) -> tuple[int, int]:
+        """(height, width) of the image coded in `data`, read from its header alone, without
+        decoding: a receiver checks it before it lets a decoder allocate for the image.
+
+        Raises BitstreamError when `data` has no readable header of this codec.
+        """
+
+    @abstractmethod
     def decompress(self, data: bytes) -> np.ndarray:
         """The (H, W, 3) uint8 RGB image coded in `data`.
 

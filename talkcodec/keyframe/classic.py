@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import struct
+import warnings
 from abc import abstractmethod
 from typing import ClassVar
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from talkcodec.bitstream import BitstreamError, KeyframeCodecId
 from talkcodec.keyframe.base import KeyframeCodec
@@ -29,6 +32,7 @@ class _OpenCvCodec(KeyframeCodec):
 
     default_quality: ClassVar[int]
     _extension: ClassVar[str]
+    _pillow_format: ClassVar[str]
     _quality_flag: ClassVar[int]
 
     def __init__(self, quality: int | None = None) -> None:
@@ -50,6 +54,25 @@ class _OpenCvCodec(KeyframeCodec):
         if not ok:
             raise ValueError(f"{self.name} cannot code a {image.shape} image")
         return encoded.tobytes()
+
+    def image_size(self, data: bytes) -> tuple[int, int]:
+        if not data:
+            raise BitstreamError(f"{self.name} keyframe is empty")
+        self._check_framing(data)
+        try:
+            # Pillow reads only the header here; a huge size is what this check is for, so its
+            # decompression-bomb guard must not turn it into a warning or an exception.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data), formats=[self._pillow_format]) as image:
+                    width, height = image.size
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as error:
+            raise BitstreamError(
+                f"{self.name} keyframe of {len(data)} bytes has no readable header: {error}"
+            ) from None
+        except Image.DecompressionBombError:
+            raise BitstreamError(f"{self.name} keyframe says it is over 178 megapixels") from None
+        return height, width
 
     def decompress(self, data: bytes) -> np.ndarray:
         if not data:
@@ -76,6 +99,7 @@ class WebPCodec(_OpenCvCodec):
     wire_id = KeyframeCodecId.WEBP
     default_quality = 80
     _extension = ".webp"
+    _pillow_format = "WEBP"
     _quality_flag = cv2.IMWRITE_WEBP_QUALITY
     # RIFF container: b"RIFF" | payload size u32 little-endian | b"WEBP" | chunks.
     _RIFF = struct.Struct("<4sI4s")
@@ -102,6 +126,7 @@ class JpegCodec(_OpenCvCodec):
     wire_id = KeyframeCodecId.JPEG
     default_quality = 85
     _extension = ".jpg"
+    _pillow_format = "JPEG"
     _quality_flag = cv2.IMWRITE_JPEG_QUALITY
     _START_OF_IMAGE = b"\xff\xd8"
     _END_OF_IMAGE = b"\xff\xd9"

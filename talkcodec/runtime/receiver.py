@@ -203,6 +203,7 @@ class CallReceiver:
         dropped = sum(self.stats.dropped.values())
         if decoder_stats is not None:
             dropped += decoder_stats.corrupt + decoder_stats.unknown_kind
+            dropped += decoder_stats.implausible
         return ReceiverReport(
             rendered=len(self.stats.displayed_pts_ms),
             lost=decoder_stats.lost if decoder_stats else 0,
@@ -253,6 +254,8 @@ class CallReceiver:
                 "undecodable_packets": d.undecodable,
                 "corrupt_packets": d.corrupt,
                 "unknown_kind_packets": d.unknown_kind,
+                "implausible_packets": d.implausible,
+                "timeline_resyncs": d.resyncs,
             }
         summary["keyframe_fragments"] = {
             "duplicates": self._reassembler.duplicates,

@@ -247,6 +247,12 @@ class GCCodec(KeyframeCodec):
             )
         return payload
 
+    def image_size(self, data: bytes) -> tuple[int, int]:
+        if not data:
+            raise BitstreamError("gc keyframe is empty")
+        payload = GcPayload.parse(data)
+        return payload.height, payload.width
+
     def decompress(self, data: bytes) -> np.ndarray:
         import torch
 
