@@ -96,8 +96,11 @@ MIN_FPS_MILLI = 1_000  # 1 frame per second
 MAX_FPS_MILLI = 240_000  # 240 frames per second
 # The worst frame of the largest keypoint model codes in about 175 bytes.
 MAX_KEYPOINT_PAYLOAD_BYTES = 1024
-# Between two accepted KEYPOINTS packets the capture time moves forward by at most this.
+# Between two accepted KEYPOINTS packets the capture time moves forward by at most this, and
+# by at most MAX_PTS_JUMP_MS more than the frame periods their seq advance explains (frames
+# the sender skipped, capture jitter). A longer step needs a new timeline (KeypointTimeline).
 MAX_PTS_STEP_MS = 10_000
+MAX_PTS_JUMP_MS = 1_000
 # Sequence numbers may run ahead of the timestamps by this many packets, plus
 # SEQ_PACKETS_PER_FRAME per frame period the timestamps moved (a camera faster than the
 # stream's frame rate, jitter of the capture clock).
@@ -355,17 +358,19 @@ class KeypointTimeline:
     """The one rule for KEYPOINTS packets' seq and pts_ms (docs/bitstream.md, "Limits"), used
     by the stream decoder (decode, the live receiver, benchmarks) and by `talkcodec info`.
 
-    A packet is accepted when its seq is ahead of the last accepted packet's, its pts_ms is
-    0..MAX_PTS_STEP_MS later, and the seq does not run further ahead than the time can justify
+    A packet is accepted when its seq is ahead of the last accepted packet's and its pts_ms
+    moved forward by at most MAX_PTS_STEP_MS and at most MAX_PTS_JUMP_MS more than the seq
+    advance explains, while the seq ran no further ahead than the time justifies
     (SEQ_SLACK_PACKETS + SEQ_PACKETS_PER_FRAME per frame period). Older packets are late.
     Anything else is implausible: dropped and counted, and the timeline stays where it was, so
     one corrupt field costs one packet. A new timeline (a sender that restarted, a face that
-    was away for longer than the step limit) is accepted in two ways: an INTRA packet with the
-    very pts_ms of the fresh-start keyframe just received (the sender sends both for one
-    frame), or a second implausible packet that plausibly follows the first.
+    came back after a while) is accepted in two ways: an INTRA packet with the very pts_ms of
+    the fresh-start keyframe just received (the sender sends both for one frame), or a second
+    implausible packet that plausibly follows the first.
 
-    stream_ms is the capture time the accepted packets cover: the sum of their steps, plus one
-    frame period for each new timeline. It never grows by more than MAX_PTS_STEP_MS per packet.
+    stream_ms is the capture time the accepted packets cover: the sum of their steps, plus, for
+    each new timeline, its step when it is forward and at most MAX_PTS_STEP_MS, else one frame
+    period. It never grows by more than MAX_PTS_STEP_MS per packet.
     """
 
     def __init__(self, fps: float) -> None:
@@ -391,6 +396,8 @@ class KeypointTimeline:
         pts_ahead = _signed(pts_ms - since[1], _PTS_MODULO)
         if seq_ahead <= 0 or not 0 <= pts_ahead <= MAX_PTS_STEP_MS:
             return None
+        if pts_ahead > seq_ahead * self.frame_ms + MAX_PTS_JUMP_MS:
+            return None
         if seq_ahead > SEQ_SLACK_PACKETS + SEQ_PACKETS_PER_FRAME * pts_ahead / self.frame_ms:
             return None
         return seq_ahead, pts_ahead
@@ -411,7 +418,8 @@ class KeypointTimeline:
         fresh_start = intra and pts_ms == self._fresh_start_pts_ms
         confirmed = self._candidate is not None and self._step(self._candidate, seq, pts_ms)
         if fresh_start or confirmed:
-            self.stream_ms += round(self.frame_ms)
+            forward = 0 < pts_ahead <= MAX_PTS_STEP_MS
+            self.stream_ms += pts_ahead if forward else round(self.frame_ms)
             return self._accept(seq, pts_ms, ArrivalVerdict(Arrival.RESYNC))
         self._candidate = (seq, pts_ms)
         return ArrivalVerdict(Arrival.IMPLAUSIBLE)

@@ -423,28 +423,42 @@ def _check_keypoint_payload(what: str, payload: bytes) -> None:
 class HoldSchedule:
     """How often a constant-rate video shows each rendered frame (`talkcodec decode`).
 
-    Each rendered frame takes the slot its DecodedFrame.stream_ms falls in (at the stream's
-    frame rate); the slots between it and the previous rendered frame repeat the previous frame
-    (frames without a face, lost packets, packets that waited for a refresh). Holds are bounded
-    twice, whatever the timestamps say: one gap holds at most MAX_PTS_STEP_MS worth of frames
-    (the timeline never steps further), and all holds together at most as many frames as were
-    rendered plus that much, so a file never shows more than 2 x rendered + 10 s of frames.
+    Each rendered frame takes the next slot of the video, and the slots up to the one its
+    DecodedFrame.stream_ms falls in (at the stream's frame rate) repeat the previous frame
+    (frames without a face, lost packets, packets that waited for a refresh), as do, at the
+    end, the slots of packets after the last rendered frame. Holds are bounded twice, whatever
+    the timestamps say: one gap holds at most MAX_PTS_STEP_MS worth of frames (the timeline
+    never steps further), and all holds together at most as many frames as were rendered plus
+    that much, so a file never shows more than 2 x rendered + 10 s of frames.
     """
 
     def __init__(self, fps: float) -> None:
         self.max_gap_frames = round(MAX_PTS_STEP_MS * fps / 1000)
         self._fps = fps
-        self._last_slot: int | None = None
+        self._frame_ms = 1000 / fps
+        self._next_slot: int | None = None  # the slot the next frame shown takes
         self.rendered = 0
         self.held = 0
         self.holds_cut = 0  # held frames a gap asked for that the bounds did not allow
 
     def holds_before(self, frame: DecodedFrame) -> int:
         """How many copies of the previous frame to show before `frame`, then counts `frame`."""
-        slot = round(frame.stream_ms * self._fps / 1000)
-        wanted = 0 if self._last_slot is None else max(0, slot - self._last_slot - 1)
-        self._last_slot = slot
         self.rendered += 1
+        slot = round(frame.stream_ms * self._fps / 1000)
+        holds = self._holds_until(slot)
+        self._next_slot = max(slot, self._next_slot or 0) + 1
+        return holds
+
+    def holds_at_end(self, stream_ms: int) -> int:
+        """How many copies of the last frame to show at the end of a stream whose accepted
+        packets cover `stream_ms` (packets after the last rendered frame that could not be
+        decoded, e.g. waiting for an intra refresh)."""
+        return self._holds_until(round((stream_ms + self._frame_ms) * self._fps / 1000))
+
+    def _holds_until(self, slot: int) -> int:
+        if self._next_slot is None:
+            return 0
+        wanted = max(0, slot - self._next_slot)
         budget = max(0, self.rendered + self.max_gap_frames - self.held)
         holds = min(wanted, self.max_gap_frames, budget)
         self.holds_cut += wanted - holds
@@ -474,3 +488,6 @@ def decode_to_frames(
                 yield previous
         previous = decoder.render(decoded)
         yield previous
+    if previous is not None:
+        for _ in range(schedule.holds_at_end(decoder.timeline.stream_ms)):
+            yield previous

@@ -409,7 +409,9 @@ def test_streaming_reader_raises_on_bad_magic_at_construction() -> None:
             "len(keypoints) must be in 0..65535, got 65536",
         ),
         (
-            lambda: StreamHeader(0, 16, 1000, KeyframeCodecId.WEBP, KeypointModelId.FAN_68_V1, 1, 0),
+            lambda: StreamHeader(
+                0, 16, 1000, KeyframeCodecId.WEBP, KeypointModelId.FAN_68_V1, 1, 0
+            ),
             "width must be in 16..4096, got 0",
         ),
         (
@@ -419,7 +421,9 @@ def test_streaming_reader_raises_on_bad_magic_at_construction() -> None:
             "height must be in 16..4096, got 5000",
         ),
         (
-            lambda: StreamHeader(16, 16, 999, KeyframeCodecId.WEBP, KeypointModelId.FAN_68_V1, 1, 0),
+            lambda: StreamHeader(
+                16, 16, 999, KeyframeCodecId.WEBP, KeypointModelId.FAN_68_V1, 1, 0
+            ),
             "fps_milli must be in 1000..240000, got 999",
         ),
         (

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from talkcodec.bitstream import BitstreamError
+from talkcodec.bitstream import PACKET_HEADER_BYTES, BitstreamError, PacketKind
 from talkcodec.codec import DecodedFrame, StreamDecoder
 from talkcodec.config import DecoderConfig
 from talkcodec.transport.control import (
@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 FrameSink = Callable[[np.ndarray, int], None]
 # Packets held while waiting for the stream header (a few seconds at 25 fps).
 _MAX_PENDING_BEFORE_HEADER = 128
+_PACKET_KINDS = frozenset(PacketKind)
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,21 @@ class CallReceiver:
             logger.debug("dropped keyframe fragment: %s", error)
             return
         if packet is not None:
-            self._queue(packet)
+            self._queue_kind(packet, PacketKind.KEYFRAME)
 
     def _on_keypoints(self, message: bytes | str) -> None:
         data = self._accept("keypoints", message)
         if data is not None:
-            self._queue(data)
+            self._queue_kind(data, PacketKind.KEYPOINTS)
+
+    def _queue_kind(self, packet: bytes, kind: PacketKind) -> None:
+        """Queue a packet that came on the channel of its kind; a packet of the other kind is
+        dropped: the channels differ in delivery, so no sender puts one on the wrong one.
+        Shorter messages go on to the decoder, which counts them as corrupt."""
+        if len(packet) >= PACKET_HEADER_BYTES and packet[0] != kind and packet[0] in _PACKET_KINDS:
+            self.stats.count_drop("wrong_channel")
+            return
+        self._queue(packet)
 
     def _queue(self, packet: bytes) -> None:
         if self.decoder is None and len(self._pending) >= _MAX_PENDING_BEFORE_HEADER:
@@ -260,5 +270,6 @@ class CallReceiver:
         summary["keyframe_fragments"] = {
             "duplicates": self._reassembler.duplicates,
             "abandoned": self._reassembler.abandoned,
+            "in_progress": self._reassembler.pending,
         }
         return summary
