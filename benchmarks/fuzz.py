@@ -1,0 +1,163 @@
+"""Fuzz the decoders end to end and report crashes, hangs, outputs beyond their bound and the
+worst time per case.
+
+    python benchmarks/fuzz.py [--tkc-cases 10000] [--gan-cases 300] [--gc-cases 1000]
+                              [--live-cases 1000] [--seed 0]
+
+The streams are the real encoder on the shipped demo portrait (talkcodec.fuzzing.demo_stream,
+1 s, no clips needed): one with a WebP keyframe (the default) and one with a GC keyframe.
+- .tkc files: damaged by every mutation of talkcodec.fuzzing.TKC_MUTATIONS and decoded by the
+  loop of `talkcodec decode` with the mesh-warp renderer (every parser and limit is the same
+  for all renderers), plus --gan-cases with the default gan renderer;
+- GC payloads: damaged with and without a valid check and decoded by GCCodec;
+- data-channel messages: --live-cases damaged messages of each kind against a receiver on
+  loopback WebRTC, between the frames of the real stream.
+Writes benchmarks/results/fuzz.json and fuzz.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+from tqdm import tqdm
+
+from talkcodec.config import DecoderConfig, EncoderConfig
+from talkcodec.fuzzing import (
+    CaseResult,
+    TkcRecords,
+    decode_gc_case,
+    decode_tkc_case,
+    demo_stream,
+    fuzz_live_receiver,
+    mutate_gc,
+    mutate_tkc,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+OUTCOMES = ("decoded", "rejected", "crash", "hang", "over_bound")
+
+
+def summarise(results: list[CaseResult]) -> dict[str, dict[str, object]]:
+    """Per mutation (and "all"): cases by outcome, worst seconds, most frames over the bound."""
+    groups: dict[str, list[CaseResult]] = defaultdict(list)
+    for result in results:
+        groups[result.mutation].append(result)
+        groups["all"].append(result)
+    table = {}
+    for name, group in sorted(groups.items()):
+        counts = {outcome: sum(r.outcome == outcome for r in group) for outcome in OUTCOMES}
+        slowest = max(group, key=lambda r: r.seconds)
+        table[name] = {
+            "cases": len(group),
+            **counts,
+            "worst_s": round(slowest.seconds, 4),
+            "mean_s": round(sum(r.seconds for r in group) / len(group), 4),
+            "most_frames": max(r.frames for r in group),
+            "max_frames_over_bound": round(max(r.frames / max(r.frame_bound, 1) for r in group), 3),
+            "failures": [asdict(r) for r in group if r.failed][:5],
+        }
+    return table
+
+
+def fuzz_tkc(stream: bytes, cases: int, config: DecoderConfig, seed: int, label: str) -> list:
+    records = TkcRecords.split(stream)
+    rng = random.Random(seed)
+    results = []
+    for _ in tqdm(range(cases), desc=label, unit="case"):
+        mutation, data = mutate_tkc(records, rng)
+        results.append(decode_tkc_case(mutation, data, config))
+    return results
+
+
+def fuzz_gc(cases: int, seed: int) -> list[CaseResult]:
+    from talkcodec.keyframe import GCCodec
+    from talkcodec.runtime.demo import demo_frames
+
+    codec = GCCodec()
+    portrait = demo_frames(max_frames=1)[0][0]
+    payloads = [codec.compress(portrait[128:384, 128:384]), codec.compress(portrait)]
+    rng = random.Random(seed)
+    results = []
+    for _ in tqdm(range(cases), desc="gc payloads", unit="case"):
+        mutation, data = mutate_gc(rng.choice(payloads), rng)
+        results.append(decode_gc_case(mutation, data, codec.decompress))
+    return results
+
+
+def markdown(report: dict[str, object]) -> str:
+    lines = ["# Fuzzing the decoders", "", f"`{report['command']}`", ""]
+    for section in ("tkc_meshwarp", "tkc_gc_keyframes", "tkc_gan", "gc_payloads"):
+        table = report[section]
+        assert isinstance(table, dict)
+        lines += [f"## {section}", "", "| mutation | cases | " + " | ".join(OUTCOMES)]
+        lines[-1] += " | worst s | mean s | most frames | frames / bound |"
+        lines.append("|---" * (len(OUTCOMES) + 6) + "|")
+        for name, row in table.items():
+            counts = " | ".join(str(row[outcome]) for outcome in OUTCOMES)
+            lines.append(
+                f"| {name} | {row['cases']} | {counts} | {row['worst_s']} | {row['mean_s']} | "
+                f"{row['most_frames']} | {row['max_frames_over_bound']} |"
+            )
+        lines.append("")
+    live = report["live"]
+    assert isinstance(live, dict)
+    lines += ["## live receiver (loopback WebRTC)", "", "```", json.dumps(live, indent=2), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tkc-cases", type=int, default=10_000)
+    parser.add_argument("--gan-cases", type=int, default=300)
+    parser.add_argument("--gc-cases", type=int, default=1000)
+    parser.add_argument("--live-cases", type=int, default=1000, help="per message kind")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    webp = demo_stream(25)
+    gc = demo_stream(25, EncoderConfig(keyframe_codec="gc"))
+    mesh = DecoderConfig(renderer="meshwarp")
+    gc_share = args.tkc_cases // 5
+    report: dict[str, object] = {
+        "command": "python benchmarks/fuzz.py "
+        f"--tkc-cases {args.tkc_cases} --gan-cases {args.gan_cases} "
+        f"--gc-cases {args.gc_cases} --live-cases {args.live_cases} --seed {args.seed}",
+        "stream_bytes": {"webp": len(webp), "gc": len(gc)},
+        "tkc_meshwarp": summarise(
+            fuzz_tkc(webp, args.tkc_cases - gc_share, mesh, args.seed, "tkc (webp keyframe)")
+        ),
+        "tkc_gc_keyframes": summarise(
+            fuzz_tkc(gc, gc_share, mesh, args.seed + 1, "tkc (gc keyframe)")
+        ),
+        "tkc_gan": summarise(
+            fuzz_tkc(webp, args.gan_cases, DecoderConfig(), args.seed + 2, "tkc (gan renderer)")
+        ),
+        "gc_payloads": summarise(fuzz_gc(args.gc_cases, args.seed + 3)),
+    }
+    print(f"live receiver: {args.live_cases} damaged messages of each kind ...")
+    live = asyncio.run(fuzz_live_receiver(webp, args.live_cases, seed=args.seed + 4))
+    report["live"] = asdict(live)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "fuzz.json").write_text(json.dumps(report, indent=1) + "\n")
+    (RESULTS / "fuzz.md").write_text(markdown(report))
+    for section in ("tkc_meshwarp", "tkc_gc_keyframes", "tkc_gan", "gc_payloads"):
+        row = report[section]["all"]  # type: ignore[index]
+        print(
+            f"{section}: {row['cases']} cases, {row['crash']} crashes, {row['hang']} hangs, "
+            f"{row['over_bound']} over the bound; worst {row['worst_s']} s, "
+            f"{row['rejected']} rejected"
+        )
+    print(
+        f"live: sent {live.sent}, handler errors {len(live.handler_errors)}, frames during "
+        f"{live.frames_during} and after {live.frames_after}, RSS {live.rss_mib_before:.0f} -> "
+        f"{live.rss_mib_after:.0f} MiB"
+    )
+
+
+if __name__ == "__main__":
+    main()
