@@ -62,13 +62,13 @@ from tqdm import tqdm
 
 from talkcodec.baselines import BASELINE_CODECS
 from talkcodec.evaluation import LandmarkProbe
-from talkcodec.generator.headwarp import PersonSegmenter
 from talkcodec.keyframe.classic import JpegCodec, WebPCodec
 from talkcodec.keyframe.gc.codec import GCCodec
 from talkcodec.keyframe.gc.weights import DEFAULT_WEIGHTS
 from talkcodec.keypoints.dataset import list_clips
 from talkcodec.keypoints.detectors import make_detector
 from talkcodec.keypoints.frontend import FaceFrontend, FrontendFrame
+from talkcodec.keypoints.segmentation import PersonSegmenter
 from talkcodec.metrics import keypoint_distance, ms_ssim, psnr
 from talkcodec.video import read_frames
 

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from talkcodec.bank import DESCRIPTOR_NAMES, DESCRIPTOR_SCALES, describe
 from talkcodec.bitstream import PacketKind
 from talkcodec.codec import StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.evaluation import load_reference_clip
-from talkcodec.generator.bank import DESCRIPTOR_NAMES, DESCRIPTOR_SCALES, describe
 from talkcodec.keypoints.dataset import list_clips
 from talkcodec.metrics import psnr, ssim
 

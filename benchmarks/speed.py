@@ -30,7 +30,8 @@ from talkcodec.baselines import encode_decode
 from talkcodec.codec import StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.entropy.keypoints import KeypointDecoder, KeypointEncoder
-from talkcodec.generator import GanRenderer, make_renderer
+from talkcodec.generator import make_renderer
+from talkcodec.generator.gan import GanRenderer
 from talkcodec.generator.guide import draw_guide, normalised_grid
 from talkcodec.generator.headwarp import head_flow
 from talkcodec.keyframe import make_keyframe_codec

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from talkcodec.bank import BankMirror, describe
 from talkcodec.bitstream import (
     MAX_KEYPOINT_PAYLOAD_BYTES,
     MAX_PTS_STEP_MS,
@@ -33,7 +34,6 @@ from talkcodec.bitstream import (
 from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.entropy.keypoints import KeypointDecoder, KeypointEncoder
 from talkcodec.generator import Renderer, make_renderer
-from talkcodec.generator.bank import BankMirror, describe
 from talkcodec.keyframe import KeyframeCodec, keyframe_codec_for_wire_id, make_keyframe_codec
 from talkcodec.keypoints.detectors import make_detector
 from talkcodec.keypoints.frontend import FaceFrontend
@@ -59,7 +59,7 @@ def _keypoint_model(model_id: int, expression_dims: int) -> KeypointModel:
 class StreamEncoder:
     """The sender's codec: one instance per stream, frames in capture order.
 
-    It mirrors the receiver's reference bank (talkcodec.generator.bank) from the decoded
+    It mirrors the receiver's reference bank (talkcodec.bank) from the decoded
     landmarks of the references it sent, so it knows which reference each frame is rendered
     from (`selected_reference_id`) and when the current face is far from all of them.
     """

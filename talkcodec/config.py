@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-# References a receiver holds by default (talkcodec.generator.bank), and at most: reference_id
+# References a receiver holds by default (talkcodec.bank), and at most: reference_id
 # is a u8 on the wire.
 DEFAULT_BANK_SIZE = 4
 MAX_BANK_SIZE = 256
@@ -37,7 +37,7 @@ class EncoderConfig:
     # A fresh start (keyframe into slot 0, emptying the reference bank) every this many seconds
     # of stream time since the last one (0: only when needed).
     keyframe_interval_s: float = 0.0
-    # The reference bank (talkcodec.generator.bank): how many references the receiver holds
+    # The reference bank (talkcodec.bank): how many references the receiver holds
     # (1: only the keyframe, no extra references). A frame whose decoded face is farther than
     # reference_threshold (descriptor distance units) from every reference becomes a new
     # reference, at most one per min_reference_interval_s since the last keyframe. The defaults

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from talkcodec.generator.bank import DEFAULT_BANK_SIZE, ReferenceBank, describe
+from talkcodec.bank import DEFAULT_BANK_SIZE, ReferenceBank, describe
 from talkcodec.keypoints.landmarks import Landmarks
 
 
@@ -15,7 +15,7 @@ class Renderer(ABC):
     """Re-synthesises each frame from a bank of decoded keyframes and that frame's landmarks.
 
     One renderer per stream. The bank holds up to `bank_size` references in slots 0..size-1
-    (see talkcodec.generator.bank); each frame renders from the slot whose face is nearest the
+    (see talkcodec.bank); each frame renders from the slot whose face is nearest the
     current one. A subclass prepares whatever depends only on a reference once, when it
     arrives (prepare_reference), and renders a frame from that (render_from).
     """

@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from talkcodec.generator.bank import DEFAULT_BANK_SIZE
+from talkcodec.bank import DEFAULT_BANK_SIZE
 from talkcodec.generator.base import Renderer
 from talkcodec.generator.guide import draw_guide, normalised_grid
-from talkcodec.generator.headwarp import HeadMesh, PersonSegmenter, build_head_mesh, head_flow
+from talkcodec.generator.headwarp import HeadMesh, build_head_mesh, head_flow
 from talkcodec.keypoints.landmarks import Landmarks
+from talkcodec.keypoints.segmentation import PersonSegmenter
 
 logger = logging.getLogger(__name__)
 

@@ -39,6 +39,7 @@ from talkcodec.generator.meshwarp import (
 )
 from talkcodec.keypoints.landmarks import Landmarks
 from talkcodec.keypoints.model import similarity_fit
+from talkcodec.keypoints.segmentation import PersonSegmenter
 
 logger = logging.getLogger(__name__)
 
@@ -57,29 +58,6 @@ _MASK_MARGIN_PX_AT_256 = 6
 _BORDER_MARGIN_PX = 2.0
 # Landmark indices of the top of the face and the chin, per face model (by point count).
 _TOP_AND_CHIN = {478: (10, 152), 468: (10, 152), 68: (27, 8)}
-
-
-class PersonSegmenter:
-    """mediapipe selfie segmentation: (H, W, 3) uint8 RGB -> (H, W) float32 person probability."""
-
-    def __init__(self) -> None:
-        self._model: Any = None
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        if self._model is None:
-            from mediapipe.python.solutions import selfie_segmentation
-
-            self._model = selfie_segmentation.SelfieSegmentation(model_selection=0)
-        result = self._model.process(np.ascontiguousarray(image))
-        mask = result.segmentation_mask
-        if mask is None:  # pragma: no cover - mediapipe returns a mask for every image
-            return np.zeros(image.shape[:2], dtype=np.float32)
-        return np.asarray(mask, dtype=np.float32)
-
-    def close(self) -> None:
-        if self._model is not None:
-            self._model.close()
-            self._model = None
 
 
 @dataclass(frozen=True)

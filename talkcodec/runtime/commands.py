@@ -144,10 +144,10 @@ def warm_up_renderer(decoder: DecoderConfig, size_px: int) -> None:
     """Prepare the renderer's network before the call, so the first keyframe does not wait for
     it: the first use on a machine exports it to ONNX (seconds), later ones load the cached
     export. A stream of another size prepares its own when its header arrives."""
-    from talkcodec.generator import RENDERERS
+    from talkcodec.generator import renderer_class
     from talkcodec.runtime.backends import make_backend
 
-    if RENDERERS[decoder.renderer].uses_backend:
+    if renderer_class(decoder.renderer).uses_backend:
         make_backend(decoder.backend, size_px=size_px)
 
 

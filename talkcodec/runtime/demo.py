@@ -22,7 +22,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from talkcodec.bitstream import KeypointModelId
-from talkcodec.generator import MeshWarpRenderer
+from talkcodec.generator.meshwarp import MeshWarpRenderer
 from talkcodec.keypoints.model import POSE_DIMS, SHOULDER_DIMS, KeypointModel
 from talkcodec.keypoints.registry import load_keypoint_model, weights_dir
 

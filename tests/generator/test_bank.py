@@ -1,4 +1,4 @@
-"""talkcodec.generator.bank: the face descriptor, the selection rule, the bank and its use by
+"""talkcodec.bank: the face descriptor, the selection rule, the bank and its use by
 renderers."""
 
 from __future__ import annotations
@@ -9,9 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from talkcodec.bitstream import KeypointModelId
-from talkcodec.generator import MeshWarpRenderer, make_renderer
-from talkcodec.generator.bank import (
+from talkcodec.bank import (
     DESCRIPTOR_DECIMALS,
     DESCRIPTOR_NAMES,
     DESCRIPTOR_SCALES,
@@ -23,6 +21,9 @@ from talkcodec.generator.bank import (
     descriptor_distance,
     select_reference,
 )
+from talkcodec.bitstream import KeypointModelId
+from talkcodec.generator import make_renderer
+from talkcodec.generator.meshwarp import MeshWarpRenderer
 from talkcodec.keypoints.landmarks import Landmarks
 from talkcodec.keypoints.registry import load_keypoint_model
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from talkcodec.generator import RENDERERS, MeshWarpRenderer, make_renderer
+from talkcodec.generator import RENDERERS, make_renderer
+from talkcodec.generator.meshwarp import MeshWarpRenderer
 from talkcodec.keypoints.landmarks import Landmarks
 
 SIZE = 256

@@ -25,8 +25,8 @@ from talkcodec.keyframe.gc.latent_coder import (
 from talkcodec.keyframe.gc.payload import GcPayload
 
 if TYPE_CHECKING:
-    from talkcodec.generator.headwarp import PersonSegmenter
     from talkcodec.keyframe.gc.model import GCModel
+    from talkcodec.keypoints.segmentation import PersonSegmenter
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class GCCodec(KeyframeCodec):
 
         if probability is None:
             if self._segmenter is None:
-                from talkcodec.generator.headwarp import PersonSegmenter
+                from talkcodec.keypoints.segmentation import PersonSegmenter
 
                 self._segmenter = PersonSegmenter()
             probability = self._segmenter(padded)

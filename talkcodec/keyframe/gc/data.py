@@ -89,7 +89,7 @@ def load_face_crops(
 def load_person_probabilities(crops: np.ndarray, crops_path: Path | None = None) -> np.ndarray:
     """(N, H, W) uint8 person probability (0..255) of (N, H, W, 3) crops: mediapipe's selfie
     segmentation, as the sender runs it in selective mode. Cached beside `crops_path`."""
-    from talkcodec.generator.headwarp import PersonSegmenter
+    from talkcodec.keypoints.segmentation import PersonSegmenter
 
     path = None if crops_path is None else crops_path.with_name(crops_path.stem + "-person.npy")
     if path is not None and path.exists():
