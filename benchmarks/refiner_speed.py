@@ -7,7 +7,7 @@ at SIZE x SIZE: median and p95 over RUNS calls after warm-up, in blocks that tak
 that load from other processes hits every variant alike (see `timed_ms`). Also times
 ReferenceEncoder (once per reference) and compares every variant's frame with torch fp32 on
 the same inputs (max abs difference, PSNR). Variants: torch fp32, torch bf16 autocast, ONNX
-Runtime fp32 (the backends in talkcodec.runtime.backends), and two ONNX Runtime variants that
+Runtime fp32 (the backends in talkcodec.generator.backends), and two ONNX Runtime variants that
 are not offered as backends (fp16 weights, int8 dynamic quantisation), measured to show why:
 on x86 CPUs without AVX512-FP16, ONNX Runtime folds casts back to fp32 into the fp16 graph and
 runs the same fp32 convolutions (no faster, less exact), and int8 dynamic quantisation of
@@ -36,9 +36,9 @@ import onnxruntime
 import torch
 from skimage.data import astronaut
 
+from talkcodec.generator.backends import RefinerBackend, make_backend
 from talkcodec.generator.refiner import GUIDE_CHANNELS, Refiner
 from talkcodec.generator.weights import DEFAULT_REFINER_WEIGHTS, save_refiner
-from talkcodec.runtime.backends import RefinerBackend, make_backend
 
 RESULTS = Path(__file__).resolve().parent / "results"
 Frame = tuple[np.ndarray, np.ndarray, np.ndarray]  # reference, grid, guide

@@ -22,13 +22,13 @@ from talkcodec.bitstream import (
     TkcWriter,
 )
 from talkcodec.config import DecoderConfig, EncoderConfig
+from talkcodec.generator.backends.base import BackendUnavailable
 from talkcodec.keyframe.cli import (
     KeyframeCommandError,
     add_keyframe_commands,
     run_keyframe_command,
 )
 from talkcodec.keypoints.base import DetectorUnavailable
-from talkcodec.runtime.backends.base import BackendUnavailable
 from talkcodec.runtime.commands import LiveCallError, add_live_commands, run_live_command
 from talkcodec.video import VideoError
 
@@ -136,7 +136,7 @@ def _add_encode(commands: argparse._SubParsersAction) -> None:
 
 def _add_decode(commands: argparse._SubParsersAction) -> None:
     from talkcodec.generator import RENDERERS
-    from talkcodec.runtime.backends import BACKEND_CHOICES
+    from talkcodec.generator.backends import BACKEND_CHOICES
 
     decode = commands.add_parser("decode", help="render a .tkc stream into a video file")
     decode.add_argument("input", type=Path, help="input .tkc file")
@@ -258,7 +258,7 @@ def run_decode(args: argparse.Namespace) -> None:
 
 def run_export(args: argparse.Namespace) -> None:
     """Write reference_encoder.onnx and frame_refiner.onnx, checked by onnx.checker."""
-    from talkcodec.runtime.backends.onnx_export import (
+    from talkcodec.generator.backends.onnx_export import (
         ONNX_OPSET,
         describe_onnx,
         export_to_folder,

@@ -55,7 +55,7 @@ class GanRenderer(Renderer):
     """headwarp's dense warp, then the refiner (flow correction, occlusion gate, synthesis).
 
     backend: 'auto', 'torch', 'torch-bf16', 'onnxruntime' or 'tensorrt' (see
-    talkcodec.runtime.backends); weights: the refiner's safetensors (default: the shipped ones).
+    talkcodec.generator.backends); weights: the refiner's safetensors (default: the shipped ones).
     The backend (and with it the weights) loads with the first reference.
     """
 
@@ -81,7 +81,7 @@ class GanRenderer(Renderer):
         """The inference backend for size_px x size_px frames, created on first use (and again
         if the stream's size changes: exported networks have fixed shapes)."""
         if self._backend is None or self._backend.size_px != size_px:
-            from talkcodec.runtime.backends import BackendUnavailable, make_backend
+            from talkcodec.generator.backends import BackendUnavailable, make_backend
 
             try:
                 self._backend = make_backend(

@@ -61,7 +61,7 @@ def _add_receiver_options(parser: argparse.ArgumentParser, bank_flag: bool = Tru
     --reference-bank-size (call: one bank size for both ends)."""
     from talkcodec.config import DecoderConfig
     from talkcodec.generator import RENDERERS
-    from talkcodec.runtime.backends import BACKEND_CHOICES
+    from talkcodec.generator.backends import BACKEND_CHOICES
 
     parser.add_argument("--renderer", choices=list(RENDERERS), default=DecoderConfig.renderer)
     parser.add_argument(
@@ -145,7 +145,7 @@ def warm_up_renderer(decoder: DecoderConfig, size_px: int) -> None:
     it: the first use on a machine exports it to ONNX (seconds), later ones load the cached
     export. A stream of another size prepares its own when its header arrives."""
     from talkcodec.generator import renderer_class
-    from talkcodec.runtime.backends import make_backend
+    from talkcodec.generator.backends import make_backend
 
     if renderer_class(decoder.renderer).uses_backend:
         make_backend(decoder.backend, size_px=size_px)

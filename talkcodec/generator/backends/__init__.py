@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from talkcodec.runtime.backends.base import BackendUnavailable, RefinerBackend
+from talkcodec.generator.backends.base import BackendUnavailable, RefinerBackend
 
 __all__ = [
     "BACKENDS",
@@ -30,7 +30,7 @@ BackendFactory = Callable[[Path | None, int, int | None, Path | None], RefinerBa
 def _torch(
     weights_path: Path | None, size_px: int, threads: int | None, cache_dir: Path | None
 ) -> RefinerBackend:
-    from talkcodec.runtime.backends.torch_backend import TorchBackend
+    from talkcodec.generator.backends.torch_backend import TorchBackend
 
     return TorchBackend(weights_path, size_px, threads, precision="fp32")
 
@@ -38,7 +38,7 @@ def _torch(
 def _torch_bf16(
     weights_path: Path | None, size_px: int, threads: int | None, cache_dir: Path | None
 ) -> RefinerBackend:
-    from talkcodec.runtime.backends.torch_backend import TorchBackend
+    from talkcodec.generator.backends.torch_backend import TorchBackend
 
     return TorchBackend(weights_path, size_px, threads, precision="bf16")
 
@@ -46,7 +46,7 @@ def _torch_bf16(
 def _onnxruntime(
     weights_path: Path | None, size_px: int, threads: int | None, cache_dir: Path | None
 ) -> RefinerBackend:
-    from talkcodec.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from talkcodec.generator.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(weights_path, size_px, threads, cache_dir)
 
@@ -54,7 +54,7 @@ def _onnxruntime(
 def _tensorrt(
     weights_path: Path | None, size_px: int, threads: int | None, cache_dir: Path | None
 ) -> RefinerBackend:
-    from talkcodec.runtime.backends.tensorrt_backend import TensorRTBackend
+    from talkcodec.generator.backends.tensorrt_backend import TensorRTBackend
 
     return TensorRTBackend(weights_path, size_px, threads, cache_dir)
 
@@ -70,7 +70,7 @@ BACKEND_CHOICES = ("auto", *BACKENDS)
 
 def auto_backend_name() -> str:
     """The backend "auto" stands for here: tensorrt with TensorRT 10 and a GPU, else onnxruntime."""
-    from talkcodec.runtime.backends.tensorrt_backend import tensorrt_unavailable_reason
+    from talkcodec.generator.backends.tensorrt_backend import tensorrt_unavailable_reason
 
     reason = tensorrt_unavailable_reason()
     if reason is None:

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from talkcodec.runtime.backends.base import BackendUnavailable, RefinerBackend, check_size
-from talkcodec.runtime.backends.onnx_export import (
+from talkcodec.generator.backends.base import BackendUnavailable, RefinerBackend, check_size
+from talkcodec.generator.backends.onnx_export import (
     FRAME_REFINER_INPUTS,
     REFERENCE_ENCODER_INPUTS,
     cache_root,

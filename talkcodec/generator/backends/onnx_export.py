@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import talkcodec
-from talkcodec.runtime.backends.base import check_size
+from talkcodec.generator.backends.base import check_size
 
 if TYPE_CHECKING:
     import torch

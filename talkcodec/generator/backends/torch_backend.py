@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from talkcodec.generator.backends.base import RefinerBackend, default_threads
+from talkcodec.generator.backends.onnx_export import resolve_weights
 from talkcodec.generator.refiner import GUIDE_CHANNELS
 from talkcodec.generator.weights import load_refiner
-from talkcodec.runtime.backends.base import RefinerBackend, default_threads
-from talkcodec.runtime.backends.onnx_export import resolve_weights
 
 PRECISIONS = ("fp32", "bf16")
 

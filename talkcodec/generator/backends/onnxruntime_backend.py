@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from talkcodec.runtime.backends.base import RefinerBackend, check_size, default_threads
-from talkcodec.runtime.backends.onnx_export import (
+from talkcodec.generator.backends.base import RefinerBackend, check_size, default_threads
+from talkcodec.generator.backends.onnx_export import (
     FRAME_REFINER_INPUTS,
     REFERENCE_ENCODER_INPUTS,
     cached_onnx,

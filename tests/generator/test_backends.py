@@ -12,17 +12,17 @@ import pytest
 import torch
 
 from talkcodec.cli import main
-from talkcodec.generator.refiner import GUIDE_CHANNELS, Refiner, sample
-from talkcodec.generator.weights import load_refiner, save_refiner
-from talkcodec.runtime import backends
-from talkcodec.runtime.backends import BackendUnavailable, make_backend
-from talkcodec.runtime.backends.onnx_export import (
+from talkcodec.generator import backends
+from talkcodec.generator.backends import BackendUnavailable, make_backend
+from talkcodec.generator.backends.onnx_export import (
     FRAME_REFINER_INPUTS,
     FRAME_REFINER_OUTPUTS,
     REFERENCE_ENCODER_INPUTS,
     REFERENCE_ENCODER_OUTPUTS,
 )
-from talkcodec.runtime.backends.tensorrt_backend import tensorrt_unavailable_reason
+from talkcodec.generator.backends.tensorrt_backend import tensorrt_unavailable_reason
+from talkcodec.generator.refiner import GUIDE_CHANNELS, Refiner, sample
+from talkcodec.generator.weights import load_refiner, save_refiner
 
 SIZE = 64
 
@@ -119,7 +119,7 @@ def test_auto_picks_onnxruntime_without_tensorrt(
 ) -> None:
     if tensorrt_unavailable_reason() is None:
         pytest.skip("TensorRT and a CUDA GPU are present here, so auto picks tensorrt")
-    with caplog.at_level(logging.INFO, logger="talkcodec.runtime.backends"):
+    with caplog.at_level(logging.INFO, logger="talkcodec.generator.backends"):
         backend = make_backend("auto", weights, SIZE, threads=1, cache_dir=cache_dir)
     assert backend.name == "onnxruntime"
     assert "backend auto: onnxruntime (tensorrt unavailable: " in caplog.text
