@@ -41,11 +41,10 @@ from talkcodec.evaluation import (
     LandmarkProbe,
     frame_quality,
     keypoint_agreement,
-    load_reference_clip,
     round_trip_frames,
 )
 from talkcodec.keyframe import KEYFRAME_CODECS
-from talkcodec.keypoints.dataset import list_clips
+from talkcodec.keypoints.dataset import list_clips, load_reference_clip
 from talkcodec.transport import overhead
 from talkcodec.video import probe
 

@@ -31,8 +31,7 @@ from talkcodec.bank import DESCRIPTOR_NAMES, DESCRIPTOR_SCALES, describe
 from talkcodec.bitstream import PacketKind
 from talkcodec.codec import StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
-from talkcodec.evaluation import load_reference_clip
-from talkcodec.keypoints.dataset import list_clips
+from talkcodec.keypoints.dataset import list_clips, load_reference_clip
 from talkcodec.metrics import psnr, ssim
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -41,8 +41,8 @@ from talkcodec.bank import DESCRIPTOR_NAMES, DESCRIPTOR_SCALES, describe
 from talkcodec.bitstream import PacketKind, StreamHeader
 from talkcodec.codec import StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
-from talkcodec.evaluation import LandmarkProbe, keypoint_agreement, load_reference_clip
-from talkcodec.keypoints.dataset import list_clips
+from talkcodec.evaluation import LandmarkProbe, keypoint_agreement
+from talkcodec.keypoints.dataset import list_clips, load_reference_clip
 from talkcodec.metrics import psnr, ssim
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +11,6 @@ import numpy as np
 from talkcodec.bitstream import PACKET_HEADER_BYTES, PacketKind
 from talkcodec.codec import StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
-from talkcodec.keypoints.base import LandmarkDetector
-from talkcodec.keypoints.crop import CropBox, face_crop_target
 from talkcodec.keypoints.detectors import make_detector
 from talkcodec.metrics import keypoint_distance, psnr, ssim, ssim_and_ms_ssim
 from talkcodec.video import read_frames
@@ -86,67 +84,6 @@ def round_trip(
         packets,
     )
     return result, pairs
-
-
-@dataclass(frozen=True)
-class ReferenceClip:
-    """The frames every codec is fed and judged against: a fixed face-centred square crop.
-
-    frames: (T, S, S, 3) uint8 RGB. box: the crop in source pixels. source_size: (W, H).
-    """
-
-    clip: str
-    fps: float
-    frames: np.ndarray
-    box: CropBox
-    source_size: tuple[int, int]
-
-
-def fixed_face_box(
-    frames: Iterable[np.ndarray], detector: LandmarkDetector, crop_scale: float = 1.9
-) -> CropBox | None:
-    """The median of the talking-head crops of `frames`, moved and shrunk to lie inside them.
-
-    Sources that are face crops already would otherwise get a square larger than the frame,
-    filled by repeating its edges. None when no frame shows a face.
-    """
-    boxes, frame_size = [], (0, 0)
-    for frame in frames:
-        frame_size = (frame.shape[1], frame.shape[0])
-        landmarks = detector.detect(frame)
-        if landmarks is not None:
-            box = face_crop_target(landmarks, crop_scale)
-            boxes.append((box.x0 + box.side / 2, box.y0 + box.side / 2, box.side))
-    if not boxes:
-        return None
-    centre_x, centre_y, side = np.median(np.array(boxes), axis=0)
-    width, height = frame_size
-    side = min(side, width, height)
-    x0 = float(np.clip(centre_x - side / 2, 0, width - side))
-    y0 = float(np.clip(centre_y - side / 2, 0, height - side))
-    return CropBox(x0, y0, float(side))
-
-
-def load_reference_clip(
-    clip: Path, size: int, fps: float = 25.0, max_frames: int | None = 250, settle_s: float = 1.0
-) -> ReferenceClip | None:
-    """Test-condition frames of a clip: the crop fixed from its first `settle_s` seconds.
-
-    Follows the JVET generative face video coding conditions (a face-centred square per
-    sequence, resampled to size x size). None when no face shows in the first second.
-    """
-    settle_frames = max(1, round(settle_s * fps))
-    with make_detector("mediapipe", pose_every_n_frames=0) as detector:
-        box = fixed_face_box(
-            (frame for _, frame in read_frames(clip, fps, settle_frames)), detector
-        )
-    if box is None:
-        return None
-    crops, source_size = [], (0, 0)
-    for _, frame in read_frames(clip, fps, max_frames):
-        source_size = (frame.shape[1], frame.shape[0])
-        crops.append(box.extract(frame, size))
-    return ReferenceClip(clip.name, fps, np.stack(crops), box, source_size)
 
 
 @dataclass(frozen=True)

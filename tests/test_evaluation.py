@@ -1,4 +1,5 @@
-"""talkcodec.evaluation: the fixed test crop, AKD bookkeeping, and the frames round trip."""
+"""The fixed test crop (talkcodec.keypoints.dataset), AKD bookkeeping and the frames round trip
+(talkcodec.evaluation)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,9 @@ import pytest
 
 from talkcodec.bitstream import PACKET_HEADER_BYTES
 from talkcodec.config import EncoderConfig
-from talkcodec.evaluation import (
-    fixed_face_box,
-    keypoint_agreement,
-    load_reference_clip,
-    round_trip_frames,
-)
+from talkcodec.evaluation import keypoint_agreement, round_trip_frames
 from talkcodec.keypoints.base import LandmarkDetector
+from talkcodec.keypoints.dataset import fixed_face_box, load_reference_clip
 from talkcodec.keypoints.landmarks import Landmarks
 
 

@@ -1,12 +1,12 @@
 """Training pairs for the refiner: self-reenactment within a clip, as the receiver sees it.
 
 Each clip is prepared once: resampled to 25 fps and cut with one fixed face-centred square
-(`evaluation.load_reference_clip`, the benchmarks' test conditions), its landmarks detected on
-those crops by the sender's front end. Crops (uint8 .npy) and landmarks (.npz) are cached per
-clip under ~/.cache/talkcodec/refiner/, never in the repository: frames of the clips must not
-be committed. On load the landmarks go through the stream's keypoint model and quantiser, so
-training sees the decoded keypoints the receiver renders from, and each reference image goes
-through the keyframe codec, as the receiver's reference does.
+(`keypoints.dataset.load_reference_clip`, the benchmarks' test conditions), its landmarks
+detected on those crops by the sender's front end. Crops (uint8 .npy) and landmarks (.npz) are
+cached per clip under ~/.cache/talkcodec/refiner/, never in the repository: frames of the clips
+must not be committed. On load the landmarks go through the stream's keypoint model and
+quantiser, so training sees the decoded keypoints the receiver renders from, and each reference
+image goes through the keyframe codec, as the receiver's reference does.
 
 A pair is (reference frame, driving frame) of one clip, both drawn uniformly, so large motions
 appear: the warp is prepared on the reference, its flow for the driving frame's decoded
@@ -30,7 +30,6 @@ from tqdm import tqdm
 
 from talkcodec.config import EncoderConfig
 from talkcodec.entropy.keypoints import make_quantiser
-from talkcodec.evaluation import load_reference_clip
 from talkcodec.generator import make_renderer
 from talkcodec.generator.base import Renderer
 from talkcodec.generator.guide import draw_guide, normalised_grid
@@ -38,6 +37,7 @@ from talkcodec.keyframe import KeyframeCodec, make_keyframe_codec
 from talkcodec.keypoints.dataset import (
     LandmarkTrack,
     clip_cache_key,
+    load_reference_clip,
     read_track,
     save_track,
     track_frames,
