@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -43,22 +43,30 @@ from talkcodec.generator.data import (
 )
 from talkcodec.generator.refiner import Refiner, RefinerConfig, sample
 from talkcodec.generator.weights import save_refiner
-from talkcodec.keyframe.gc.discriminator import MultiScaleDiscriminator
-from talkcodec.keyframe.gc.losses import (
+from talkcodec.keypoints.dataset import list_clips
+from talkcodec.training.discriminator import MultiScaleDiscriminator
+from talkcodec.training.losses import (
     feature_matching_loss,
     hinge_discriminator_loss,
     hinge_generator_loss,
     ms_ssim,
 )
-from talkcodec.keypoints.dataset import list_clips
+from talkcodec.training.run import (
+    CHECKPOINT_NAME,
+    WARMUP_CHECKPOINT_NAME,
+    TimeLimit,
+    add_config_flags,
+    add_run_flags,
+    append_log,
+    load_checkpoint,
+    means,
+    resolve_config,
+    save_checkpoint,
+    start_run,
+)
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint.pt"
-WARMUP_CHECKPOINT_NAME = "checkpoint-warmup.pt"
-CONFIG_NAME = "config.json"
-COMMANDS_NAME = "commands.txt"
-LOG_NAME = "log.jsonl"
 Batch = dict[str, torch.Tensor]
 
 
@@ -123,13 +131,6 @@ class TrainConfig:
     @property
     def output_px(self) -> int:
         return self.crop_px or self.size_px
-
-    @classmethod
-    def load(cls, path: Path) -> TrainConfig:
-        return cls(**json.loads(path.read_text()))
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
 
 
 def ms_ssim_scales(side_px: int) -> int:
@@ -202,12 +203,10 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
 
     def save(self, path: Path) -> None:
-        temporary = path.with_suffix(".tmp")
-        torch.save(self.state(), temporary)
-        temporary.replace(path)  # never leave a half-written checkpoint behind
+        save_checkpoint(self.state(), path)
 
     def load(self, path: Path) -> None:
-        self.load_state(torch.load(path, weights_only=True))
+        self.load_state(load_checkpoint(path, "refiner"))
 
     @property
     def adversarial(self) -> bool:
@@ -343,16 +342,6 @@ def validation_batches(clips: Sequence[PreparedClip], config: TrainConfig) -> li
     return _stack(items, config.batch_size)
 
 
-def _append_log(out_dir: Path, record: dict[str, object]) -> None:
-    with (out_dir / LOG_NAME).open("a") as log:
-        log.write(json.dumps(record) + "\n")
-
-
-def _means(history: list[dict[str, float]]) -> dict[str, float]:
-    keys = sorted({key for stats in history for key in stats})
-    return {key: float(np.mean([s[key] for s in history if key in s])) for key in keys}
-
-
 def train(
     config: TrainConfig,
     out_dir: Path,
@@ -375,10 +364,10 @@ def train(
         # child's heap: workers start fresh.
         multiprocessing_context="spawn" if config.workers else None,
     )
-    started = time.monotonic()
+    limit = TimeLimit(max_minutes)
     history: list[dict[str, float]] = []
     validation = validate(trainer.model, data.val_batches)
-    _append_log(out_dir, {"kind": "val", "step": trainer.step, **validation})
+    append_log(out_dir, {"kind": "val", "step": trainer.step, **validation})
     progress = tqdm(total=config.total_steps, initial=trainer.step, unit="step", mininterval=10)
     batches = iter(loader)
     step_started = time.monotonic()
@@ -388,18 +377,18 @@ def train(
             progress.update(1)
             step = trainer.step
             if step % config.log_every_steps == 0:
-                means = _means(history)
+                averages = means(history)
                 seconds_per_step = (time.monotonic() - step_started) / len(history)
-                progress.set_postfix({k: f"{v:.4g}" for k, v in means.items()}, refresh=False)
-                _append_log(
+                progress.set_postfix({k: f"{v:.4g}" for k, v in averages.items()}, refresh=False)
+                append_log(
                     out_dir,
-                    {"kind": "train", "step": step, "s_per_step": seconds_per_step, **means},
+                    {"kind": "train", "step": step, "s_per_step": seconds_per_step, **averages},
                 )
                 history.clear()
                 step_started = time.monotonic()
             if step % config.val_every_steps == 0:
                 validation = validate(trainer.model, data.val_batches)
-                _append_log(out_dir, {"kind": "val", "step": step, **validation})
+                append_log(out_dir, {"kind": "val", "step": step, **validation})
                 logger.info(
                     "step %d: validation PSNR warp %.2f dB, refined %.2f dB (%+.2f dB)",
                     step,
@@ -411,7 +400,7 @@ def train(
                 trainer.save(out_dir / WARMUP_CHECKPOINT_NAME)
             if step % config.checkpoint_every_steps == 0:
                 trainer.save(checkpoint)
-            if max_minutes is not None and time.monotonic() - started > 60 * max_minutes:
+            if limit.reached:
                 logger.info("stopping at step %d: %.0f minute limit", step, max_minutes)
                 break
     finally:
@@ -445,26 +434,11 @@ def export(
     logger.info("exported %s (validation gain %+.2f dB)", path, validation["gain_db"])
 
 
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m talkcodec.generator.train")
-    parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, config)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
-    parser.add_argument("--export", type=Path, help="write the trained weights here at the end")
-    parser.add_argument("--export-only", action="store_true", help="export --out's checkpoint")
-    parser.add_argument("--max-minutes", type=float, help="stop (resumably) after this long")
+    add_run_flags(parser)
     parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
-    for item in fields(TrainConfig):
-        flag = "--" + item.name.replace("_", "-")
-        kind = _parse_bool if isinstance(item.default, bool) else type(item.default)
-        parser.add_argument(flag, type=kind, default=None)
+    add_config_flags(parser, TrainConfig)
     return parser.parse_args(argv)
 
 
@@ -481,20 +455,7 @@ _RESUMABLE_FIELDS = {
 
 def _resolve_config(args: argparse.Namespace) -> TrainConfig:
     """The run's config: config.json of the run when resuming, defaults overridden by flags."""
-    overrides = {
-        item.name: getattr(args, item.name)
-        for item in fields(TrainConfig)
-        if getattr(args, item.name) is not None
-    }
-    if args.resume or args.export_only:
-        config = TrainConfig.load(args.out / CONFIG_NAME)
-        changed = {k for k, v in overrides.items() if v != getattr(config, k)} - _RESUMABLE_FIELDS
-        if changed:
-            raise SystemExit(f"cannot change {', '.join(sorted(changed))} when resuming")
-        return TrainConfig(**{**asdict(config), **overrides})
-    if (args.out / CHECKPOINT_NAME).exists():
-        raise SystemExit(f"{args.out} holds a run already: pass --resume or another --out")
-    return TrainConfig(**overrides)
+    return resolve_config(TrainConfig, args, _RESUMABLE_FIELDS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -503,12 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)  # the machine is shared
     cv2.setNumThreads(args.threads)
     config = _resolve_config(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    config.save(args.out / CONFIG_NAME)
-    arguments = sys.argv[1:] if argv is None else argv
-    history = args.out / COMMANDS_NAME  # every invocation of this run, for the model card
-    with history.open("a") as log:
-        log.write("python -m talkcodec.generator.train " + " ".join(arguments) + "\n")
+    history = start_run(args.out, config, "talkcodec.generator.train", argv)
     data = load_run_data(config)
     logger.info(
         "%d training clips, %d validation pairs from %d clips",
@@ -523,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = train(config, args.out, data, args.resume, args.max_minutes)
     if args.export is not None:
         validation = validate(trainer.model, data.val_batches)
-        _append_log(args.out, {"kind": "export", "step": trainer.step, **validation})
+        append_log(args.out, {"kind": "export", "step": trainer.step, **validation})
         export(trainer, args.export, config, data, validation, history.read_text())
     return 0
 

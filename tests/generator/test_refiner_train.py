@@ -11,10 +11,9 @@ import pytest
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from talkcodec.config import save_config
 from talkcodec.generator.refiner import GUIDE_CHANNELS, Refiner, RefinerConfig, sample
 from talkcodec.generator.train import (
-    CHECKPOINT_NAME,
-    CONFIG_NAME,
     RunData,
     StepBatches,
     TrainConfig,
@@ -25,6 +24,7 @@ from talkcodec.generator.train import (
     validate,
 )
 from talkcodec.generator.weights import load_refiner
+from talkcodec.training.run import CHECKPOINT_NAME, CONFIG_NAME
 
 SIZE = 32
 TINY = {"feature_channels": 8, "hidden_channels": 8, "residual_blocks": 1, "decoder_channels": 8}
@@ -177,7 +177,7 @@ def test_config_checks_and_resume_rules(tmp_path: Path) -> None:
         TrainConfig(batch_size=6, drivers_per_reference=4)
     with pytest.raises(ValueError, match="crop_px must be 0 or a multiple of 16"):
         TrainConfig(crop_px=100)
-    tiny_config().save(tmp_path / CONFIG_NAME)
+    save_config(tiny_config(), tmp_path / CONFIG_NAME)
     (tmp_path / CHECKPOINT_NAME).touch()
     names = [field for field in TrainConfig.__dataclass_fields__]
     args = argparse.Namespace(out=tmp_path, resume=True, export_only=False, **dict.fromkeys(names))

@@ -15,10 +15,8 @@ import argparse
 import json
 import logging
 import math
-import pickle
 import sys
-import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,23 +33,31 @@ from talkcodec.keyframe.gc.data import (
     load_face_crops,
     load_person_probabilities,
 )
-from talkcodec.keyframe.gc.discriminator import MultiScaleDiscriminator
-from talkcodec.keyframe.gc.losses import (
+from talkcodec.keyframe.gc.model import GCModel, GCModelConfig
+from talkcodec.keyframe.gc.selective import cell_channels, person_cells
+from talkcodec.keyframe.gc.weights import export_weights, fit_prior_counts, load_weights
+from talkcodec.keypoints.dataset import list_clips
+from talkcodec.training.discriminator import MultiScaleDiscriminator
+from talkcodec.training.losses import (
     discriminator_loss,
     feature_matching_loss,
     generator_adversarial_loss,
     ms_ssim,
 )
-from talkcodec.keyframe.gc.model import GCModel, GCModelConfig
-from talkcodec.keyframe.gc.selective import cell_channels, person_cells
-from talkcodec.keyframe.gc.weights import export_weights, fit_prior_counts, load_weights
-from talkcodec.keypoints.dataset import list_clips
+from talkcodec.training.run import (
+    CHECKPOINT_NAME,
+    WARMUP_CHECKPOINT_NAME,
+    TimeLimit,
+    add_config_flags,
+    add_run_flags,
+    load_checkpoint,
+    means,
+    resolve_config,
+    save_checkpoint,
+    start_run,
+)
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_NAME = "checkpoint.pt"
-WARMUP_CHECKPOINT_NAME = "checkpoint-warmup.pt"
-COMMANDS_NAME = "commands.txt"
 
 
 class MarginalRate(nn.Module):
@@ -138,13 +144,6 @@ class TrainConfig:
     def model_config(self) -> GCModelConfig:
         return GCModelConfig(channels=self.channels, channel_choices=self.channel_choices)
 
-    @classmethod
-    def load(cls, path: Path) -> TrainConfig:
-        return cls(**json.loads(path.read_text()))
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
-
 
 class Trainer:
     """Owns the networks, optimisers, data sampler and step counter of one run."""
@@ -195,9 +194,10 @@ class Trainer:
         self.generator.set_state(state["sampler_rng"])
 
     def save(self, path: Path) -> None:
-        temporary = path.with_suffix(".tmp")
-        torch.save(self.state(), temporary)
-        temporary.replace(path)  # never leave a half-written checkpoint behind
+        save_checkpoint(self.state(), path)
+
+    def load(self, path: Path) -> None:
+        self.load_state(load_checkpoint(path, "GC"))
 
     def _active_channels(self) -> int:
         weights = torch.tensor(self.config.channel_choice_weights)
@@ -273,11 +273,10 @@ class Trainer:
 
 
 def _summary(history: list[dict[str, float]]) -> str:
-    keys = sorted({key for stats in history for key in stats})
-    means = {key: float(np.mean([s[key] for s in history if key in s])) for key in keys}
-    parts = [f"{key}={means[key]:.4g}" for key in keys if key != "mse"]
-    if "mse" in means:
-        parts.insert(0, f"psnr={-10 * math.log10(max(means['mse'], 1e-10)):.2f}")
+    averages = means(history)
+    parts = [f"{key}={value:.4g}" for key, value in averages.items() if key != "mse"]
+    if "mse" in averages:
+        parts.insert(0, f"psnr={-10 * math.log10(max(averages['mse'], 1e-10)):.2f}")
     return " ".join(parts)
 
 
@@ -307,11 +306,8 @@ def initial_model_state(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         model, _, _ = load_weights(path)
         return model.state_dict()
-    try:
-        state = torch.load(path, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise ValueError(f"{path} is not a GC training checkpoint: {error}") from None
-    if not isinstance(state, dict) or "model" not in state:
+    state = load_checkpoint(path, "GC", keys=())
+    if "model" not in state:
         raise ValueError(f"{path} is neither GC weights nor a GC training checkpoint")
     return state["model"]  # type: ignore[no-any-return]
 
@@ -332,12 +328,12 @@ def train(
     trainer = Trainer(config, crops, person)
     checkpoint = out_dir / CHECKPOINT_NAME
     if resume:
-        trainer.load_state(torch.load(checkpoint, weights_only=True))
+        trainer.load(checkpoint)
         logger.info("resumed from %s at step %d", checkpoint, trainer.step)
     elif init_from is not None:
         trainer.model.load_state_dict(initial_model_state(init_from))
         logger.info("model initialised from %s", init_from)
-    started = time.monotonic()
+    limit = TimeLimit(max_minutes)
     history: list[dict[str, float]] = []
     progress = tqdm(total=config.total_steps, initial=trainer.step, unit="step", mininterval=10)
     while trainer.step < config.total_steps:
@@ -350,7 +346,7 @@ def train(
             trainer.save(out_dir / WARMUP_CHECKPOINT_NAME)
         if trainer.step % config.checkpoint_every_steps == 0:
             trainer.save(checkpoint)
-        if max_minutes is not None and time.monotonic() - started > 60 * max_minutes:
+        if limit.reached:
             logger.info("stopping at step %d: %.0f minute limit", trainer.step, max_minutes)
             break
     progress.close()
@@ -360,11 +356,7 @@ def train(
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m talkcodec.keyframe.gc.train")
-    parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, config)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
-    parser.add_argument("--export", type=Path, help="write the trained weights here at the end")
-    parser.add_argument("--max-minutes", type=float, help="stop (resumably) after this long")
-    parser.add_argument("--export-only", action="store_true", help="export --out's checkpoint")
+    add_run_flags(parser)
     parser.add_argument(
         "--weights-version",
         type=int,
@@ -379,51 +371,29 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="start a new run from these GC weights (.safetensors) or a run's checkpoint.pt",
     )
-    for item in fields(TrainConfig):
-        flag = "--" + item.name.replace("_", "-")
-        default = item.default
-        if isinstance(default, tuple):
-            parser.add_argument(flag, type=type(default[0]), nargs="+", default=None)
-        else:
-            parser.add_argument(flag, type=type(default), default=None)
+    add_config_flags(parser, TrainConfig)
     return parser.parse_args(argv)
+
+
+# Only the length of the run may change on resume; anything else would be a new run.
+_RESUMABLE_FIELDS = {"total_steps", "warmup_steps", "checkpoint_every_steps", "log_every_steps"}
 
 
 def _resolve_config(args: argparse.Namespace) -> TrainConfig:
     """The run's config: config.json of the run when resuming, defaults overridden by flags."""
-    saved = args.out / "config.json"
-    overrides = {
-        item.name: getattr(args, item.name)
-        for item in fields(TrainConfig)
-        if getattr(args, item.name) is not None
-    }
-    if args.resume or args.export_only:
-        config = TrainConfig.load(saved)
-        # Only the length of the run may change on resume; anything else would be a new run.
-        allowed = {"total_steps", "warmup_steps", "checkpoint_every_steps", "log_every_steps"}
-        changed = {k for k, v in overrides.items() if v != getattr(config, k)} - allowed
-        if changed:
-            raise SystemExit(f"cannot change {', '.join(sorted(changed))} when resuming")
-        return TrainConfig(**{**asdict(config), **overrides})
-    return TrainConfig(**overrides)
+    return resolve_config(TrainConfig, args, _RESUMABLE_FIELDS)
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = _parse_args(argv)
     config = _resolve_config(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    config.save(args.out / "config.json")
-    arguments = sys.argv[1:] if argv is None else argv
-    command = "python -m talkcodec.keyframe.gc.train " + " ".join(arguments)
-    history = args.out / COMMANDS_NAME  # every invocation of this run, for the model card
-    with history.open("a") as log:
-        log.write(command + "\n")
+    history = start_run(args.out, config, "talkcodec.keyframe.gc.train", argv)
     if args.export_only:
         torch.set_num_threads(1)
         crops, person = training_images(config, list_clips(Path(config.data_dir)))
         trainer = Trainer(config, crops, person)
-        trainer.load_state(torch.load(args.out / CHECKPOINT_NAME, weights_only=True))
+        trainer.load(args.out / CHECKPOINT_NAME)
     else:
         if args.init_from is not None and args.resume:
             raise SystemExit("--init-from starts a new run; it cannot be combined with --resume")

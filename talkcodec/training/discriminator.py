@@ -1,4 +1,5 @@
-"""GC's multi-scale discriminator (pix2pixHD): PatchGANs on the image at 1, 1/2 (and 1/4) size."""
+"""The multi-scale discriminator (pix2pixHD) both GAN trainers use (the GC codec and the
+renderer refiner): PatchGANs on the image at 1, 1/2 (and 1/4) size."""
 
 from __future__ import annotations
 
