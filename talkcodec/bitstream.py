@@ -100,7 +100,7 @@ MAX_KEYPOINT_PAYLOAD_BYTES = 1024
 # by at most MAX_PTS_JUMP_MS more than the frame periods their seq advance explains (frames
 # the sender skipped, capture jitter). A longer step needs a new timeline (KeypointTimeline).
 MAX_PTS_STEP_MS = 10_000
-MAX_PTS_JUMP_MS = 1_000
+MAX_PTS_JUMP_MS = 500
 # Sequence numbers may run ahead of the timestamps by this many packets, plus
 # SEQ_PACKETS_PER_FRAME per frame period the timestamps moved (a camera faster than the
 # stream's frame rate, jitter of the capture clock).

@@ -35,6 +35,7 @@ from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.entropy.keypoints import KeypointDecoder, KeypointEncoder
 from talkcodec.generator import Renderer, make_renderer
 from talkcodec.keyframe import KeyframeCodec, keyframe_codec_for_wire_id, make_keyframe_codec
+from talkcodec.keypoints.base import LandmarkDetector
 from talkcodec.keypoints.detectors import make_detector
 from talkcodec.keypoints.frontend import FaceFrontend
 from talkcodec.keypoints.landmarks import Landmarks
@@ -56,17 +57,42 @@ def _keypoint_model(model_id: int, expression_dims: int) -> KeypointModel:
     return model.truncated(expression_dims)
 
 
+@dataclass(frozen=True)
+class SentKeypoints:
+    """What the sender codes for one frame's landmarks and what the receiver decodes from it.
+
+    params: (P,) fitted keypoint-model parameters. indices: (P,) int32 quantiser indices, what
+    the keypoint packet codes. decoded: the landmarks the receiver reconstructs from them.
+    """
+
+    params: np.ndarray
+    indices: np.ndarray
+    decoded: Landmarks
+
+
 class StreamEncoder:
     """The sender's codec: one instance per stream, frames in capture order.
 
     It mirrors the receiver's reference bank (talkcodec.bank) from the decoded
     landmarks of the references it sent, so it knows which reference each frame is rendered
     from (`selected_reference_id`) and when the current face is far from all of them.
+
+    `detector` finds the landmarks of each frame; by default the one `config.detector` names
+    (closed with the encoder). A talkcodec.keypoints.replay.ReplayDetector runs the same path
+    on landmarks given in advance (the encoder's replay mode: tests, benchmarks, training data).
+    `keyframe_codec` codes the keyframes; by default the one `config.keyframe_codec` names.
     """
 
-    def __init__(self, config: EncoderConfig) -> None:
+    def __init__(
+        self,
+        config: EncoderConfig,
+        detector: LandmarkDetector | None = None,
+        keyframe_codec: KeyframeCodec | None = None,
+    ) -> None:
         self.config = config
-        self.keyframe_codec = make_keyframe_codec(config.keyframe_codec, config.keyframe_quality)
+        self.keyframe_codec = keyframe_codec or make_keyframe_codec(
+            config.keyframe_codec, config.keyframe_quality
+        )
         model_id = MODEL_FOR_DETECTOR[config.detector]
         self.model = _keypoint_model(model_id, config.expression_dims)
         self.header = StreamHeader(
@@ -79,7 +105,8 @@ class StreamEncoder:
             expression_dims=config.expression_dims,
         )
         step_px = self.header.keypoint_step_millipx / 1000
-        self._detector = make_detector(config.detector)
+        self._owns_detector = detector is None
+        self._detector = detector if detector is not None else make_detector(config.detector)
         self._frontend = FaceFrontend(self._detector, config.size_px, crop=config.crop)
         self._keypoints = KeypointEncoder(self.model, step_px, config.refresh_interval_frames)
         self._bank = BankMirror(config.reference_bank_size)
@@ -124,26 +151,31 @@ class StreamEncoder:
         self.last_decoded_landmarks = self.selected_reference_id = None
         if processed.landmarks is None:
             return []
-        params = self.model.fit(processed.landmarks, self.config.size_px)
-        decoded = self.model.reconstruct(self._keypoints.reconstructed(params), self.config.size_px)
+        sent = self.sent_keypoints(processed.landmarks)
+        decoded = sent.decoded
         descriptor = describe(decoded, (self.config.size_px, self.config.size_px))
-        packets = []
         reason = self._keyframe_reason(pts_ms, processed.crop_moved, face_was_lost)
         reference_id = 0
         if reason is None and self._reference_due(pts_ms, descriptor):
             reason, reference_id = "reference", self._bank.slot_for_new_reference()
+        # A keyframe's own keypoints are this frame's, intra-coded: the very bytes of the
+        # keypoint packet that goes with it, which a keyframe forces to be intra.
+        coded = self._keypoints.encode_indices(
+            sent.indices, force_intra=reason is not None or self._refresh_wanted
+        )
+        self._refresh_wanted = False
+        packets = []
         if reason is not None:
             self.keyframe_reasons[reason] += 1
-            packets.append(self._keyframe_packet(processed.image, params, pts_ms, reference_id))
+            packets.append(
+                self._keyframe_packet(processed.image, coded.payload, pts_ms, reference_id)
+            )
             if reference_id != 0:
                 self._reference_budget.spend(len(packets[-1].payload))
             self._bank.store(reference_id, descriptor, self._frame_index)
         self.last_decoded_landmarks = decoded
         self.selected_reference_id = self._bank.select(descriptor, self._frame_index)
         self._frame_index += 1
-        force_intra = bool(packets) or self._refresh_wanted
-        self._refresh_wanted = False
-        coded = self._keypoints.encode(params, force_intra=force_intra)
         flags = PacketFlags.INTRA if coded.intra else PacketFlags(0)
         packets.append(
             Packet(PacketKind.KEYPOINTS, self._keypoint_seq, pts_ms, coded.payload, flags)
@@ -151,13 +183,20 @@ class StreamEncoder:
         self._keypoint_seq = (self._keypoint_seq + 1) % _SEQ_MODULO
         return packets
 
+    def sent_keypoints(self, landmarks: Landmarks) -> SentKeypoints:
+        """Fit and quantise one frame's landmarks (in pixels of the size_px crop), once."""
+        params = self.model.fit(landmarks, self.config.size_px)
+        indices = self._keypoints.quantise(params)
+        values = self._keypoints.quantiser.values(indices)
+        return SentKeypoints(params, indices, self.model.reconstruct(values, self.config.size_px))
+
     def _keyframe_packet(
-        self, image: np.ndarray, params: np.ndarray, pts_ms: int, reference_id: int
+        self, image: np.ndarray, intra_keypoints: bytes, pts_ms: int, reference_id: int
     ) -> Packet:
         payload = KeyframePayload(
             codec=self.keyframe_codec.wire_id,
             reference_id=reference_id,
-            keypoints=self._keypoints.encode_intra(params),
+            keypoints=intra_keypoints,
             image=self.keyframe_codec.compress(image),
         )
         packet = Packet(
@@ -197,7 +236,8 @@ class StreamEncoder:
         return self._bank.bank.nearest_distance(descriptor) > self.config.reference_threshold
 
     def close(self) -> None:
-        self._detector.close()
+        if self._owns_detector:
+            self._detector.close()
 
 
 class ByteBudget:

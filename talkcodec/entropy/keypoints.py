@@ -102,7 +102,14 @@ class KeypointEncoder:
 
     def encode(self, params: np.ndarray, force_intra: bool = False) -> CodedKeypoints:
         """Code (P,) parameters as the next frame of the stream."""
-        indices = self.quantiser.indices(np.asarray(params, dtype=np.float64))
+        return self.encode_indices(self.quantise(params), force_intra)
+
+    def quantise(self, params: np.ndarray) -> np.ndarray:
+        """(P,) int32 quantiser indices of (P,) parameters: what a frame codes."""
+        return self.quantiser.indices(np.asarray(params, dtype=np.float64))
+
+    def encode_indices(self, indices: np.ndarray, force_intra: bool = False) -> CodedKeypoints:
+        """Code (P,) quantiser indices (quantise()) as the next frame of the stream."""
         intra = (
             force_intra
             or self._state.previous is None

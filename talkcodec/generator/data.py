@@ -29,7 +29,6 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from talkcodec.config import EncoderConfig
-from talkcodec.entropy.keypoints import make_quantiser
 from talkcodec.generator import make_renderer
 from talkcodec.generator.base import Renderer
 from talkcodec.generator.guide import draw_guide, normalised_grid
@@ -43,7 +42,7 @@ from talkcodec.keypoints.dataset import (
     track_frames,
 )
 from talkcodec.keypoints.landmarks import Landmarks
-from talkcodec.keypoints.registry import MODEL_FOR_DETECTOR, load_keypoint_model
+from talkcodec.keypoints.replay import ReplayDetector
 
 logger = logging.getLogger(__name__)
 
@@ -148,22 +147,22 @@ def decode_landmarks(
     """(T, N, 3) face and (T, 2, 2) shoulders that the receiver decodes for each frame of the
     track (NaN where no face was found), under the stream settings of `config`.
 
-    Fits the stream's keypoint model and rounds to its quantiser. Intra and predicted keypoint
-    packets decode to the same quantiser values on a lossless link, so no range coding is
-    needed to get them.
+    Each frame's landmarks go through the sender's own fit and quantiser
+    (StreamEncoder.sent_keypoints). Intra and predicted keypoint packets decode to the same
+    quantiser values on a lossless link, so no range coding is needed to get them.
     """
+    from talkcodec.codec import StreamEncoder
+
     config = config or EncoderConfig()
-    model = load_keypoint_model(MODEL_FOR_DETECTOR[config.detector])
-    model = model.truncated(config.expression_dims)
-    step_px = round(config.keypoint_step_px * 1000) / 1000  # as the stream header carries it
-    quantiser = make_quantiser(model, step_px)
-    face = np.full((len(track.face), model.num_points, 3), np.nan, dtype=np.float32)
+    encoder = StreamEncoder(config, detector=ReplayDetector([]))
+    num_points = encoder.model.num_points
+    face = np.full((len(track.face), num_points, 3), np.nan, dtype=np.float32)
     shoulders = np.full((len(track.face), 2, 2), np.nan, dtype=np.float32)
+    scale = config.size_px / track.size
     for index in np.flatnonzero(track.found):
-        sent = Landmarks(face=track.face[index], shoulders=track.shoulders[index])
-        params = model.fit(sent, track.size)
-        decoded = model.reconstruct(quantiser.values(quantiser.indices(params)), track.size)
-        face[index], shoulders[index] = decoded.face, decoded.shoulders
+        sent = Landmarks(face=track.face[index] * scale, shoulders=track.shoulders[index] * scale)
+        decoded = encoder.sent_keypoints(sent).decoded
+        face[index], shoulders[index] = decoded.face / scale, decoded.shoulders / scale
     return face, shoulders
 
 

@@ -1,30 +1,23 @@
 """Two peers in one process on loopback WebRTC (iceServers=[]): frames arrive and decode,
 fragmented keyframes reassemble, bad messages are counted and survived, and a keyframe
-request is answered. The sender's encoder is a stand-in that replays a synthetic stream, so no
-face detector runs."""
+request is answered. The sender's encoder is the real one in its replay mode (landmarks given
+in advance), so no face detector runs."""
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import numpy as np
 import pytest
 
 from talkcodec.bitstream import (
-    KeyframeCodecId,
-    KeyframePayload,
     KeypointModelId,
-    Packet,
-    PacketFlags,
-    PacketKind,
-    StreamHeader,
 )
-from talkcodec.config import DecoderConfig
-from talkcodec.entropy.keypoints import KeypointEncoder
-from talkcodec.keyframe import WebPCodec
+from talkcodec.codec import StreamEncoder
+from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.keypoints.registry import load_keypoint_model
+from talkcodec.keypoints.replay import ReplayDetector
 from talkcodec.runtime.call import loopback_call
 from talkcodec.runtime.receiver import CallReceiver, ReceiverConfig
 from talkcodec.runtime.sender import SenderConfig
@@ -36,6 +29,7 @@ from talkcodec.transport.peer import (
     make_peer_connection,
     wait_open,
 )
+from talkcodec.transport.stats import wall_clock_ms
 
 SIZE = 256
 DIMS = 32
@@ -43,67 +37,28 @@ FPS = 25.0
 REFRESH = 10
 
 
-class ReplayEncoder:
-    """Stands in for StreamEncoder: a keyframe when wanted, then predicted keypoint packets
-    of a random walk (intra every REFRESH frames, or when a refresh is requested)."""
+GRADIENT = np.stack(
+    [*np.mgrid[0:SIZE, 0:SIZE][::-1], np.mgrid[0:SIZE, 0:SIZE].sum(axis=0) // 2], axis=-1
+).astype(np.uint8)  # (SIZE, SIZE, 3): x, y and their mean; WebP q100 codes it in about 2.8 kB
 
-    def __init__(self, keyframe_at_start: bool = True) -> None:
-        self.model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1).truncated(DIMS)
-        self.header = StreamHeader(
-            SIZE, SIZE, 25000, KeyframeCodecId.WEBP, KeypointModelId.MEDIAPIPE_478_V1, 300, DIMS
-        )
-        self._coder = KeypointEncoder(self.model, 0.3, REFRESH)
-        self._rng = np.random.default_rng(0)
-        self._params = self.model.param_mean.copy()
-        yy, xx = np.mgrid[0:SIZE, 0:SIZE]
-        self.image = np.stack([xx, yy, (xx + yy) // 2], axis=-1).astype(np.uint8)
-        self.keyframe_wanted = keyframe_at_start
-        self.refresh_wanted = False
-        self.keyframe_reasons: Counter[str] = Counter()
-        self.last_crop: np.ndarray | None = None
-        self.keyframe_seq = 0
-        self.keypoint_seq = 0
-        self.keyframe_requests = 0
 
-    def request_keyframe(self, reason: str = "request") -> None:
-        self.keyframe_requests += 1
-        self.keyframe_wanted = True
-
-    def request_refresh(self) -> None:
-        self.refresh_wanted = True
-
-    def encode(self, frame: np.ndarray, pts_ms: int) -> list[Packet]:
-        self.last_crop = self.image
-        self._params = self._params + self._rng.normal(0, self.model.delta_std * 0.5)
-        packets = []
-        if self.keyframe_wanted:
-            self.keyframe_wanted = False
-            self.keyframe_reasons["start"] += 1
-            payload = KeyframePayload(
-                KeyframeCodecId.WEBP,
-                0,
-                self._coder.encode_intra(self._params),
-                WebPCodec(quality=100).compress(self.image),  # about 2.8 kB,
-            )
-            packets.append(
-                Packet(
-                    PacketKind.KEYFRAME,
-                    self.keyframe_seq,
-                    pts_ms,
-                    bytes(payload),
-                    PacketFlags.INTRA,
-                )  # fmt: skip
-            )
-            self.keyframe_seq += 1
-        intra = bool(packets) or self.refresh_wanted
-        coded = self._coder.encode(self._params, force_intra=intra)
-        self.refresh_wanted = False
-        flags = PacketFlags.INTRA if coded.intra else PacketFlags(0)
-        packets.append(
-            Packet(PacketKind.KEYPOINTS, self.keypoint_seq, pts_ms, coded.payload, flags)
-        )
-        self.keypoint_seq += 1
-        return packets
+def replay_encoder(frames: int = 2000) -> StreamEncoder:
+    """The real StreamEncoder in its replay mode (no face detector): the landmarks of a random
+    walk of the keypoint model, one per frame, on camera frames that are already the crop."""
+    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1).truncated(DIMS)
+    rng = np.random.default_rng(0)
+    walk = np.cumsum(rng.normal(0, model.delta_std * 0.5, (frames, model.num_params)), axis=0)
+    landmarks = [model.reconstruct(model.param_mean + step, SIZE) for step in walk]
+    config = EncoderConfig(
+        size_px=SIZE,
+        crop=False,
+        keyframe_codec="webp",
+        keyframe_quality=100,
+        expression_dims=DIMS,
+        keypoint_refresh_interval_s=REFRESH / FPS,
+        reference_bank_size=1,
+    )
+    return StreamEncoder(config, detector=ReplayDetector(landmarks))
 
 
 # These tests are about transport: the basic warp renders at once, where the default renderer
@@ -112,8 +67,7 @@ MESH_WARP = DecoderConfig(renderer="meshwarp")
 
 
 def _source(seconds: float) -> ArraySource:
-    blank = np.zeros((8, 8, 3), np.uint8)
-    return ArraySource([blank], FPS, loop=True, max_duration_s=seconds)
+    return ArraySource([GRADIENT], FPS, loop=True, max_duration_s=seconds)
 
 
 def _run(coroutine: Awaitable[dict[str, object]]) -> dict[str, object]:
@@ -121,11 +75,11 @@ def _run(coroutine: Awaitable[dict[str, object]]) -> dict[str, object]:
 
 
 def test_frames_arrive_and_decode_with_fragmented_keyframe() -> None:
-    encoder = ReplayEncoder()
+    encoder = replay_encoder()
     shown: list[int] = []
     results = _run(
         loopback_call(
-            encoder,  # type: ignore[arg-type]
+            encoder,
             _source(1.2),
             SenderConfig(fragment_bytes=1000),
             ReceiverConfig(decoder=MESH_WARP),
@@ -146,7 +100,7 @@ def test_frames_arrive_and_decode_with_fragmented_keyframe() -> None:
 def test_simulated_loss_is_survived_and_refreshed() -> None:
     results = _run(
         loopback_call(
-            ReplayEncoder(),  # type: ignore[arg-type]
+            replay_encoder(),
             _source(2.0),
             SenderConfig(simulate_loss=0.2, loss_seed=3),
             ReceiverConfig(decoder=MESH_WARP),
@@ -164,8 +118,8 @@ def test_simulated_loss_is_survived_and_refreshed() -> None:
 
 
 async def _with_pair(
-    scenario: Callable[[ReplayEncoder, object, CallReceiver], Awaitable[None]],
-    encoder: ReplayEncoder,
+    scenario: Callable[[StreamEncoder, object, CallReceiver], Awaitable[None]],
+    encoder: StreamEncoder,
     receiver_config: ReceiverConfig,
 ) -> CallReceiver:
     from talkcodec.runtime.sender import CallSender
@@ -177,7 +131,7 @@ async def _with_pair(
         await connect_in_process(sender_pc, receiver_pc)
         await wait_open(channels, 20)
         receiver = CallReceiver(await collector.wait(20), receiver_config)
-        sender = CallSender(encoder, channels, SenderConfig(fragment_bytes=1000))  # type: ignore[arg-type]
+        sender = CallSender(encoder, channels, SenderConfig(fragment_bytes=1000))
         running = asyncio.create_task(receiver.run())
         await scenario(encoder, sender, receiver)
         receiver.stop()
@@ -190,13 +144,13 @@ async def _with_pair(
 
 async def _send_frames(sender: object, count: int) -> None:
     for _ in range(count):
-        for packet in sender.encoder.encode(np.zeros((8, 8, 3), np.uint8), 0):  # type: ignore[attr-defined]
+        for packet in sender.encoder.encode(GRADIENT, wall_clock_ms()):  # type: ignore[attr-defined]
             sender._send_packet(packet)  # type: ignore[attr-defined]
         await asyncio.sleep(1 / FPS)
 
 
 def test_bad_messages_are_counted_and_survived() -> None:
-    async def scenario(encoder: ReplayEncoder, sender: object, receiver: CallReceiver) -> None:
+    async def scenario(encoder: StreamEncoder, sender: object, receiver: CallReceiver) -> None:
         channels = sender.channels  # type: ignore[attr-defined]
         sender.send_header()  # type: ignore[attr-defined]
         await _send_frames(sender, 3)
@@ -215,7 +169,9 @@ def test_bad_messages_are_counted_and_survived() -> None:
     receiver = asyncio.run(
         asyncio.wait_for(
             _with_pair(
-                scenario, ReplayEncoder(), ReceiverConfig(decoder=MESH_WARP, max_message_bytes=2000)
+                scenario,
+                replay_encoder(),
+                ReceiverConfig(decoder=MESH_WARP, max_message_bytes=2000),
             ),
             60,
         )
@@ -233,11 +189,13 @@ def test_bad_messages_are_counted_and_survived() -> None:
 def test_keyframe_request_is_answered() -> None:
     """The sender starts without a keyframe; the receiver asks for one and then renders."""
 
-    async def scenario(encoder: ReplayEncoder, sender: object, receiver: CallReceiver) -> None:
+    async def scenario(encoder: StreamEncoder, sender: object, receiver: CallReceiver) -> None:
         sender.send_header()  # type: ignore[attr-defined]
         await _send_frames(sender, 20)  # 0.8 s: the receiver asks after 0.2 s
 
-    encoder = ReplayEncoder(keyframe_at_start=False)
+    encoder = replay_encoder()
+    # The stream's first keyframe is made and never sent: the receiver starts without one.
+    encoder.encode(GRADIENT, 0)
     receiver = asyncio.run(
         asyncio.wait_for(
             _with_pair(
@@ -248,7 +206,7 @@ def test_keyframe_request_is_answered() -> None:
             60,
         )
     )
-    assert encoder.keyframe_requests >= 1 and receiver.stats.keyframe_requests >= 1
+    assert encoder.keyframe_reasons["request"] >= 1 and receiver.stats.keyframe_requests >= 1
     assert receiver.decoder is not None and receiver.decoder.stats.keyframes >= 1
     assert len(receiver.stats.displayed_pts_ms) > 0
 
