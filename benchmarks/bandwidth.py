@@ -243,7 +243,7 @@ def _run_point(point: dict, reference: np.ndarray, size: int, fps: float) -> dic
             keypoint_step_px=point["keypoint_step_px"],
             reference_bank_size=point["reference_bank_size"],
         )
-        decoder = DecoderConfig(reference_bank_size=point["reference_bank_size"])
+        decoder = DecoderConfig()  # the bank size comes from the stream header
         result = round_trip_frames(reference, config, decoder)
         cost = overhead.datachannel_stream_cost(result.message_bytes)
         return {

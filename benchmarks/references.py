@@ -173,9 +173,7 @@ def main() -> None:
         if reference is None:
             continue
         for setting, config in configs.items():
-            decoder_config = DecoderConfig(
-                renderer=args.renderer, reference_bank_size=config.reference_bank_size
-            )
+            decoder_config = DecoderConfig(renderer=args.renderer)
             run = run_clip(reference.frames, config, decoder_config)
             rows.append(_row(clip.name, len(reference.frames), base.fps, setting, run))
     table = markdown_table(rows, list(configs))

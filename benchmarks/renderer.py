@@ -144,10 +144,7 @@ def measure_clip(
     seconds = len(frames) / base.fps
     for variant, renderer, setting in VARIANTS:
         clip_encoded = encoded[setting]
-        bank = settings[setting].reference_bank_size
-        decoder_config = DecoderConfig(
-            renderer=renderer, backend=args.backend, reference_bank_size=max(bank, 1)
-        )
+        decoder_config = DecoderConfig(renderer=renderer, backend=args.backend)
         decoded, rendered, render_ms = decode(clip_encoded, decoder_config, frames.shape[1:])
         psnrs = np.array(
             [psnr(f, d) if r else np.nan for f, d, r in zip(frames, decoded, rendered, strict=True)]

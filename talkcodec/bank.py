@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from talkcodec.config import DEFAULT_BANK_SIZE, MAX_BANK_SIZE
+from talkcodec.bitstream import DEFAULT_BANK_SIZE, MAX_BANK_SIZE
 from talkcodec.keypoints.landmarks import Landmarks
 from talkcodec.keypoints.registry import FAN68_FROM_MEDIAPIPE478
 

@@ -77,12 +77,19 @@ _KEYFRAME_HEADER = struct.Struct("!BBH")  # codec | reference_id | keypoints_len
 _STREAM_HEADER = struct.Struct(
     "!HHIBBHB"
 )  # width | height | fps_milli | codec | model | step | dims
+_STREAM_HEADER_V2 = struct.Struct("!B")  # reference_bank_size, appended by revision 2
 _TKC_PREAMBLE = struct.Struct("!4sBB")  # magic | version | header_len
 _TKC_RECORD_LENGTH = struct.Struct("!I")
 
 PACKET_HEADER_BYTES = _PACKET_HEADER.size  # 8
 KEYFRAME_PAYLOAD_HEADER_BYTES = _KEYFRAME_HEADER.size  # 4
 STREAM_HEADER_BYTES = _STREAM_HEADER.size  # 13, the v1 size; later revisions may append fields
+STREAM_HEADER_V2_BYTES = STREAM_HEADER_BYTES + _STREAM_HEADER_V2.size  # 14, what writers write
+# The receiver's reference bank (talkcodec.bank): reference_id is a u8 below the bank size,
+# which the stream header carries since revision 2. A v1 header (13 bytes) means the default,
+# which every sender of that revision used unless told otherwise.
+DEFAULT_BANK_SIZE = 4
+MAX_BANK_SIZE = 255
 TKC_MAGIC = b"TKCF"
 TKC_VERSION = 1
 # Far above any real packet (a keyframe is tens of kB); bounds what a corrupt length can allocate.
@@ -245,12 +252,14 @@ class KeyframePayload:
 @dataclass(frozen=True)
 class StreamHeader:
     """What a receiver needs before the first packet: width u16 | height u16 | fps_milli u32 |
-    keyframe_codec u8 | keypoint_model u8 | keypoint_step_millipx u16 | expression_dims u8.
+    keyframe_codec u8 | keypoint_model u8 | keypoint_step_millipx u16 | expression_dims u8 |
+    reference_bank_size u8.
 
     width and height are the decoded frame size in pixels; fps_milli is frames per second
     times 1000 (25000 for 25 fps); keypoint_step_millipx is the quantisation step of the
     keypoint coder in 1/1000 pixel at 256x256; expression_dims is how many directions of the
-    keypoint model's expression basis the stream codes (0..255).
+    keypoint model's expression basis the stream codes (0..255); reference_bank_size is how
+    many references the receiver holds (1..255, revision 2; DEFAULT_BANK_SIZE in a v1 header).
     """
 
     width: int
@@ -260,6 +269,7 @@ class StreamHeader:
     keypoint_model: KeypointModelId
     keypoint_step_millipx: int
     expression_dims: int
+    reference_bank_size: int = DEFAULT_BANK_SIZE
 
     def __post_init__(self) -> None:
         _check_range("width", self.width, MIN_FRAME_SIDE_PX, MAX_FRAME_SIDE_PX)
@@ -267,6 +277,7 @@ class StreamHeader:
         _check_range("fps_milli", self.fps_milli, MIN_FPS_MILLI, MAX_FPS_MILLI)
         _check_range("keypoint_step_millipx", self.keypoint_step_millipx, 1, _U16_MAX)
         _check_range("expression_dims", self.expression_dims, 0, 255)
+        _check_range("reference_bank_size", self.reference_bank_size, 1, MAX_BANK_SIZE)
         codec = _to_enum(KeyframeCodecId, self.keyframe_codec, "keyframe codec id")
         model = _to_enum(KeypointModelId, self.keypoint_model, "keypoint model id")
         object.__setattr__(self, "keyframe_codec", codec)
@@ -283,7 +294,7 @@ class StreamHeader:
         return 3 * self.width * self.height + 4096
 
     def __bytes__(self) -> bytes:
-        return _STREAM_HEADER.pack(
+        v1 = _STREAM_HEADER.pack(
             self.width,
             self.height,
             self.fps_milli,
@@ -292,16 +303,23 @@ class StreamHeader:
             self.keypoint_step_millipx,
             self.expression_dims,
         )
+        return v1 + _STREAM_HEADER_V2.pack(self.reference_bank_size)
 
     @classmethod
     def parse(cls, data: bytes) -> StreamHeader:
-        """The header at the start of `data`; bytes past the v1 fields are later-revision
-        extensions and are ignored."""
+        """The header at the start of `data`: the 13 bytes of revision 1, then, when there,
+        the bank size of revision 2; bytes past those are later-revision extensions and are
+        ignored."""
         if len(data) < STREAM_HEADER_BYTES:
             raise BitstreamError(
                 f"stream header needs {STREAM_HEADER_BYTES} bytes, got {len(data)}"
             )
         width, height, fps_milli, codec, model, step, dims = _STREAM_HEADER.unpack_from(data)
+        bank_size = DEFAULT_BANK_SIZE
+        if len(data) >= STREAM_HEADER_V2_BYTES:
+            (bank_size,) = _STREAM_HEADER_V2.unpack_from(data, STREAM_HEADER_BYTES)
+            if bank_size == 0:
+                raise BitstreamError("stream header reference_bank_size: expected 1..255, found 0")
         for name, value, low, high in (
             ("width", width, MIN_FRAME_SIDE_PX, MAX_FRAME_SIDE_PX),
             ("height", height, MIN_FRAME_SIDE_PX, MAX_FRAME_SIDE_PX),
@@ -318,6 +336,7 @@ class StreamHeader:
             keypoint_model=_to_enum(KeypointModelId, model, "keypoint model id", BitstreamError),
             keypoint_step_millipx=step,
             expression_dims=dims,
+            reference_bank_size=bank_size,
         )
 
 

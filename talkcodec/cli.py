@@ -21,7 +21,6 @@ from talkcodec.bitstream import (
     TkcReader,
     TkcWriter,
 )
-from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.generator.backends.base import BackendUnavailable
 from talkcodec.keyframe.cli import (
     KeyframeCommandError,
@@ -29,128 +28,34 @@ from talkcodec.keyframe.cli import (
     run_keyframe_command,
 )
 from talkcodec.keypoints.base import DetectorUnavailable
+from talkcodec.options import (
+    OptionError,
+    add_decoder_options,
+    add_encoder_options,
+    decoder_config,
+    encoder_config,
+)
 from talkcodec.runtime.commands import LiveCallError, add_live_commands, run_live_command
 from talkcodec.video import VideoError
-
-_DEFAULTS = EncoderConfig()
 
 
 class CliError(Exception):
     """A problem to report in one line, with a non-zero exit."""
 
 
-def _add_encoder_options(parser: argparse.ArgumentParser) -> None:
-    """The EncoderConfig fields, one flag each (shared by encode, send and call)."""
-    from talkcodec.keyframe import KEYFRAME_CODECS
-    from talkcodec.keypoints.detectors import DETECTORS
-
-    parser.add_argument("--size", type=int, default=_DEFAULTS.size_px, help="crop side in px")
-    parser.add_argument("--fps", type=float, default=_DEFAULTS.fps, help="stream frame rate")
-    parser.add_argument("--no-crop", action="store_true", help="input is already a face crop")
-    parser.add_argument("--detector", choices=list(DETECTORS), default=_DEFAULTS.detector)
-    parser.add_argument(
-        "--keyframe-codec", choices=list(KEYFRAME_CODECS), default=_DEFAULTS.keyframe_codec
-    )
-    parser.add_argument(
-        "--keyframe-quality",
-        type=int,
-        default=None,
-        help="webp/jpeg quality 1-100; gc: latent channels 2, 4 or 8",
-    )
-    parser.add_argument(
-        "--keypoint-step",
-        type=float,
-        default=_DEFAULTS.keypoint_step_px,
-        help="keypoint quantisation step in px at 256x256",
-    )
-    parser.add_argument(
-        "--expression-dims",
-        type=int,
-        default=_DEFAULTS.expression_dims,
-        help="expression basis directions to code",
-    )
-    parser.add_argument(
-        "--refresh-interval",
-        type=float,
-        default=_DEFAULTS.keypoint_refresh_interval_s,
-        help="seconds between intra-coded keypoint frames (0: only the first)",
-    )
-    parser.add_argument(
-        "--keyframe-interval",
-        type=float,
-        default=_DEFAULTS.keyframe_interval_s,
-        help="seconds between periodic keyframes (0: only at start, on request, on crop "
-        "moves and when the face is found again)",
-    )
-    _add_reference_options(parser)
-
-
-def _add_reference_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--reference-bank-size", type=int, default=_DEFAULTS.reference_bank_size, metavar="N",
-        help="references the receiver holds (1: the keyframe only, no extra references)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--reference-threshold", type=float, default=_DEFAULTS.reference_threshold,
-        help="descriptor distance from every held reference that makes a frame a new reference",
-    )  # fmt: skip
-    parser.add_argument(
-        "--min-reference-interval", type=float, default=_DEFAULTS.min_reference_interval_s,
-        metavar="S", help="seconds since the last keyframe before a new reference may be sent",
-    )  # fmt: skip
-    parser.add_argument(
-        "--reference-budget", type=float, default=_DEFAULTS.reference_budget_kbps,
-        metavar="KBPS", help="long-run kbit/s extra references may add (0: no cap)",
-    )  # fmt: skip
-
-
-def _encoder_config(args: argparse.Namespace) -> EncoderConfig:
-    try:
-        return EncoderConfig(
-            size_px=args.size,
-            fps=args.fps,
-            crop=not args.no_crop,
-            detector=args.detector,
-            keyframe_codec=args.keyframe_codec,
-            keyframe_quality=args.keyframe_quality,
-            keypoint_step_px=args.keypoint_step,
-            expression_dims=args.expression_dims,
-            keypoint_refresh_interval_s=args.refresh_interval,
-            keyframe_interval_s=args.keyframe_interval,
-            reference_bank_size=args.reference_bank_size,
-            reference_threshold=args.reference_threshold,
-            min_reference_interval_s=args.min_reference_interval,
-            reference_budget_kbps=args.reference_budget,
-        )
-    except ValueError as error:
-        raise CliError(str(error)) from None
-
-
 def _add_encode(commands: argparse._SubParsersAction) -> None:
     encode = commands.add_parser("encode", help="encode a video file into a .tkc stream")
     encode.add_argument("input", type=Path, help="input video (any format PyAV reads)")
     encode.add_argument("-o", "--output", type=Path, required=True, help="output .tkc file")
-    _add_encoder_options(encode)
+    add_encoder_options(encode)
     encode.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
 
 
 def _add_decode(commands: argparse._SubParsersAction) -> None:
-    from talkcodec.generator import RENDERERS
-    from talkcodec.generator.backends import BACKEND_CHOICES
-
     decode = commands.add_parser("decode", help="render a .tkc stream into a video file")
     decode.add_argument("input", type=Path, help="input .tkc file")
     decode.add_argument("-o", "--output", type=Path, required=True, help="output video (.mp4)")
-    decode.add_argument("--renderer", choices=list(RENDERERS), default=DecoderConfig.renderer)
-    decode.add_argument(
-        "--reference-bank-size", type=int, default=DecoderConfig.reference_bank_size, metavar="N",
-        help="references the receiver holds; the sender's bank must not be larger",
-    )  # fmt: skip
-    decode.add_argument(
-        "--backend", choices=BACKEND_CHOICES, default=DecoderConfig.backend,
-        help="inference backend of the gan renderer (auto: tensorrt on an NVIDIA GPU, else "
-        "onnxruntime)",
-    )  # fmt: skip
+    add_decoder_options(decode)
 
 
 def _add_info(commands: argparse._SubParsersAction) -> None:
@@ -178,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encode(commands)
     _add_decode(commands)
     _add_info(commands)
-    add_live_commands(commands, _add_encoder_options)
+    add_live_commands(commands)
     add_keyframe_commands(commands)
     _add_export(commands)
     return parser
@@ -190,7 +95,7 @@ def run_encode(args: argparse.Namespace) -> None:
     from talkcodec.codec import StreamEncoder
     from talkcodec.video import probe, read_frames
 
-    config = _encoder_config(args)
+    config = encoder_config(args)
     if not args.input.is_file():
         raise CliError(f"no such input file: {args.input}")
     _, _, _, duration_s = probe(args.input)
@@ -228,14 +133,7 @@ def run_decode(args: argparse.Namespace) -> None:
     reader = _open_tkc(args.input)
     with reader:
         header = reader.header
-        decoder = StreamDecoder(
-            header,
-            DecoderConfig(
-                renderer=args.renderer,
-                backend=args.backend,
-                reference_bank_size=args.reference_bank_size,
-            ),
-        )
+        decoder = StreamDecoder(header, decoder_config(args))
         schedule = HoldSchedule(header.fps)
         messages = (bytes(packet) for packet in tqdm(reader, unit="packet"))
         with VideoWriter(args.output, header.width, header.height, header.fps) as writer:
@@ -360,9 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "export":
             run_export(args)
         else:
-            run_live_command(args, _encoder_config)
+            run_live_command(args)
     except (
         CliError,
+        OptionError,
         KeyframeCommandError,
         LiveCallError,
         BitstreamError,

@@ -103,6 +103,7 @@ class StreamEncoder:
             keypoint_model=model_id,
             keypoint_step_millipx=round(config.keypoint_step_px * 1000),
             expression_dims=config.expression_dims,
+            reference_bank_size=config.reference_bank_size,
         )
         step_px = self.header.keypoint_step_millipx / 1000
         self._owns_detector = detector is None
@@ -315,7 +316,7 @@ class StreamDecoder:
         self._keypoints = KeypointDecoder(self.model, step_px)
         self.renderer: Renderer = make_renderer(
             self.config.renderer,
-            bank_size=self.config.reference_bank_size,
+            bank_size=header.reference_bank_size,
             backend=self.config.backend,
         )
         self._has_reference = False
@@ -387,7 +388,7 @@ class StreamDecoder:
 
     def _receive_keyframe(self, packet: Packet) -> None:
         payload = KeyframePayload.parse(packet.payload)
-        bank_size = self.config.reference_bank_size
+        bank_size = self.header.reference_bank_size
         if payload.reference_id >= bank_size:
             raise BitstreamError(
                 f"keyframe reference id: expected < {bank_size} (the bank size), "

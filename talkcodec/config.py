@@ -6,10 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-# References a receiver holds by default (talkcodec.bank), and at most: reference_id
-# is a u8 on the wire.
-DEFAULT_BANK_SIZE = 4
-MAX_BANK_SIZE = 256
+from talkcodec.bitstream import DEFAULT_BANK_SIZE, MAX_BANK_SIZE
 
 
 def _check_bank_size(bank_size: int) -> None:
@@ -94,12 +91,6 @@ class DecoderConfig:
     # Inference backend of the gan renderer: auto (tensorrt with an NVIDIA GPU, else
     # onnxruntime), torch, torch-bf16, onnxruntime or tensorrt.
     backend: str = "auto"
-    # References the receiver holds; a keyframe for a slot at or above it is dropped as corrupt.
-    # The stream header does not carry it: keep it at least the sender's reference_bank_size.
-    reference_bank_size: int = DEFAULT_BANK_SIZE
-
-    def __post_init__(self) -> None:
-        _check_bank_size(self.reference_bank_size)
 
 
 def save_config(config: object, path: Path) -> None:

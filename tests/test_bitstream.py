@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from talkcodec.bitstream import (
+    DEFAULT_BANK_SIZE,
     KEYFRAME_PAYLOAD_HEADER_BYTES,
     MAX_FPS_MILLI,
     MAX_FRAME_SIDE_PX,
@@ -28,6 +29,7 @@ from talkcodec.bitstream import (
     MIN_FRAME_SIDE_PX,
     PACKET_HEADER_BYTES,
     STREAM_HEADER_BYTES,
+    STREAM_HEADER_V2_BYTES,
     TKC_MAGIC,
     TKC_MAX_RECORD_BYTES,
     TKC_VERSION,
@@ -77,6 +79,7 @@ stream_headers = st.builds(
     keypoint_model=st.sampled_from(KeypointModelId),
     keypoint_step_millipx=st.integers(1, 0xFFFF),
     expression_dims=st.integers(0, 255),
+    reference_bank_size=st.integers(1, 255),
 )
 tkc_files = st.builds(
     TkcFile, header=stream_headers, packets=st.lists(packets, max_size=4).map(tuple)
@@ -165,6 +168,17 @@ def test_golden_tkc_streams_lazily(golden_dir: Path) -> None:
         assert list(reader) == list(GOLDEN_TKC.packets)
 
 
+def test_revision_1_files_still_read(golden_dir: Path) -> None:
+    """The golden file as written before the stream header carried the bank size (13-byte
+    header): the same packets, and the bank size every sender then used by default."""
+    data = (golden_dir / "tkc_three_packets_v1.bin").read_bytes()
+    assert data[5] == STREAM_HEADER_BYTES
+    parsed = TkcFile.parse(data)
+    assert parsed.packets == GOLDEN_TKC.packets
+    assert parsed.header == GOLDEN_HEADER
+    assert parsed.header.reference_bank_size == DEFAULT_BANK_SIZE == 4
+
+
 # --- field order, spelled out byte by byte ---------------------------------------------------
 
 
@@ -172,6 +186,7 @@ def test_constants() -> None:
     assert PACKET_HEADER_BYTES == 8
     assert KEYFRAME_PAYLOAD_HEADER_BYTES == 4
     assert STREAM_HEADER_BYTES == 13
+    assert STREAM_HEADER_V2_BYTES == 14
     assert TKC_MAGIC == b"TKCF"
     assert TKC_VERSION == 1
     assert TKC_MAX_RECORD_BYTES == 16 * 1024 * 1024
@@ -188,8 +203,10 @@ def test_keyframe_payload_layout() -> None:
 
 
 def test_stream_header_layout() -> None:
-    header = StreamHeader(640, 480, 29970, KeyframeCodecId.GC, KeypointModelId.FAN_68_V1, 500, 24)
-    assert bytes(header) == bytes.fromhex("0280 01e0 00007512 03 02 01f4 18")
+    header = StreamHeader(
+        640, 480, 29970, KeyframeCodecId.GC, KeypointModelId.FAN_68_V1, 500, 24, 7
+    )
+    assert bytes(header) == bytes.fromhex("0280 01e0 00007512 03 02 01f4 18 07")
     assert header.fps == pytest.approx(29.97)
 
 
@@ -199,7 +216,7 @@ def test_tkc_layout() -> None:
     )
     tkc = TkcFile(header, (Packet(PacketKind.KEYPOINTS, 5, 6, b""),))
     assert bytes(tkc) == bytes.fromhex(
-        "544b4346 01 0d 0010 0020 000003e8 01 01 0004 07 00000008 02 00 0005 00000006"
+        "544b4346 01 0e 0010 0020 000003e8 01 01 0004 07 04 00000008 02 00 0005 00000006"
     )
 
 
@@ -285,13 +302,13 @@ def test_stream_header_extension_bytes_are_skipped() -> None:
     # A later revision may append header fields; a v1 reader skips them by header_len.
     header_bytes = bytes(GOLDEN_HEADER) + b"\x99\x98"
     data = TKC_MAGIC + bytes([TKC_VERSION, len(header_bytes)]) + header_bytes
-    data += bytes(GOLDEN_TKC)[6 + STREAM_HEADER_BYTES :]
+    data += bytes(GOLDEN_TKC)[6 + STREAM_HEADER_V2_BYTES :]
     assert TkcFile.parse(data) == GOLDEN_TKC
 
 
 # --- exact error messages --------------------------------------------------------------------
 
-_TKC_START = TKC_MAGIC + bytes([TKC_VERSION, STREAM_HEADER_BYTES]) + bytes(GOLDEN_HEADER)
+_TKC_START = TKC_MAGIC + bytes([TKC_VERSION, STREAM_HEADER_V2_BYTES]) + bytes(GOLDEN_HEADER)
 
 ERROR_CASES: list[tuple[Callable[[bytes], object], bytes, str]] = [
     (Packet.parse, b"\x02\x00\x00", "packet header needs 8 bytes, got 3"),
@@ -333,6 +350,11 @@ ERROR_CASES: list[tuple[Callable[[bytes], object], bytes, str]] = [
         StreamHeader.parse,
         bytes.fromhex("0200 0200 000061a8 01 07 00fa 10"),
         "unknown keypoint model id 7",
+    ),
+    (
+        StreamHeader.parse,
+        bytes.fromhex("0200 0200 000061a8 01 01 00fa 10 00"),
+        "stream header reference_bank_size: expected 1..255, found 0",
     ),
     (TkcFile.parse, b"TKC", "tkc preamble needs 6 bytes, got 3"),
     (

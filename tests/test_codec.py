@@ -189,7 +189,7 @@ def _keyframe(params: np.ndarray, reference_id: int, seq: int, value: int = 128)
 
 
 def test_keyframe_outside_the_bank_is_dropped_as_corrupt(header: StreamHeader) -> None:
-    decoder = StreamDecoder(header, DecoderConfig(reference_bank_size=2))
+    decoder = StreamDecoder(replace(header, reference_bank_size=2))
     params = _params(1)[0]
     assert decoder.receive(bytes(_keyframe(params, 2, 0))) is None
     assert decoder.stats.corrupt == 1 and decoder.stats.keyframes == 0 and decoder.needs_keyframe
@@ -241,21 +241,18 @@ def _talking_head(count: int) -> list[Landmarks]:
 
 
 def _run_scripted(
-    monkeypatch: pytest.MonkeyPatch, config: EncoderConfig, count: int
+    config: EncoderConfig, count: int
 ) -> tuple[StreamEncoder, list[int | None], list[int | None], list[tuple[int, int]]]:
     """Send `count` frames of the scripted talking head and decode each at once.
 
     Returns the encoder, the sender's and the receiver's reference choice of each frame, and
     the (slot, pts_ms) of every keyframe.
     """
-    faces = _talking_head(count)
-    monkeypatch.setattr(codec, "make_detector", lambda name: _ScriptedDetector(faces))
-    encoder = StreamEncoder(config)
+    encoder = StreamEncoder(config, detector=_ScriptedDetector(_talking_head(count)))
     # The mesh warp: reference choice does not depend on the renderer, and it is the fastest.
-    decoder_config = DecoderConfig(
-        renderer="meshwarp", reference_bank_size=config.reference_bank_size
-    )
-    decoder = StreamDecoder(encoder.header, decoder_config)
+    # The receiver's bank size comes from the stream header.
+    decoder = StreamDecoder(encoder.header, DecoderConfig(renderer="meshwarp"))
+    assert decoder.renderer.bank_size == config.reference_bank_size
     yy, xx = np.mgrid[0:SIZE, 0:SIZE]
     image = np.stack([xx, yy, (xx + yy) // 2], axis=-1).astype(np.uint8)
     sender_choices, receiver_choices, keyframes = [], [], []
@@ -271,11 +268,11 @@ def _run_scripted(
     return encoder, sender_choices, receiver_choices, keyframes
 
 
-def test_sender_and_receiver_choose_the_same_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sender_and_receiver_choose_the_same_reference() -> None:
     config = EncoderConfig(
         crop=False, reference_bank_size=3, reference_threshold=1.0, min_reference_interval_s=0.2
     )
-    encoder, sender, receiver, keyframes = _run_scripted(monkeypatch, config, 100)
+    encoder, sender, receiver, keyframes = _run_scripted(config, 100)
     slots = [reference_id for reference_id, _ in keyframes]
     assert sender == receiver
     assert encoder.keyframe_reasons == {"start": 1, "reference": len(slots) - 1}
@@ -283,27 +280,27 @@ def test_sender_and_receiver_choose_the_same_reference(monkeypatch: pytest.Monke
     assert set(slots[1:]) == {1, 2} and set(sender) == {0, 1, 2}
 
 
-def test_bank_of_one_sends_no_extra_references(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bank_of_one_sends_no_extra_references() -> None:
     config = EncoderConfig(crop=False, reference_bank_size=1, min_reference_interval_s=0.0)
-    encoder, sender, receiver, keyframes = _run_scripted(monkeypatch, config, 50)
+    encoder, sender, receiver, keyframes = _run_scripted(config, 50)
     assert keyframes == [(0, 0)] and sender == receiver == [0] * 50
     assert encoder.keyframe_reasons == {"start": 1}
 
 
-def test_references_keep_their_minimum_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_references_keep_their_minimum_interval() -> None:
     config = EncoderConfig(crop=False, reference_threshold=0.5, min_reference_interval_s=0.4)
-    encoder, sender, receiver, keyframes = _run_scripted(monkeypatch, config, 60)
+    encoder, sender, receiver, keyframes = _run_scripted(config, 60)
     assert sender == receiver
     sent_ms = [pts_ms for _, pts_ms in keyframes]
     assert len(sent_ms) >= 3 and min(np.diff(sent_ms)) >= 400
     assert encoder.keyframe_reasons["reference"] == len(sent_ms) - 1
 
 
-def test_periodic_keyframes_start_afresh_in_slot_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_periodic_keyframes_start_afresh_in_slot_zero() -> None:
     config = EncoderConfig(
         crop=False, reference_threshold=0.5, min_reference_interval_s=0.4, keyframe_interval_s=1.0
     )
-    encoder, sender, receiver, keyframes = _run_scripted(monkeypatch, config, 60)
+    encoder, sender, receiver, keyframes = _run_scripted(config, 60)
     assert sender == receiver
     assert [pts_ms for slot, pts_ms in keyframes if slot == 0] == [0, 1000, 2000]
     assert encoder.keyframe_reasons["interval"] == 2 and encoder.keyframe_reasons["reference"] > 0
@@ -311,13 +308,13 @@ def test_periodic_keyframes_start_afresh_in_slot_zero(monkeypatch: pytest.Monkey
     assert after_fresh_start == [0, 0]
 
 
-def test_reference_budget_caps_what_references_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reference_budget_caps_what_references_cost() -> None:
     uncapped = EncoderConfig(
         crop=False, reference_threshold=0.5, min_reference_interval_s=0.0, reference_budget_kbps=0
     )
     capped = replace(uncapped, reference_budget_kbps=0.4, reference_burst_s=1.0)  # 50 bytes
-    free_encoder, *_ = _run_scripted(monkeypatch, uncapped, 60)
-    encoder, sender, receiver, keyframes = _run_scripted(monkeypatch, capped, 60)
+    free_encoder, *_ = _run_scripted(uncapped, 60)
+    encoder, sender, receiver, keyframes = _run_scripted(capped, 60)
     assert sender == receiver
     # Full at the start: one reference goes out, then the 50-byte bucket is overdrawn by a whole
     # keyframe and refills at 50 bytes/s, slower than these 2.4 s can repay.
@@ -336,3 +333,14 @@ def test_byte_budget_refills_up_to_its_burst() -> None:
     budget.spend(200)
     assert not budget.available(60_000)
     assert ByteBudget(0.0, 0.0).available(0)  # no cap
+
+
+def test_the_receiver_holds_the_bank_the_stream_header_names(header: StreamHeader) -> None:
+    """The bank size travels in the stream header, so no receiver setting can drop a valid
+    extra reference: a stream with 8 slots fills slot 7 on a default-made decoder."""
+    decoder = StreamDecoder(replace(header, reference_bank_size=8))
+    params = _params(1)[0]
+    decoder.receive(bytes(_keyframe(params, 0, 0)))
+    decoder.receive(bytes(_keyframe(params, 7, 1)))
+    assert decoder.stats.keyframes == 2 and decoder.stats.corrupt == 0
+    assert decoder.renderer.bank_size == 8

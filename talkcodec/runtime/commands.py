@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,24 +55,11 @@ def _add_sender_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _add_receiver_options(parser: argparse.ArgumentParser, bank_flag: bool = True) -> None:
-    """The receiver's flags; bank_flag=False where the encoder options already give
-    --reference-bank-size (call: one bank size for both ends)."""
-    from talkcodec.config import DecoderConfig
-    from talkcodec.generator import RENDERERS
-    from talkcodec.generator.backends import BACKEND_CHOICES
+def _add_receiver_options(parser: argparse.ArgumentParser) -> None:
+    """The receiver's flags: the decoder's (talkcodec.options) and how it shows the call."""
+    from talkcodec.options import add_decoder_options
 
-    parser.add_argument("--renderer", choices=list(RENDERERS), default=DecoderConfig.renderer)
-    parser.add_argument(
-        "--backend", choices=BACKEND_CHOICES, default=DecoderConfig.backend,
-        help="inference backend of the gan renderer (auto: tensorrt on an NVIDIA GPU, else "
-        "onnxruntime)",
-    )  # fmt: skip
-    if bank_flag:
-        parser.add_argument(
-            "--reference-bank-size", type=int, default=DecoderConfig.reference_bank_size,
-            metavar="N", help="references the receiver holds; the sender's bank must not be larger",
-        )  # fmt: skip
+    add_decoder_options(parser)
     parser.add_argument("--headless", action="store_true", help="never open a window")
     parser.add_argument("--no-overlay", action="store_true", help="no stats over the picture")
     parser.add_argument(
@@ -82,10 +68,8 @@ def _add_receiver_options(parser: argparse.ArgumentParser, bank_flag: bool = Tru
     )  # fmt: skip
 
 
-def add_live_commands(
-    commands: argparse._SubParsersAction,
-    add_encoder_options: Callable[[argparse.ArgumentParser], None],
-) -> None:
+def add_live_commands(commands: argparse._SubParsersAction) -> None:
+    from talkcodec.options import add_encoder_options
     from talkcodec.transport.signaling import add_signaling_arguments
 
     send = commands.add_parser("send", help="live sender: camera or file to a WebRTC peer")
@@ -107,7 +91,7 @@ def add_live_commands(
     _add_source_options(call, demo=True)
     add_encoder_options(call)
     _add_sender_options(call)
-    _add_receiver_options(call, bank_flag=False)
+    _add_receiver_options(call)
     call.add_argument(
         "-o", "--output", type=Path, default=DEFAULT_CALL_OUTPUT,
         help="side-by-side video (input | received); stats go beside it as .json",
@@ -115,11 +99,10 @@ def add_live_commands(
     call.add_argument("--ice-server", action="append", default=[], metavar="URL")
 
 
-def run_live_command(
-    args: argparse.Namespace, encoder_config: Callable[[argparse.Namespace], EncoderConfig]
-) -> None:
+def run_live_command(args: argparse.Namespace) -> None:
     from aiortc.exceptions import InvalidStateError
 
+    from talkcodec.options import encoder_config
     from talkcodec.runtime.demo import DemoUnavailable
     from talkcodec.runtime.sources import CaptureError
     from talkcodec.transport.peer import SignalingError
@@ -178,16 +161,11 @@ def _open_source(args: argparse.Namespace, fps: float, default_camera: bool) -> 
 
 
 def _receiver_config(args: argparse.Namespace) -> ReceiverConfig:
-    from talkcodec.config import DecoderConfig
+    from talkcodec.options import decoder_config
     from talkcodec.runtime.receiver import ReceiverConfig
 
     return ReceiverConfig(
-        decoder=DecoderConfig(
-            renderer=args.renderer,
-            backend=args.backend,
-            reference_bank_size=args.reference_bank_size,
-        ),
-        request_refresh=not args.no_refresh_requests,
+        decoder=decoder_config(args), request_refresh=not args.no_refresh_requests
     )
 
 

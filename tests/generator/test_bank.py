@@ -203,7 +203,7 @@ def test_bank_rejects_ids_outside_it() -> None:
     bank: ReferenceBank[None] = ReferenceBank(2)
     with pytest.raises(ValueError, match=r"^reference id must be in 0..1 \(bank of 2\), got 2$"):
         bank.store(2, np.zeros(DESCRIPTOR_SIZE), None)
-    with pytest.raises(ValueError, match="^bank size must be in 1..256, got 0$"):
+    with pytest.raises(ValueError, match="^bank size must be in 1..255, got 0$"):
         ReferenceBank(0)
 
 

@@ -1,0 +1,119 @@
+"""Command-line flags of the configs, each defined once: the encoder's (encode, send, call) and
+the decoder's (decode, receive, call), mapping 1:1 onto EncoderConfig and DecoderConfig."""
+
+from __future__ import annotations
+
+import argparse
+
+from talkcodec.config import DecoderConfig, EncoderConfig
+
+_DEFAULTS = EncoderConfig()
+
+
+class OptionError(ValueError):
+    """Flags that make no valid config; the message says which value is out of range."""
+
+
+def add_encoder_options(parser: argparse.ArgumentParser) -> None:
+    """The EncoderConfig fields, one flag each (shared by encode, send and call)."""
+    from talkcodec.keyframe import KEYFRAME_CODECS
+    from talkcodec.keypoints.detectors import DETECTORS
+
+    parser.add_argument("--size", type=int, default=_DEFAULTS.size_px, help="crop side in px")
+    parser.add_argument("--fps", type=float, default=_DEFAULTS.fps, help="stream frame rate")
+    parser.add_argument("--no-crop", action="store_true", help="input is already a face crop")
+    parser.add_argument("--detector", choices=list(DETECTORS), default=_DEFAULTS.detector)
+    parser.add_argument(
+        "--keyframe-codec", choices=list(KEYFRAME_CODECS), default=_DEFAULTS.keyframe_codec
+    )
+    parser.add_argument(
+        "--keyframe-quality",
+        type=int,
+        default=None,
+        help="webp/jpeg quality 1-100; gc: latent channels 2, 4 or 8",
+    )
+    parser.add_argument(
+        "--keypoint-step",
+        type=float,
+        default=_DEFAULTS.keypoint_step_px,
+        help="keypoint quantisation step in px at 256x256",
+    )
+    parser.add_argument(
+        "--expression-dims",
+        type=int,
+        default=_DEFAULTS.expression_dims,
+        help="expression basis directions to code",
+    )
+    parser.add_argument(
+        "--refresh-interval",
+        type=float,
+        default=_DEFAULTS.keypoint_refresh_interval_s,
+        help="seconds between intra-coded keypoint frames (0: only the first)",
+    )
+    parser.add_argument(
+        "--keyframe-interval",
+        type=float,
+        default=_DEFAULTS.keyframe_interval_s,
+        help="seconds between periodic keyframes (0: only at start, on request, on crop "
+        "moves and when the face is found again)",
+    )
+    _add_reference_options(parser)
+
+
+def _add_reference_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reference-bank-size", type=int, default=_DEFAULTS.reference_bank_size, metavar="N",
+        help="references the receiver holds (1: the keyframe only, no extra references)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reference-threshold", type=float, default=_DEFAULTS.reference_threshold,
+        help="descriptor distance from every held reference that makes a frame a new reference",
+    )  # fmt: skip
+    parser.add_argument(
+        "--min-reference-interval", type=float, default=_DEFAULTS.min_reference_interval_s,
+        metavar="S", help="seconds since the last keyframe before a new reference may be sent",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reference-budget", type=float, default=_DEFAULTS.reference_budget_kbps,
+        metavar="KBPS", help="long-run kbit/s extra references may add (0: no cap)",
+    )  # fmt: skip
+
+
+def encoder_config(args: argparse.Namespace) -> EncoderConfig:
+    try:
+        return EncoderConfig(
+            size_px=args.size,
+            fps=args.fps,
+            crop=not args.no_crop,
+            detector=args.detector,
+            keyframe_codec=args.keyframe_codec,
+            keyframe_quality=args.keyframe_quality,
+            keypoint_step_px=args.keypoint_step,
+            expression_dims=args.expression_dims,
+            keypoint_refresh_interval_s=args.refresh_interval,
+            keyframe_interval_s=args.keyframe_interval,
+            reference_bank_size=args.reference_bank_size,
+            reference_threshold=args.reference_threshold,
+            min_reference_interval_s=args.min_reference_interval,
+            reference_budget_kbps=args.reference_budget,
+        )
+    except ValueError as error:
+        raise OptionError(str(error)) from None
+
+
+def add_decoder_options(parser: argparse.ArgumentParser) -> None:
+    """The DecoderConfig fields, one flag each (shared by decode, receive and call). The bank
+    size is not among them: the receiver follows the sender's, from the stream header."""
+    from talkcodec.generator import RENDERERS
+    from talkcodec.generator.backends import BACKEND_CHOICES
+
+    parser.add_argument("--renderer", choices=list(RENDERERS), default=DecoderConfig.renderer)
+    parser.add_argument(
+        "--backend", choices=BACKEND_CHOICES, default=DecoderConfig.backend,
+        help="inference backend of the gan renderer (auto: tensorrt on an NVIDIA GPU, else "
+        "onnxruntime)",
+    )  # fmt: skip
+
+
+def decoder_config(args: argparse.Namespace) -> DecoderConfig:
+    return DecoderConfig(renderer=args.renderer, backend=args.backend)
