@@ -21,6 +21,7 @@ from talkcodec.bitstream import (
     TkcReader,
     TkcWriter,
 )
+from talkcodec.config import config_path, save_config
 from talkcodec.generator.backends.base import BackendUnavailable
 from talkcodec.keyframe.cli import (
     KeyframeCommandError,
@@ -120,6 +121,7 @@ def run_encode(args: argparse.Namespace) -> None:
     if packets == 0:
         args.output.unlink(missing_ok=True)
         raise CliError(f"no face found in any frame of {args.input}")
+    save_config(config, config_path(args.output))
     print(f"wrote {args.output}: {packets} packets; {frames_without_face} frames without a face")
     print_info(args.output)
 
@@ -141,6 +143,7 @@ def run_decode(args: argparse.Namespace) -> None:
                 writer.write(frame)
     if schedule.frames == 0:
         raise CliError(f"{args.input} holds no decodable frame (no keyframe?)")
+    save_config(decoder.config, config_path(args.output))
     stats = decoder.stats
     print(
         f"wrote {args.output}: {schedule.frames} frames {header.width}x{header.height} "

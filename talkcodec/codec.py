@@ -34,6 +34,7 @@ from talkcodec.bitstream import (
 from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.entropy.keypoints import KeypointDecoder, KeypointEncoder
 from talkcodec.generator import Renderer, make_renderer
+from talkcodec.generator.backends.base import RefinerBackend
 from talkcodec.keyframe import KeyframeCodec, keyframe_codec_for_wire_id, make_keyframe_codec
 from talkcodec.keypoints.base import LandmarkDetector
 from talkcodec.keypoints.detectors import make_detector
@@ -308,7 +309,15 @@ class DecoderStats:
 class StreamDecoder:
     """The receiver's codec: packets in (any order, with losses), rendered frames out."""
 
-    def __init__(self, header: StreamHeader, config: DecoderConfig | None = None) -> None:
+    def __init__(
+        self,
+        header: StreamHeader,
+        config: DecoderConfig | None = None,
+        backend: RefinerBackend | None = None,
+    ) -> None:
+        """backend: the renderer's inference backend already made (warmed up before a call);
+        None makes the one config.backend names. Loads every network and weights the stream
+        needs, so a live receiver makes its decoder off its event loop."""
         self.header = header
         self.config = config or DecoderConfig()
         self.model = _keypoint_model(header.keypoint_model, header.expression_dims)
@@ -317,7 +326,7 @@ class StreamDecoder:
         self.renderer: Renderer = make_renderer(
             self.config.renderer,
             bank_size=header.reference_bank_size,
-            backend=self.config.backend,
+            backend=backend or self.config.backend,
         )
         self._has_reference = False
         self.timeline = KeypointTimeline(header.fps)

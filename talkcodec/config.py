@@ -1,4 +1,7 @@
-"""Typed configuration of the sender and the receiver; CLI flags map 1:1 onto these fields."""
+"""Typed configuration of the sender and the receiver: the codec (EncoderConfig, DecoderConfig)
+and the live call around it (SenderConfig, ReceiverConfig); CLI flags map 1:1 onto these
+fields (talkcodec.options), and each run saves the resolved config beside its outputs
+(save_config)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from talkcodec.bitstream import DEFAULT_BANK_SIZE, MAX_BANK_SIZE
+from talkcodec.transport.fragmentation import DEFAULT_FRAGMENT_BYTES
 
 
 def _check_bank_size(bank_size: int) -> None:
@@ -91,6 +95,42 @@ class DecoderConfig:
     # Inference backend of the gan renderer: auto (tensorrt with an NVIDIA GPU, else
     # onnxruntime), torch, torch-bf16, onnxruntime or tensorrt.
     backend: str = "auto"
+
+
+@dataclass(frozen=True)
+class SenderConfig:
+    """How the sender puts packets on the channels.
+
+    simulate_loss: probability of dropping each KEYPOINTS packet before it is sent (seeded by
+    loss_seed), to measure recovery. fragment_bytes: largest keyframe-channel message.
+    """
+
+    simulate_loss: float = 0.0
+    loss_seed: int = 0
+    fragment_bytes: int = DEFAULT_FRAGMENT_BYTES
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.simulate_loss < 1:
+            raise ValueError(f"simulate_loss must be in [0, 1), got {self.simulate_loss}")
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    """max_message_bytes: larger messages are dropped unread. keyframe_request_interval_s: how
+    often to repeat a keyframe request while there is no reference. request_refresh: ask for an
+    intra keypoint packet as soon as a gap is noticed (else wait for the periodic refresh)."""
+
+    decoder: DecoderConfig = DecoderConfig()
+    max_message_bytes: int = 64 * 1024
+    keyframe_request_interval_s: float = 1.0
+    refresh_request_interval_s: float = 0.1
+    report_interval_s: float = 1.0
+    request_refresh: bool = True
+
+
+def config_path(output: Path) -> Path:
+    """Where a run that wrote `output` saves its resolved config: OUTPUT.config.json."""
+    return output.with_name(output.name + ".config.json")
 
 
 def save_config(config: object, path: Path) -> None:

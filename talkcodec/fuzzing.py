@@ -533,7 +533,8 @@ async def fuzz_live_receiver(
     of LIVE_FUZZ_KINDS, shuffled; then a clean second of frames. Nothing may raise."""
     import asyncio
 
-    from talkcodec.runtime.receiver import CallReceiver, ReceiverConfig
+    from talkcodec.config import ReceiverConfig
+    from talkcodec.runtime.receiver import CallReceiver
     from talkcodec.transport.control import StreamHeaderMessage
     from talkcodec.transport.peer import (
         ChannelCollector,

@@ -5,6 +5,7 @@ type or a bounded result (benchmarks/fuzz.py runs the same cases by the ten thou
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import struct
 from pathlib import Path
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from talkcodec.bitstream import MAX_PTS_JUMP_MS, PacketKind, TkcReader
 from talkcodec.cli import main
-from talkcodec.config import DecoderConfig, EncoderConfig
+from talkcodec.config import DecoderConfig, EncoderConfig, config_path
 from talkcodec.fuzzing import (
     TKC_MUTATIONS,
     TkcRecords,
@@ -100,6 +101,8 @@ def test_decode_of_a_far_future_timestamp_writes_the_stream_length(
     assert len(frames) == len(records.indices_of(PacketKind.KEYPOINTS))
     assert probe(output)[:3] == (256, 256, 25.0)
     assert "1 implausible" in capsys.readouterr().out
+    # The run's resolved config lies beside its output.
+    assert json.loads(config_path(output).read_text())["renderer"] == "meshwarp"
 
 
 def test_info_reports_a_far_future_timestamp_as_implausible(

@@ -11,6 +11,7 @@ import importlib
 from dataclasses import dataclass
 
 from talkcodec.bank import DEFAULT_BANK_SIZE
+from talkcodec.generator.backends.base import RefinerBackend
 from talkcodec.generator.base import Renderer
 
 __all__ = ["RENDERERS", "Renderer", "RendererEntry", "make_renderer", "renderer_class"]
@@ -48,9 +49,12 @@ def renderer_class(name: str) -> type[Renderer]:
     return entry.load()
 
 
-def make_renderer(name: str, bank_size: int = DEFAULT_BANK_SIZE, backend: str = "auto") -> Renderer:
+def make_renderer(
+    name: str, bank_size: int = DEFAULT_BANK_SIZE, backend: str | RefinerBackend = "auto"
+) -> Renderer:
     """A new renderer by name, holding up to `bank_size` references; raises ValueError naming
-    the valid ones. `backend` is the inference backend of renderers with a network (gan)."""
+    the valid ones. `backend` is the inference backend of renderers with a network (gan): a
+    name, or one already made (talkcodec.generator.backends.make_backend)."""
     chosen = renderer_class(name)
     if chosen.uses_backend:
         return chosen(bank_size=bank_size, backend=backend)  # type: ignore[call-arg]

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from talkcodec.bank import DEFAULT_BANK_SIZE
+from talkcodec.generator.backends.base import RefinerBackend
 from talkcodec.generator.base import Renderer
 from talkcodec.generator.guide import draw_guide, normalised_grid
 from talkcodec.generator.headwarp import HeadMesh, build_head_mesh, head_flow
@@ -55,8 +56,9 @@ class GanRenderer(Renderer):
     """headwarp's dense warp, then the refiner (flow correction, occlusion gate, synthesis).
 
     backend: 'auto', 'torch', 'torch-bf16', 'onnxruntime' or 'tensorrt' (see
-    talkcodec.generator.backends); weights: the refiner's safetensors (default: the shipped ones).
-    The backend (and with it the weights) loads with the first reference.
+    talkcodec.generator.backends), or a backend already made (warmed up before a call);
+    weights: the refiner's safetensors (default: the shipped ones). A backend named by name
+    (and with it the weights) loads with the first reference.
     """
 
     name = "gan"
@@ -65,16 +67,19 @@ class GanRenderer(Renderer):
     def __init__(
         self,
         bank_size: int = DEFAULT_BANK_SIZE,
-        backend: str = "auto",
+        backend: str | RefinerBackend = "auto",
         weights: Path | None = None,
         threads: int | None = None,
         **_: Any,
     ) -> None:
         super().__init__(bank_size=bank_size)
-        self._backend_name = backend
+        self._backend: Any = None
+        if isinstance(backend, str):
+            self._backend_name = backend
+        else:
+            self._backend_name, self._backend = backend.name, backend
         self._weights = weights
         self._threads = threads
-        self._backend: Any = None
         self._segmenter = PersonSegmenter()
 
     def backend_for(self, size_px: int) -> Any:

@@ -11,8 +11,10 @@ from aiortc import RTCPeerConnection
 from aiortc.contrib.signaling import BaseSignaling
 
 from talkcodec.codec import StreamEncoder
-from talkcodec.runtime.receiver import CallReceiver, FrameSink, ReceiverConfig
-from talkcodec.runtime.sender import CallSender, EncodedCallback, SenderConfig
+from talkcodec.config import ReceiverConfig, SenderConfig
+from talkcodec.generator.backends.base import RefinerBackend
+from talkcodec.runtime.receiver import CallReceiver, FrameSink
+from talkcodec.runtime.sender import CallSender, EncodedCallback
 from talkcodec.runtime.sources import CaptureError, FrameSource, LatestFrame
 from talkcodec.transport.peer import (
     ChannelCollector,
@@ -71,8 +73,10 @@ async def loopback_call(
     sinks: SinksFactory | None = None,
     on_encoded: EncodedCallback | None = None,
     ice_servers: Sequence[str] = (),
+    backend: RefinerBackend | None = None,
 ) -> dict[str, object]:
-    """Sender and receiver in this process, connected over loopback WebRTC."""
+    """Sender and receiver in this process, connected over loopback WebRTC. backend: the
+    receiver's renderer backend, warmed up before the call (None: made with the decoder)."""
     sender_pc, receiver_pc = make_peer_connection(ice_servers), make_peer_connection(ice_servers)
     channels = create_channels(sender_pc)
     collector = ChannelCollector(receiver_pc)
@@ -80,7 +84,9 @@ async def loopback_call(
     try:
         await connect_in_process(sender_pc, receiver_pc)
         await wait_open(channels, CONNECT_TIMEOUT_S)
-        receiver = CallReceiver(await collector.wait(CONNECT_TIMEOUT_S), receiver_config)
+        receiver = CallReceiver(
+            await collector.wait(CONNECT_TIMEOUT_S), receiver_config, backend=backend
+        )
         receiver_sinks = sinks(receiver) if sinks else []
         receiver.sinks.extend(receiver_sinks)
         sender = CallSender(encoder, channels, sender_config, on_encoded)
@@ -126,14 +132,18 @@ async def receive_call(
     receiver_config: ReceiverConfig | None = None,
     sinks: SinksFactory | None = None,
     ice_servers: Sequence[str] = (),
+    backend: RefinerBackend | None = None,
 ) -> dict[str, object]:
-    """The receiver's side: answer, then decode and display until the sender hangs up."""
+    """The receiver's side: answer, then decode and display until the sender hangs up.
+    backend: the renderer backend, warmed up before the call (None: made with the decoder)."""
     pc = make_peer_connection(ice_servers)
     collector = ChannelCollector(pc)
     receiver_sinks: list[FrameSink] = []
     try:
         await answer(pc, signaling)
-        receiver = CallReceiver(await collector.wait(CONNECT_TIMEOUT_S), receiver_config)
+        receiver = CallReceiver(
+            await collector.wait(CONNECT_TIMEOUT_S), receiver_config, backend=backend
+        )
         receiver_sinks = sinks(receiver) if sinks else []
         receiver.sinks.extend(receiver_sinks)
         await _receive_until_done(receiver, pc)

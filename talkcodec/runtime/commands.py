@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from talkcodec.config import DecoderConfig, EncoderConfig
-    from talkcodec.runtime.receiver import CallReceiver, FrameSink, ReceiverConfig
+    from talkcodec.config import DecoderConfig, EncoderConfig, ReceiverConfig
+    from talkcodec.generator.backends.base import RefinerBackend
+    from talkcodec.runtime.receiver import CallReceiver, FrameSink
     from talkcodec.runtime.sinks import InputFrames
     from talkcodec.runtime.sources import FrameSource
 
@@ -123,15 +124,17 @@ def run_live_command(args: argparse.Namespace) -> None:
 # -- pieces ---------------------------------------------------------------------------------
 
 
-def warm_up_renderer(decoder: DecoderConfig, size_px: int) -> None:
-    """Prepare the renderer's network before the call, so the first keyframe does not wait for
-    it: the first use on a machine exports it to ONNX (seconds), later ones load the cached
-    export. A stream of another size prepares its own when its header arrives."""
+def warm_up_renderer(decoder: DecoderConfig, size_px: int) -> RefinerBackend | None:
+    """The renderer's inference backend, made before the call so the first keyframe does not
+    wait for it (the first use on a machine exports the network to ONNX, seconds; later ones
+    load the cached export); the receiver's decoder then renders with this very backend.
+    None for renderers without a network. A stream of another size makes its own."""
     from talkcodec.generator import renderer_class
     from talkcodec.generator.backends import make_backend
 
     if renderer_class(decoder.renderer).uses_backend:
-        make_backend(decoder.backend, size_px=size_px)
+        return make_backend(decoder.backend, size_px=size_px)
+    return None
 
 
 def _open_source(args: argparse.Namespace, fps: float, default_camera: bool) -> FrameSource:
@@ -161,8 +164,8 @@ def _open_source(args: argparse.Namespace, fps: float, default_camera: bool) -> 
 
 
 def _receiver_config(args: argparse.Namespace) -> ReceiverConfig:
+    from talkcodec.config import ReceiverConfig
     from talkcodec.options import decoder_config
-    from talkcodec.runtime.receiver import ReceiverConfig
 
     return ReceiverConfig(
         decoder=decoder_config(args), request_refresh=not args.no_refresh_requests
@@ -224,7 +227,7 @@ def _print_summary(results: dict[str, Any]) -> None:
 
 
 def _sender_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from talkcodec.runtime.sender import SenderConfig
+    from talkcodec.config import SenderConfig
 
     return SenderConfig(
         simulate_loss=args.simulate_loss,
@@ -267,7 +270,7 @@ def _run_receive(args: argparse.Namespace) -> None:
     from talkcodec.transport.signaling import create_signaling
 
     receiver_config = _receiver_config(args)
-    warm_up_renderer(receiver_config.decoder, EncoderConfig.size_px)
+    backend = warm_up_renderer(receiver_config.decoder, EncoderConfig.size_px)
 
     def sinks(receiver: CallReceiver) -> list[FrameSink]:
         chosen = _window_sinks(args, receiver)
@@ -281,7 +284,13 @@ def _run_receive(args: argparse.Namespace) -> None:
         return chosen
 
     results = asyncio.run(
-        receive_call(create_signaling(args), receiver_config, sinks, ice_servers=args.ice_server)
+        receive_call(
+            create_signaling(args),
+            receiver_config,
+            sinks,
+            ice_servers=args.ice_server,
+            backend=backend,
+        )
     )
     _print_summary(results)
     if args.stats is not None:
@@ -295,7 +304,7 @@ def _run_call(args: argparse.Namespace, config: EncoderConfig) -> None:
 
     sender_config = _sender_config(args)
     receiver_config = _receiver_config(args)
-    warm_up_renderer(receiver_config.decoder, config.size_px)
+    backend = warm_up_renderer(receiver_config.decoder, config.size_px)
     source = _open_source(args, config.fps, default_camera=True)
     inputs = InputFrames()
     encoder = StreamEncoder(config)
@@ -309,6 +318,7 @@ def _run_call(args: argparse.Namespace, config: EncoderConfig) -> None:
                 sinks=lambda receiver: _call_sinks(args, receiver, inputs, config),
                 on_encoded=inputs.add,
                 ice_servers=args.ice_server,
+                backend=backend,
             )
         )
     finally:

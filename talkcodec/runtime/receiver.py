@@ -14,13 +14,13 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
-from talkcodec.bitstream import PACKET_HEADER_BYTES, BitstreamError, PacketKind
+from talkcodec.bitstream import PACKET_HEADER_BYTES, BitstreamError, PacketKind, StreamHeader
 from talkcodec.codec import DecodedFrame, StreamDecoder
-from talkcodec.config import DecoderConfig
+from talkcodec.config import ReceiverConfig
+from talkcodec.generator.backends.base import RefinerBackend
 from talkcodec.transport.control import (
     LATENCY_UNKNOWN_MS,
     KeyframeRequest,
@@ -43,32 +43,23 @@ _MAX_PENDING_BEFORE_HEADER = 128
 _PACKET_KINDS = frozenset(PacketKind)
 
 
-@dataclass(frozen=True)
-class ReceiverConfig:
-    """max_message_bytes: larger messages are dropped unread. keyframe_request_interval_s: how
-    often to repeat a keyframe request while there is no reference. request_refresh: ask for an
-    intra keypoint packet as soon as a gap is noticed (else wait for the periodic refresh)."""
-
-    decoder: DecoderConfig = DecoderConfig()
-    max_message_bytes: int = 64 * 1024
-    keyframe_request_interval_s: float = 1.0
-    refresh_request_interval_s: float = 0.1
-    report_interval_s: float = 1.0
-    request_refresh: bool = True
-
-
 class CallReceiver:
     def __init__(
         self,
         channels: CallChannels,
         config: ReceiverConfig | None = None,
         sinks: list[FrameSink] | None = None,
+        backend: RefinerBackend | None = None,
     ) -> None:
+        """backend: the renderer's inference backend, made and warmed up before the call
+        (commands.warm_up_renderer); the decoder made for the stream header uses it."""
         self.channels = channels
         self.config = config or ReceiverConfig()
         self.sinks = list(sinks or [])
         self.stats = CallStats()
         self.decoder: StreamDecoder | None = None
+        self._backend = backend
+        self._making_decoder: asyncio.Task[None] | None = None
         self._reassembler = Reassembler()
         self._pending: list[bytes] = []
         self._wake = asyncio.Event()
@@ -146,11 +137,29 @@ class CallReceiver:
             logger.debug("dropped control message: %s", error)
             return
         if isinstance(control, StreamHeaderMessage):
-            if self.decoder is None:
-                self.decoder = StreamDecoder(control.header, self.config.decoder)
-                self._wake.set()
+            if self.decoder is None and self._making_decoder is None:
+                making = asyncio.get_running_loop().create_task(self._make_decoder(control.header))
+                self._making_decoder = making
         else:
             self.stats.count_drop("unexpected_control")
+
+    async def _make_decoder(self, header: StreamHeader) -> None:
+        """Make the stream's decoder in the worker thread: it loads weights and networks (GC,
+        the renderer's backend), which must not stall the loop that serves the connection."""
+        loop = asyncio.get_running_loop()
+        try:
+            self.decoder = await loop.run_in_executor(
+                self._executor, StreamDecoder, header, self.config.decoder, self._backend
+            )
+        except BitstreamError as error:  # a header this build cannot decode (e.g. its model)
+            self.stats.count_drop("bad_stream_header")
+            logger.warning("cannot decode this stream: %s", error)
+            self._making_decoder = None  # the next header may do better
+        except BaseException:
+            self.stop()  # the renderer cannot run here: run() raises the error
+            raise
+        finally:
+            self._wake.set()
 
     def _send_control(self, data: bytes) -> None:
         if self.channels.control.readyState == "open":
@@ -172,6 +181,9 @@ class CallReceiver:
         finally:
             ticker.cancel()
             self._executor.shutdown(wait=True)
+        making = self._making_decoder
+        if making is not None and making.done() and not making.cancelled():
+            making.result()  # the decoder could not be made: say why
 
     def _after_batch(self) -> None:
         decoder = self.decoder

@@ -19,6 +19,7 @@ import numpy as np
 
 from talkcodec.bitstream import BitstreamError, Packet, PacketKind
 from talkcodec.codec import StreamEncoder
+from talkcodec.config import SenderConfig
 from talkcodec.runtime.sources import CapturedFrame, LatestFrame
 from talkcodec.transport.control import (
     KeyframeRequest,
@@ -27,30 +28,13 @@ from talkcodec.transport.control import (
     StreamHeaderMessage,
     parse_control,
 )
-from talkcodec.transport.fragmentation import DEFAULT_FRAGMENT_BYTES, fragment
+from talkcodec.transport.fragmentation import fragment
 from talkcodec.transport.peer import CallChannels
 from talkcodec.transport.stats import ChannelCounter
 
 logger = logging.getLogger(__name__)
 
 EncodedCallback = Callable[[int, np.ndarray], None]
-
-
-@dataclass(frozen=True)
-class SenderConfig:
-    """How the sender puts packets on the channels.
-
-    simulate_loss: probability of dropping each KEYPOINTS packet before it is sent (seeded by
-    loss_seed), to measure recovery. fragment_bytes: largest keyframe-channel message.
-    """
-
-    simulate_loss: float = 0.0
-    loss_seed: int = 0
-    fragment_bytes: int = DEFAULT_FRAGMENT_BYTES
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.simulate_loss < 1:
-            raise ValueError(f"simulate_loss must be in [0, 1), got {self.simulate_loss}")
 
 
 @dataclass

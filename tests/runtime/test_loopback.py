@@ -15,12 +15,11 @@ from talkcodec.bitstream import (
     KeypointModelId,
 )
 from talkcodec.codec import StreamEncoder
-from talkcodec.config import DecoderConfig, EncoderConfig
+from talkcodec.config import DecoderConfig, EncoderConfig, ReceiverConfig, SenderConfig
 from talkcodec.keypoints.registry import load_keypoint_model
 from talkcodec.keypoints.replay import ReplayDetector
 from talkcodec.runtime.call import loopback_call
-from talkcodec.runtime.receiver import CallReceiver, ReceiverConfig
-from talkcodec.runtime.sender import SenderConfig
+from talkcodec.runtime.receiver import CallReceiver
 from talkcodec.runtime.sources import ArraySource
 from talkcodec.transport.peer import (
     ChannelCollector,
@@ -121,6 +120,7 @@ async def _with_pair(
     scenario: Callable[[StreamEncoder, object, CallReceiver], Awaitable[None]],
     encoder: StreamEncoder,
     receiver_config: ReceiverConfig,
+    backend: object = None,
 ) -> CallReceiver:
     from talkcodec.runtime.sender import CallSender
 
@@ -130,7 +130,7 @@ async def _with_pair(
     try:
         await connect_in_process(sender_pc, receiver_pc)
         await wait_open(channels, 20)
-        receiver = CallReceiver(await collector.wait(20), receiver_config)
+        receiver = CallReceiver(await collector.wait(20), receiver_config, backend=backend)  # type: ignore[arg-type]
         sender = CallSender(encoder, channels, SenderConfig(fragment_bytes=1000))
         running = asyncio.create_task(receiver.run())
         await scenario(encoder, sender, receiver)
@@ -225,3 +225,57 @@ def test_call_without_its_input_gives_one_line_error(
         "--video": "talkcodec: error: no such input file: /nonexistent/clip.mp4",
     }[flags[0]]
     assert err[0] == expected
+
+
+def test_the_decoder_is_made_off_the_event_loop_with_the_warmed_backend(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Making a decoder loads weights and networks: the receiver makes it in its worker
+    thread, never on the loop serving the connection, and hands it the backend it was given."""
+    import threading
+
+    from talkcodec.runtime import receiver as receiver_module
+
+    made: list[tuple[str, object]] = []
+    real = receiver_module.StreamDecoder
+
+    def recording(header: object, config: object, backend: object = None) -> object:
+        made.append((threading.current_thread().name, backend))
+        return real(header, config, backend)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(receiver_module, "StreamDecoder", recording)
+    warmed = object()
+
+    async def scenario(encoder: StreamEncoder, sender: object, receiver: CallReceiver) -> None:
+        sender.send_header()  # type: ignore[attr-defined]
+        await _send_frames(sender, 5)
+
+    receiver = asyncio.run(
+        asyncio.wait_for(
+            _with_pair(scenario, replay_encoder(), ReceiverConfig(decoder=MESH_WARP), warmed), 60
+        )
+    )
+    assert receiver.decoder is not None
+    assert [backend for _, backend in made] == [warmed]
+    assert made[0][0].startswith("talkcodec-render")
+
+
+def test_a_gan_decoder_renders_with_the_backend_it_is_given() -> None:
+    from talkcodec.codec import StreamDecoder
+    from talkcodec.generator.backends.base import RefinerBackend
+
+    class Ready(RefinerBackend):
+        name = "torch"
+
+        def encode_reference(self, reference: np.ndarray) -> object:
+            raise AssertionError("not called here")
+
+        def refine(self, *inputs: object) -> np.ndarray:  # type: ignore[override]
+            raise AssertionError("not called here")
+
+        def describe(self) -> str:
+            return "ready"
+
+    ready = Ready(SIZE, 3)
+    decoder = StreamDecoder(replay_encoder().header, DecoderConfig(renderer="gan"), ready)
+    assert decoder.renderer.backend_for(SIZE) is ready  # type: ignore[attr-defined]
