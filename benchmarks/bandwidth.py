@@ -20,7 +20,6 @@ bandwidth-<size>-strip.png (reference | H.264 | talkcodec at matched bitrate; ne
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import tempfile
@@ -44,11 +43,13 @@ from talkcodec.evaluation import (
     round_trip_frames,
 )
 from talkcodec.keyframe import KEYFRAME_CODECS
-from talkcodec.keypoints.dataset import list_clips, load_reference_clip
+from talkcodec.keypoints.dataset import load_reference_clip
 from talkcodec.transport import overhead
 from talkcodec.video import probe
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import common
+
+RESULTS = common.RESULTS
 BASE_SIZE_PX = 256
 BASELINE_KBPS = (5, 10, 20, 40, 80, 160, 300)
 KEYFRAME_QUALITIES = (30, 50, 80, 95)  # WebP quality
@@ -553,27 +554,21 @@ def _strip(rows: list[dict], references: dict[str, np.ndarray], size: int) -> Pa
     return path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/dev"))
-    parser.add_argument("--size", type=int, default=256, help="square side of the test crops (px)")
-    parser.add_argument("--frames", type=int, default=250, help="first N frames of each clip")
-    parser.add_argument("--akd-every", type=int, default=5, help="AKD on every Nth frame")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    args = parser.parse_args()
-    if not args.data.is_dir():
-        raise SystemExit(f"no clips: {args.data} is not a folder")
-    started = time.perf_counter()
-    # The 256x256 condition takes every clip (smaller sources upscaled); larger ones only take
-    # sources at least that large.
+def _clips(args: argparse.Namespace) -> list[Path]:
+    """The 256x256 condition takes every clip (smaller sources upscaled); larger ones only take
+    sources at least that large."""
     clips = [
         clip
-        for clip in list_clips(args.data)
+        for clip in common.clips(args.data)
         if args.size <= BASE_SIZE_PX or min(probe(clip)[:2]) >= args.size
     ]
     if not clips:
         raise SystemExit(f"no clip in {args.data} is at least {args.size} px on its short side")
-    RESULTS.mkdir(exist_ok=True)
+    return clips
+
+
+def run(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict[str, np.ndarray]]:
+    """(clip metadata, one row per codec point and clip, a few frames of each strip clip)."""
     context = get_context("spawn")
     with (
         tempfile.TemporaryDirectory() as cache,
@@ -581,7 +576,7 @@ def main() -> None:
     ):
         futures = [
             pool.submit(prepare_clip, c, args.size, args.frames, args.akd_every, Path(cache))
-            for c in clips
+            for c in _clips(args)
         ]
         metas = [f.result() for f in tqdm(futures, desc="reference crops", unit="clip")]
         metas = [m for m in metas if m is not None]
@@ -607,32 +602,46 @@ def main() -> None:
         references = {}
         for meta in metas[:STRIP_CLIPS]:
             frames = np.load(meta["cache"])["frames"]
-            references[meta["clip"]] = frames[
-                np.linspace(0, len(frames) - 1, STRIP_FRAMES).astype(int)
-            ]
+            picks = np.linspace(0, len(frames) - 1, STRIP_FRAMES).astype(int)
+            references[meta["clip"]] = frames[picks]
+    return metas, rows, references
+
+
+def _run_config(args: argparse.Namespace) -> dict:
+    return {
+        "data": str(args.data),
+        "size_px": args.size,
+        "fps": 25.0,
+        "frames": args.frames,
+        "akd_every_n_frames": args.akd_every,
+        "workers": args.workers,
+        "baseline_target_kbps": list(BASELINE_KBPS),
+        "baseline_options": {
+            n: {"encoder": c.encoder, **c.options} for n, c in BASELINE_CODECS.items()
+        },
+        "talkcodec_encoder": asdict(EncoderConfig(size_px=args.size, crop=False)),
+        "talkcodec_webp_qualities": list(KEYFRAME_QUALITIES),
+        "talkcodec_gc_channels": list(GC_CHANNELS),
+        "talkcodec_keypoint_steps_px": list(KEYPOINT_STEPS_PX),
+        "talkcodec_decoder": asdict(DecoderConfig()),
+        "rtp_packet_overhead_bytes": overhead.RTP_PACKET_OVERHEAD_BYTES,
+        "rtp_max_payload_bytes": overhead.RTP_MAX_PAYLOAD_BYTES,
+        "sctp_packet_overhead_bytes": overhead.SCTP_PACKET_OVERHEAD_BYTES,
+        "sctp_max_user_data_bytes": overhead.SCTP_MAX_USER_DATA_BYTES,
+    }
+
+
+def main() -> None:
+    parser = common.parser(__doc__)
+    parser.add_argument("--size", type=int, default=256, help="square side of the test crops (px)")
+    parser.add_argument("--akd-every", type=int, default=5, help="AKD on every Nth frame")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    metas, rows, references = run(args)
     points = _mean_points(rows)
     report = {
-        "config": {
-            "data": str(args.data),
-            "size_px": args.size,
-            "fps": 25.0,
-            "frames": args.frames,
-            "akd_every_n_frames": args.akd_every,
-            "workers": args.workers,
-            "baseline_target_kbps": list(BASELINE_KBPS),
-            "baseline_options": {
-                n: {"encoder": c.encoder, **c.options} for n, c in BASELINE_CODECS.items()
-            },
-            "talkcodec_encoder": asdict(EncoderConfig(size_px=args.size, crop=False)),
-            "talkcodec_webp_qualities": list(KEYFRAME_QUALITIES),
-            "talkcodec_gc_channels": list(GC_CHANNELS),
-            "talkcodec_keypoint_steps_px": list(KEYPOINT_STEPS_PX),
-            "talkcodec_decoder": asdict(DecoderConfig()),
-            "rtp_packet_overhead_bytes": overhead.RTP_PACKET_OVERHEAD_BYTES,
-            "rtp_max_payload_bytes": overhead.RTP_MAX_PAYLOAD_BYTES,
-            "sctp_packet_overhead_bytes": overhead.SCTP_PACKET_OVERHEAD_BYTES,
-            "sctp_max_user_data_bytes": overhead.SCTP_MAX_USER_DATA_BYTES,
-        },
+        "config": _run_config(args),
         "notes": NOTES,
         "clips": [{k: v for k, v in m.items() if k != "cache"} for m in metas],
         "points": points,
@@ -640,11 +649,9 @@ def main() -> None:
         "bd_rate_vs_h264_single_cubic_fit": _bd_rates(points, "cubic"),
         "talkcodec_bd_rate_vs_h264_per_clip": _per_clip_bd_rates(rows),
         "matched_h264": _matched_h264(points),
+        "run_time_s": time.perf_counter() - started,
     }
-    report["run_time_s"] = time.perf_counter() - started
-    name = f"bandwidth-{args.size}"
-    (RESULTS / f"{name}.json").write_text(json.dumps(_json_safe(report), indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(_markdown(report))
+    common.write_results(f"bandwidth-{args.size}", _json_safe(report), _markdown(report))
     _plots(points, args.size)
     _strip(rows, references, args.size)
     print(_markdown(report))

@@ -23,7 +23,6 @@ import json
 import random
 from collections import defaultdict
 from dataclasses import asdict
-from pathlib import Path
 
 from tqdm import tqdm
 
@@ -39,7 +38,8 @@ from talkcodec.fuzzing import (
     mutate_tkc,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import common
+
 OUTCOMES = ("decoded", "rejected", "crash", "hang", "over_bound")
 
 
@@ -142,9 +142,7 @@ def main() -> None:
     print(f"live receiver: {args.live_cases} damaged messages of each kind ...")
     live = asyncio.run(fuzz_live_receiver(webp, args.live_cases, seed=args.seed + 4))
     report["live"] = asdict(live)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "fuzz.json").write_text(json.dumps(report, indent=1) + "\n")
-    (RESULTS / "fuzz.md").write_text(markdown(report))
+    common.write_results("fuzz", report, markdown(report))
     for section in ("tkc_meshwarp", "tkc_gc_keyframes", "tkc_gan", "gc_payloads"):
         row = report[section]["all"]  # type: ignore[index]
         print(

@@ -12,34 +12,34 @@ frames in order) and, with -o, writes them as JSON; compare two runs with `diff`
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from pathlib import Path
 
+from talkcodec.codec import StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
-from talkcodec.keypoints.dataset import list_clips
+from talkcodec.evaluation import stream_frames
+from talkcodec.video import read_frames
+
+import common
 
 
 def fingerprint(clip: Path, frames: int, renderer: str) -> dict[str, object]:
-    from talkcodec.codec import StreamDecoder, StreamEncoder
-    from talkcodec.video import read_frames
-
     config = EncoderConfig()
     encoder = StreamEncoder(config)
     decoder = StreamDecoder(encoder.header, DecoderConfig(renderer=renderer))
     packets, rendered = hashlib.sha256(), hashlib.sha256()
     counts = {"packets": 0, "rendered": 0}
+    camera = (frame for _, frame in read_frames(clip, config.fps, max_frames=frames))
     try:
-        for index, (_, frame) in enumerate(read_frames(clip, config.fps, max_frames=frames)):
-            for packet in encoder.encode(frame, round(index * 1000 / config.fps)):
+        for streamed in stream_frames(camera, encoder, decoder):
+            for packet in streamed.packets:
                 data = bytes(packet)
                 packets.update(len(data).to_bytes(4, "big") + data)
                 counts["packets"] += 1
-                image = decoder.receive(data)
-                if image is not None:
-                    rendered.update(image.tobytes())
-                    counts["rendered"] += 1
+            if streamed.rendered is not None:
+                rendered.update(streamed.rendered.tobytes())
+                counts["rendered"] += 1
     finally:
         encoder.close()
     return {
@@ -52,16 +52,13 @@ def fingerprint(clip: Path, frames: int, renderer: str) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/dev"))
+    parser = common.parser(__doc__, frames=75)
     parser.add_argument("--clips", type=int, default=3, help="the first N dev clips")
-    parser.add_argument("--frames", type=int, default=75)
     parser.add_argument("--renderer", default=DecoderConfig.renderer)
     parser.add_argument("-o", "--output", type=Path, default=None)
     args = parser.parse_args()
-    if not args.data.is_dir():
-        raise SystemExit(f"no clips: {args.data} is not a folder")
-    rows = [fingerprint(c, args.frames, args.renderer) for c in list_clips(args.data)[: args.clips]]
+    clips = common.clips(args.data, args.clips)
+    rows = [fingerprint(clip, args.frames, args.renderer) for clip in clips]
     for row in rows:
         print(
             f"{row['clip']}: {row['packets']} packets {str(row['packets_sha256'])[:16]}, "

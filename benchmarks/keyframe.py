@@ -72,7 +72,9 @@ from talkcodec.keypoints.segmentation import PersonSegmenter
 from talkcodec.metrics import keypoint_distance, ms_ssim, psnr
 from talkcodec.video import read_frames
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import common
+
+RESULTS = common.RESULTS
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dev"
 SIZES = (256, 512)
 MIN_SOURCE_SIDE_FOR_512 = 400

@@ -11,8 +11,6 @@ benchmarks/results/keypoints.json and keypoints.png.
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import matplotlib
@@ -24,12 +22,12 @@ from tqdm import tqdm
 
 from talkcodec.bitstream import KeypointModelId
 from talkcodec.entropy.keypoints import KeypointDecoder, KeypointEncoder
-from talkcodec.keypoints.dataset import LandmarkTrack, list_clips, load_tracks
+from talkcodec.keypoints.dataset import LandmarkTrack, load_tracks
 from talkcodec.keypoints.landmarks import Landmarks
 from talkcodec.keypoints.model import KeypointModel, landmark_error_px
 from talkcodec.keypoints.registry import load_keypoint_model
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import common
 
 
 def measure(
@@ -70,16 +68,13 @@ def measure(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/dev"))
+    parser = common.parser(__doc__, frames=None)
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--refresh-frames", type=int, default=25)
     parser.add_argument("--dims", type=int, nargs="+", default=[8, 12, 16, 20, 24, 32])
     parser.add_argument("--steps", type=float, nargs="+", default=[0.25, 0.35, 0.5, 0.7, 1.0, 1.4])
     args = parser.parse_args()
-    if not args.data.is_dir():
-        raise SystemExit(f"no clips: {args.data} is not a folder")
-    tracks = load_tracks(list_clips(args.data), fps=args.fps)
+    tracks = load_tracks(common.clips(args.data), fps=args.fps)
     full = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1)
     rows = []
     grid = [(dims, step) for dims in args.dims for step in [None, *args.steps]]
@@ -95,7 +90,6 @@ def main() -> None:
             f"{row['expression_dims']:>4} {step:>5} {row['bits_per_frame']:>10.1f} {kbps:>7.2f} "
             f"{row['intra_bits']:>6.0f} {row['error_px']:>7.3f} {row['error_px_p95']:>6.3f}"
         )
-    RESULTS.mkdir(exist_ok=True)
     report = {
         "data": str(args.data),
         "clips": [track.clip for track in tracks],
@@ -103,8 +97,8 @@ def main() -> None:
         "refresh_frames": args.refresh_frames,
         "rows": rows,
     }
-    (RESULTS / "keypoints.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot(rows, RESULTS / "keypoints.png")
+    common.write_results("keypoints", report)
+    plot(rows, common.RESULTS / "keypoints.png")
 
 
 def plot(rows: list[dict], path: Path) -> None:

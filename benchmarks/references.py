@@ -20,9 +20,7 @@ Writes benchmarks/results/references-<renderer>.json and .md. No frames are save
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -31,10 +29,12 @@ from talkcodec.bank import DESCRIPTOR_NAMES, DESCRIPTOR_SCALES, describe
 from talkcodec.bitstream import PacketKind
 from talkcodec.codec import StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
-from talkcodec.keypoints.dataset import list_clips, load_reference_clip
+from talkcodec.evaluation import stream_frames
+from talkcodec.keypoints.dataset import load_reference_clip
 from talkcodec.metrics import psnr, ssim
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import common
+
 _MOUTH = DESCRIPTOR_NAMES.index("mouth_open")
 
 
@@ -61,18 +61,20 @@ def run_clip(
     psnrs, ssims, mouths = np.full(count, np.nan), np.full(count, np.nan), np.full(count, np.nan)
     payload = {PacketKind.KEYFRAME: 0, PacketKind.KEYPOINTS: 0}
     mismatches = 0
+    image_size = (encoder_config.size_px, encoder_config.size_px)
     try:
-        for index, frame in enumerate(frames):
-            rendered = None
-            for packet in encoder.encode(frame, round(index * 1000 / encoder_config.fps)):
+        for streamed in stream_frames(frames, encoder, decoder):
+            for packet in streamed.packets:
                 payload[packet.kind] += len(packet.payload)
-                rendered = decoder.receive(bytes(packet)) if rendered is None else rendered
-            if rendered is None or encoder.last_decoded_landmarks is None:
+            if streamed.rendered is None or streamed.decoded_landmarks is None:
                 continue
-            mismatches += encoder.selected_reference_id != decoder.renderer.selected_reference_id
-            psnrs[index], ssims[index] = psnr(frame, rendered), ssim(frame, rendered)
-            image_size = (encoder_config.size_px, encoder_config.size_px)
-            mouths[index] = describe(encoder.last_decoded_landmarks, image_size)[_MOUTH]
+            index, rendered = streamed.index, streamed.rendered
+            mismatches += streamed.sender_reference_id != streamed.receiver_reference_id
+            psnrs[index], ssims[index] = (
+                psnr(frames[index], rendered),
+                ssim(frames[index], rendered),
+            )
+            mouths[index] = describe(streamed.decoded_landmarks, image_size)[_MOUTH]
     finally:
         encoder.close()
     return ClipRun(
@@ -110,15 +112,6 @@ def _row(clip: str, frames: int, fps: float, setting: str, run: ClipRun) -> dict
     }
 
 
-def _mean(rows: list[dict], key: str) -> float | None:
-    values = [row[key] for row in rows if row[key] is not None]
-    return float(np.mean(values)) if values else None
-
-
-def _fmt(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 _COLUMNS = (
     ("extra keyframes", "extra_keyframes", 0),
     ("keyframe B", "keyframe_bytes", 0),
@@ -133,33 +126,20 @@ _COLUMNS = (
 
 def markdown_table(rows: list[dict], settings: list[str]) -> str:
     """Per clip and setting, then the means over clips per setting."""
-    header = "| clip | setting | " + " | ".join(name for name, _, _ in _COLUMNS) + " |"
-    lines = [header, "|---|---|" + "---:|" * len(_COLUMNS)]
-    for row in rows:
-        cells = [_fmt(row[key], digits) for _, key, digits in _COLUMNS]
-        lines.append(f"| {row['clip']} | {row['setting']} | " + " | ".join(cells) + " |")
+    body = [
+        [row["clip"], row["setting"], *(common.fmt(row[key], d) for _, key, d in _COLUMNS)]
+        for row in rows
+    ]
     for setting in settings:
         subset = [row for row in rows if row["setting"] == setting]
-        cells = [_fmt(_mean(subset, key), max(digits, 1)) for _, key, digits in _COLUMNS]
-        lines.append(f"| **mean** | {setting} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        means = (common.fmt(common.mean_of(subset, key), max(d, 1)) for _, key, d in _COLUMNS)
+        body.append(["**mean**", setting, *means])
+    header = ["clip", "setting", *(name for name, _, _ in _COLUMNS)]
+    return "\n".join(common.markdown_table(header, body))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/dev"))
-    parser.add_argument("--renderer", default=DecoderConfig.renderer)
-    parser.add_argument("--frames", type=int, default=250, help="first N frames of each clip")
-    parser.add_argument("--size", type=int, default=EncoderConfig.size_px)
-    parser.add_argument("--bank-sizes", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--threshold", type=float, default=EncoderConfig.reference_threshold)
-    parser.add_argument(
-        "--control-interval-s", type=float, default=3.0,
-        help="also run a bank of 1 with a keyframe every this many seconds (0: skip)",
-    )  # fmt: skip
-    args = parser.parse_args()
-    if not args.data.is_dir():
-        raise SystemExit(f"no clips: {args.data} is not a folder")
+def settings_of(args: argparse.Namespace) -> dict[str, EncoderConfig]:
+    """The encoder of each setting: one per bank size, and the periodic-keyframe control."""
     base = EncoderConfig(size_px=args.size, crop=False, reference_threshold=args.threshold)
     configs = {f"bank {size}": replace(base, reference_bank_size=size) for size in args.bank_sizes}
     if args.control_interval_s > 0:
@@ -167,38 +147,12 @@ def main() -> None:
         configs[control] = replace(
             base, reference_bank_size=1, keyframe_interval_s=args.control_interval_s
         )
-    rows = []
-    for clip in tqdm(list_clips(args.data), desc="clips", unit="clip"):
-        reference = load_reference_clip(clip, args.size, base.fps, args.frames)
-        if reference is None:
-            continue
-        for setting, config in configs.items():
-            decoder_config = DecoderConfig(renderer=args.renderer)
-            run = run_clip(reference.frames, config, decoder_config)
-            rows.append(_row(clip.name, len(reference.frames), base.fps, setting, run))
-    table = markdown_table(rows, list(configs))
-    print(table)
-    mismatches = sum(row["selection_mismatches"] for row in rows)
-    print(f"frames where sender and receiver chose different references: {mismatches}")
-    RESULTS.mkdir(exist_ok=True)
-    name = f"references-{args.renderer}"
-    report = {
-        "data": str(args.data),
-        "frames_per_clip": args.frames,
-        "encoder": {setting: asdict(config) for setting, config in configs.items()},
-        "renderer": args.renderer,
-        "clips": rows,
-        "mean": {
-            setting: {
-                key: _mean([r for r in rows if r["setting"] == setting], key)
-                for _, key, _ in _COLUMNS
-            }
-            for setting in configs
-        },
-    }
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(
-        f"# Reference bank, renderer {args.renderer}\n\n"
+    return configs
+
+
+def describe_run(args: argparse.Namespace, rows: list[dict], mismatches: int) -> str:
+    base = EncoderConfig()
+    return (
         f"`python benchmarks/references.py --renderer {args.renderer}`: "
         f"{len({row['clip'] for row in rows})} clips from `{args.data}`, fixed face crop, "
         f"{args.size}x{args.size}, {base.fps:g} fps, first {args.frames} frames, lossless link; "
@@ -207,8 +161,52 @@ def main() -> None:
         "(references, or the control's periodic keyframes). `open`: frames whose decoded mouth "
         "opening exceeds the first keyframe's by "
         f"at least {DESCRIPTOR_SCALES[_MOUTH]:g} eye spans. Sender and receiver chose different "
-        f"references on {mismatches} frames.\n\n{table}\n"
+        f"references on {mismatches} frames."
     )
+
+
+def main() -> None:
+    parser = common.parser(__doc__)
+    parser.add_argument("--renderer", default=DecoderConfig.renderer)
+    parser.add_argument("--size", type=int, default=EncoderConfig.size_px)
+    parser.add_argument("--bank-sizes", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--threshold", type=float, default=EncoderConfig.reference_threshold)
+    parser.add_argument(
+        "--control-interval-s", type=float, default=3.0,
+        help="also run a bank of 1 with a keyframe every this many seconds (0: skip)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    configs = settings_of(args)
+    rows = []
+    for clip in tqdm(common.clips(args.data), desc="clips", unit="clip"):
+        reference = load_reference_clip(clip, args.size, EncoderConfig.fps, args.frames)
+        if reference is None:
+            continue
+        for setting, config in configs.items():
+            run = run_clip(reference.frames, config, DecoderConfig(renderer=args.renderer))
+            rows.append(_row(clip.name, len(reference.frames), config.fps, setting, run))
+    table = markdown_table(rows, list(configs))
+    print(table)
+    mismatches = sum(row["selection_mismatches"] for row in rows)
+    print(f"frames where sender and receiver chose different references: {mismatches}")
+    means = {
+        setting: {
+            key: common.mean_of([r for r in rows if r["setting"] == setting], key)
+            for _, key, _ in _COLUMNS
+        }
+        for setting in configs
+    }
+    report = {
+        "data": str(args.data),
+        "frames_per_clip": args.frames,
+        "encoder": {setting: asdict(config) for setting, config in configs.items()},
+        "renderer": args.renderer,
+        "clips": rows,
+        "mean": means,
+    }
+    heading = f"# Reference bank, renderer {args.renderer}\n\n"
+    markdown = heading + describe_run(args, rows, mismatches) + f"\n\n{table}\n"
+    common.write_results(f"references-{args.renderer}", report, markdown)
 
 
 if __name__ == "__main__":

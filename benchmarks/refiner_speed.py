@@ -40,7 +40,9 @@ from talkcodec.generator.backends import RefinerBackend, make_backend
 from talkcodec.generator.refiner import GUIDE_CHANNELS, Refiner
 from talkcodec.generator.weights import DEFAULT_REFINER_WEIGHTS, save_refiner
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import common
+
+RESULTS = common.RESULTS
 Frame = tuple[np.ndarray, np.ndarray, np.ndarray]  # reference, grid, guide
 
 

@@ -41,11 +41,12 @@ from talkcodec.bank import DESCRIPTOR_NAMES, DESCRIPTOR_SCALES, describe
 from talkcodec.bitstream import PacketKind, StreamHeader
 from talkcodec.codec import StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
-from talkcodec.evaluation import LandmarkProbe, keypoint_agreement
-from talkcodec.keypoints.dataset import list_clips, load_reference_clip
+from talkcodec.evaluation import LandmarkProbe, keypoint_agreement, stream_frames
+from talkcodec.keypoints.dataset import load_reference_clip
 from talkcodec.metrics import psnr, ssim
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import common
+
 _MOUTH = DESCRIPTOR_NAMES.index("mouth_open")
 # (variant, renderer, sender setting): "single" one keyframe, "refs" the default reference bank,
 # "periodic" a bank of 1 with periodic keyframes.
@@ -74,15 +75,14 @@ def encode(frames: np.ndarray, config: EncoderConfig) -> EncodedClip:
     encoder = StreamEncoder(config)
     messages, mouths = [], np.full(len(frames), np.nan)
     payload = {PacketKind.KEYFRAME: 0, PacketKind.KEYPOINTS: 0}
+    size = (config.size_px, config.size_px)
     try:
-        for index, frame in enumerate(frames):
-            packets = encoder.encode(frame, round(index * 1000 / config.fps))
-            for packet in packets:
+        for streamed in stream_frames(frames, encoder):
+            for packet in streamed.packets:
                 payload[packet.kind] += len(packet.payload)
-            messages.append([bytes(packet) for packet in packets])
-            if encoder.last_decoded_landmarks is not None:
-                size = (config.size_px, config.size_px)
-                mouths[index] = describe(encoder.last_decoded_landmarks, size)[_MOUTH]
+            messages.append([bytes(packet) for packet in streamed.packets])
+            if streamed.decoded_landmarks is not None:
+                mouths[streamed.index] = describe(streamed.decoded_landmarks, size)[_MOUTH]
     finally:
         encoder.close()
     return EncodedClip(
@@ -189,11 +189,6 @@ def measure_clip(
     return rows, strip
 
 
-def _mean(rows: list[dict], key: str) -> float | None:
-    values = [row[key] for row in rows if row[key] is not None and np.isfinite(row[key])]
-    return float(np.mean(values)) if values else None
-
-
 _COLUMNS = (
     ("PSNR dB", "psnr_db", 2),
     ("SSIM", "ssim", 3),
@@ -219,17 +214,13 @@ def summary(rows: list[dict], motion_px: float) -> dict[str, dict[str, dict]]:
     return {
         group: {
             variant: {
-                key: _mean([r for r in subset if r["variant"] == variant], key)
+                key: common.mean_of([r for r in subset if r["variant"] == variant], key)
                 for _, key, _ in _COLUMNS
             }  # fmt: skip
             for variant, _, _ in VARIANTS
         }
         for group, subset in groups(rows, motion_px).items()
     }
-
-
-def _fmt(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def markdown(rows: list[dict], means: dict[str, dict[str, dict]]) -> str:
@@ -239,7 +230,7 @@ def markdown(rows: list[dict], means: dict[str, dict[str, dict]]) -> str:
         lines.append("| variant | " + " | ".join(name for name, _, _ in _COLUMNS) + " |")
         lines.append("|---|" + "---:|" * len(_COLUMNS))
         for variant, values in by_variant.items():
-            cells = [_fmt(values[key], digits) for _, key, digits in _COLUMNS]
+            cells = [common.fmt(values[key], digits) for _, key, digits in _COLUMNS]
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["### per clip", "", "| clip | head motion px | variant | PSNR dB | SSIM | AKD px |",
@@ -247,7 +238,7 @@ def markdown(rows: list[dict], means: dict[str, dict[str, dict]]) -> str:
     for row in rows:
         lines.append(
             f"| {row['clip']} | {row['head_motion_px']:.1f} | {row['variant']} | "
-            f"{row['psnr_db']:.2f} | {row['ssim']:.3f} | {_fmt(row['akd_px'], 2)} |"
+            f"{row['psnr_db']:.2f} | {row['ssim']:.3f} | {common.fmt(row['akd_px'], 2)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -279,39 +270,30 @@ def plot(means: dict[str, dict[str, dict]], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/dev"))
-    parser.add_argument("--frames", type=int, default=250, help="first N frames of each clip")
+    parser = common.parser(__doc__)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--backend", default=DecoderConfig.backend)
     parser.add_argument("--motion-px", type=float, default=5.0)
     parser.add_argument("--control-interval-s", type=float, default=3.0)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=common.RESULTS)
     args = parser.parse_args()
-    if not args.data.is_dir():
-        raise SystemExit(f"no clips: {args.data} is not a folder")
     rows, strips = [], []
     with LandmarkProbe() as probe:
-        for clip in tqdm(list_clips(args.data), desc="clips", unit="clip"):
+        for clip in tqdm(common.clips(args.data), desc="clips", unit="clip"):
             clip_rows, strip = measure_clip(clip, args, probe)
             rows += clip_rows
             if strip is not None:
                 strips.append(strip)
     means = summary(rows, args.motion_px)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "renderer.json").write_text(
-        json.dumps(
-            {
-                "variants": [v for v, _, _ in VARIANTS],
-                "means": means,
-                "clips": rows,
-                "backend": args.backend,
-                "frames_per_clip": args.frames,
-            },
-            indent=2,
-        )
-        + "\n"  # fmt: skip
-    )
+    report = {
+        "variants": [v for v, _, _ in VARIANTS],
+        "means": means,
+        "clips": rows,
+        "backend": args.backend,
+        "frames_per_clip": args.frames,
+    }
+    (args.out / "renderer.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(rows, means)
     (args.out / "renderer.md").write_text(table)
     plot(means, args.out / "renderer.png")

@@ -17,7 +17,6 @@ plus decode of the same crops. Prints a table and writes benchmarks/results/spee
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -32,17 +31,18 @@ from talkcodec.baselines import encode_decode
 from talkcodec.bitstream import PacketKind
 from talkcodec.codec import StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
+from talkcodec.evaluation import stream_frames
 from talkcodec.generator.gan import GanRenderer
 from talkcodec.generator.guide import draw_guide, normalised_grid
 from talkcodec.generator.headwarp import head_flow
 from talkcodec.keyframe import KeyframeCodec, make_keyframe_codec
 from talkcodec.keypoints.base import LandmarkDetector
-from talkcodec.keypoints.dataset import list_clips
 from talkcodec.keypoints.detectors import make_detector
 from talkcodec.keypoints.landmarks import Landmarks
 from talkcodec.video import read_frames
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import common
+
 STAGES = (
     "capture_decode",
     "landmarks",
@@ -172,10 +172,9 @@ def end_to_end(
     decoder = StreamDecoder(encoder.header, decoder_config)
     count = 0
     started = time.perf_counter()
+    camera = (frame for _, frame in read_frames(clip, config.fps, max_frames))
     try:
-        for index, (_, frame) in enumerate(read_frames(clip, config.fps, max_frames)):
-            for packet in encoder.encode(frame, round(index * 1000 / config.fps)):
-                decoder.receive(bytes(packet))
+        for _ in stream_frames(camera, encoder, decoder):
             count += 1
     finally:
         encoder.close()
@@ -209,31 +208,20 @@ def _summary(samples: list[float]) -> dict[str, float | int]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/dev"))
-    parser.add_argument("--clips", type=int, default=3, help="first N clips of the folder")
-    parser.add_argument("--frames", type=int, default=250, help="first N frames of each clip")
-    parser.add_argument("--size", type=int, default=EncoderConfig.size_px)
-    parser.add_argument("--renderer", default=DecoderConfig.renderer)
-    parser.add_argument("--backend", default=DecoderConfig.backend)
-    args = parser.parse_args()
-    if not args.data.is_dir():
-        raise SystemExit(f"no clips: {args.data} is not a folder")
-    clips = list_clips(args.data)[: args.clips]
-    config = EncoderConfig(size_px=args.size)
-    decoder_config = DecoderConfig(renderer=args.renderer, backend=args.backend)
-    clock = StageClock()
-    total_frames, total_s, h264_ms = 0, 0.0, []
-    for clip in tqdm(clips, desc="clips", unit="clip"):
-        time_stages(clip, config, decoder_config, args.frames, clock)
-        frames, seconds = end_to_end(clip, config, decoder_config, args.frames)
-        total_frames += frames
-        total_s += seconds
-        h264_ms.append(h264_ms_per_frame(clip, config, args.frames))
-    stages = {stage: _summary(clock.samples[stage]) for stage in STAGES if clock.samples[stage]}
-    per_frame = ("capture_decode", "landmarks", "sender_other", "keypoint_decode", "render")
-    report = {
+_PER_FRAME_STAGES = ("capture_decode", "landmarks", "sender_other", "keypoint_decode", "render")
+_NOTES = [
+    "Keyframe encode/decode happen once per keyframe (stream start, crop jump, extra "
+    "reference), not per frame; their times are per keyframe; keyframe_decode includes "
+    "the renderer preparing the reference.",
+    "landmarks includes the pose model, which runs on every 4th frame; sender_other is "
+    "the rest of StreamEncoder.encode (crop, fit, quantise, reference bank, keypoint "
+    "entropy coding).",
+    "End to end runs sender and receiver in one process, one frame after another.",
+]
+
+
+def report_of(args: argparse.Namespace, clips: list[Path], stages: dict, e2e: dict) -> dict:
+    return {
         "machine": {
             "cpus": os.cpu_count(),
             "processor": platform.processor() or platform.machine(),
@@ -242,35 +230,22 @@ def main() -> None:
         "clips": [clip.name for clip in clips],
         "frames_per_clip": args.frames,
         "encoder": {
-            "size_px": config.size_px,
-            "fps": config.fps,
-            "detector": config.detector,
-            "keyframe_codec": config.keyframe_codec,
-        },
-        "decoder": {"renderer": decoder_config.renderer, "backend": decoder_config.backend},
+            "size_px": args.size,
+            "fps": EncoderConfig.fps,
+            "detector": EncoderConfig.detector,
+            "keyframe_codec": EncoderConfig.keyframe_codec,
+        },  # fmt: skip
+        "decoder": {"renderer": args.renderer, "backend": args.backend},
         "stages": stages,
-        "sum_of_per_frame_stages_ms": sum(stages[s]["mean_ms"] for s in per_frame),
-        "end_to_end": {
-            "frames": total_frames,
-            "seconds": total_s,
-            "frames_per_s": total_frames / total_s,
-            "ms_per_frame": total_s * 1000 / total_frames,
-        },
-        "h264_encode_decode_ms_per_frame": float(np.mean(h264_ms)),
-        "notes": [
-            "Keyframe encode/decode happen once per keyframe (stream start, crop jump, extra "
-            "reference), not per frame; their times are per keyframe; keyframe_decode includes "
-            "the renderer preparing the reference.",
-            "landmarks includes the pose model, which runs on every 4th frame; sender_other is "
-            "the rest of StreamEncoder.encode (crop, fit, quantise, reference bank, keypoint "
-            "entropy coding).",
-            "End to end runs sender and receiver in one process, one frame after another.",
-        ],
+        "sum_of_per_frame_stages_ms": sum(stages[s]["mean_ms"] for s in _PER_FRAME_STAGES),
+        "end_to_end": e2e,
+        "notes": _NOTES,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "speed.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def print_report(report: dict) -> None:
     print(f"{'stage':<22} {'calls':>6} {'mean ms':>8} {'median':>8} {'p95':>8}")
-    for stage, row in stages.items():
+    for stage, row in report["stages"].items():
         print(
             f"{stage:<22} {row['calls']:>6} {row['mean_ms']:>8.2f} {row['median_ms']:>8.2f} "
             f"{row['p95_ms']:>8.2f}"
@@ -284,6 +259,37 @@ def main() -> None:
     print(
         f"H.264 encode+decode for scale: {report['h264_encode_decode_ms_per_frame']:.2f} ms/frame"
     )
+
+
+def main() -> None:
+    parser = common.parser(__doc__)
+    parser.add_argument("--clips", type=int, default=3, help="first N clips of the folder")
+    parser.add_argument("--size", type=int, default=EncoderConfig.size_px)
+    parser.add_argument("--renderer", default=DecoderConfig.renderer)
+    parser.add_argument("--backend", default=DecoderConfig.backend)
+    args = parser.parse_args()
+    clips = common.clips(args.data, args.clips)
+    config = EncoderConfig(size_px=args.size)
+    decoder_config = DecoderConfig(renderer=args.renderer, backend=args.backend)
+    clock = StageClock()
+    total_frames, total_s, h264_ms = 0, 0.0, []
+    for clip in tqdm(clips, desc="clips", unit="clip"):
+        time_stages(clip, config, decoder_config, args.frames, clock)
+        frames, seconds = end_to_end(clip, config, decoder_config, args.frames)
+        total_frames += frames
+        total_s += seconds
+        h264_ms.append(h264_ms_per_frame(clip, config, args.frames))
+    stages = {stage: _summary(clock.samples[stage]) for stage in STAGES if clock.samples[stage]}
+    e2e = {
+        "frames": total_frames,
+        "seconds": total_s,
+        "frames_per_s": total_frames / total_s,
+        "ms_per_frame": total_s * 1000 / total_frames,
+    }
+    report = report_of(args, clips, stages, e2e)
+    report["h264_encode_decode_ms_per_frame"] = float(np.mean(h264_ms))
+    common.write_results("speed", report)
+    print_report(report)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from talkcodec.bitstream import PACKET_HEADER_BYTES, PacketKind
+from talkcodec.bitstream import PACKET_HEADER_BYTES, Packet, PacketKind
 from talkcodec.codec import StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.keypoints.detectors import make_detector
+from talkcodec.keypoints.landmarks import Landmarks
 from talkcodec.metrics import keypoint_distance, psnr, ssim, ssim_and_ms_ssim
 from talkcodec.video import read_frames
 
@@ -38,6 +39,49 @@ class RoundTrip:
         return counts.get(kind, 0) * 8 * self.fps / self.frames / 1000
 
 
+@dataclass(frozen=True)
+class StreamedFrame:
+    """One camera frame through the codec, as stream_frames yields it.
+
+    sent: the (S, S, 3) crop the sender coded (None when no face was found). packets: what it
+    sent for the frame. rendered: the frame the receiver rendered from them (None when none
+    was: no face, no reference yet, waiting for a refresh). decoded_landmarks: what the
+    receiver decodes for this frame. The reference ids are each side's choice of reference.
+    """
+
+    index: int
+    sent: np.ndarray | None
+    packets: list[Packet]
+    rendered: np.ndarray | None
+    decoded_landmarks: Landmarks | None
+    sender_reference_id: int | None
+    receiver_reference_id: int | None
+
+
+def stream_frames(
+    frames: Iterable[np.ndarray], encoder: StreamEncoder, decoder: StreamDecoder | None = None
+) -> Iterator[StreamedFrame]:
+    """The one encode-and-decode loop of every measurement: each frame through `encoder` at
+    its time in the stream (index / fps), every packet at once through `decoder` (a lossless
+    link; None: encode only). Closes neither."""
+    fps = encoder.config.fps
+    for index, frame in enumerate(frames):
+        packets = encoder.encode(frame, round(index * 1000 / fps))
+        rendered = None
+        for packet in packets if decoder is not None else ():
+            decoded = decoder.receive(bytes(packet))
+            rendered = decoded if rendered is None else rendered
+        yield StreamedFrame(
+            index,
+            encoder.last_crop if encoder.last_landmarks is not None else None,
+            packets,
+            rendered,
+            encoder.last_decoded_landmarks,
+            encoder.selected_reference_id,
+            None if decoder is None else decoder.renderer.selected_reference_id,
+        )
+
+
 def round_trip(
     clip: Path,
     encoder_config: EncoderConfig,
@@ -55,22 +99,20 @@ def round_trip(
     payload: dict[str, int] = {}
     packets: dict[str, int] = {}
     frames = 0
+    camera = (frame for _, frame in read_frames(clip, encoder_config.fps, max_frames))
     try:
-        for index, (_, frame) in enumerate(read_frames(clip, encoder_config.fps, max_frames)):
+        for streamed in stream_frames(camera, encoder, decoder):
             frames += 1
-            pts_ms = round(index * 1000 / encoder_config.fps)
-            decoded = None
-            for packet in encoder.encode(frame, pts_ms):
+            for packet in streamed.packets:
                 kind = PacketKind(packet.kind).name.lower()
                 payload[kind] = payload.get(kind, 0) + len(packet.payload)
                 packets[kind] = packets.get(kind, 0) + len(packet.payload) + PACKET_HEADER_BYTES
-                decoded = decoder.receive(bytes(packet))
-            if decoded is None or encoder.last_crop is None:
+            if streamed.rendered is None or streamed.sent is None:
                 continue
-            psnrs.append(psnr(encoder.last_crop, decoded))
-            ssims.append(ssim(encoder.last_crop, decoded))
+            psnrs.append(psnr(streamed.sent, streamed.rendered))
+            ssims.append(ssim(streamed.sent, streamed.rendered))
             if keep_frames:
-                pairs.append((encoder.last_crop, decoded))
+                pairs.append((streamed.sent, streamed.rendered))
     finally:
         encoder.close()
     result = RoundTrip(
@@ -119,20 +161,17 @@ def round_trip_frames(
     shown = np.full(frames.shape[1:], 128, dtype=np.uint8)
     held = 0
     try:
-        for index, frame in enumerate(frames):
-            rendered = None
-            for packet in encoder.encode(frame, round(index * 1000 / encoder_config.fps)):
-                message = bytes(packet)
-                messages.append(len(message))
-                payload[index] += len(packet.payload)
+        for streamed in stream_frames(frames, encoder, decoder):
+            for packet in streamed.packets:
+                messages.append(PACKET_HEADER_BYTES + len(packet.payload))
+                payload[streamed.index] += len(packet.payload)
                 kind = PacketKind(packet.kind).name.lower()
                 by_kind[kind] = by_kind.get(kind, 0) + len(packet.payload)
-                rendered = decoder.receive(message) if rendered is None else rendered
-            if rendered is None:
+            if streamed.rendered is None:
                 held += 1
             else:
-                shown = rendered
-            decoded[index] = shown
+                shown = streamed.rendered
+            decoded[streamed.index] = shown
     finally:
         encoder.close()
     return FramesRoundTrip(messages, payload, by_kind, decoded, held)
