@@ -6,6 +6,7 @@ fields (talkcodec.options), and each run saves the resolved config beside its ou
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -126,6 +127,14 @@ class ReceiverConfig:
     refresh_request_interval_s: float = 0.1
     report_interval_s: float = 1.0
     request_refresh: bool = True
+
+
+def cache_dir(*parts: str) -> Path:
+    """Where talkcodec keeps what it derives and can make again (landmark tracks, training
+    crops, ONNX exports, TensorRT engines), never in the repository:
+    $XDG_CACHE_HOME/talkcodec/PARTS, by default ~/.cache/talkcodec/PARTS."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base, "talkcodec", *parts)
 
 
 def config_path(output: Path) -> Path:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from talkcodec.config import EncoderConfig
+from talkcodec.config import EncoderConfig, cache_dir
 from talkcodec.generator import make_renderer
 from talkcodec.generator.base import Renderer
 from talkcodec.generator.guide import draw_guide, normalised_grid
@@ -51,8 +50,7 @@ NO_CODEC = "none"  # reference_codec value that keeps the reference frame as it 
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "talkcodec" / "refiner"
+    return cache_dir("refiner")
 
 
 def make_warp(name: str) -> Renderer:

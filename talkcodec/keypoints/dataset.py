@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from talkcodec.config import cache_dir
 from talkcodec.keypoints.base import LandmarkDetector
 from talkcodec.keypoints.crop import CropBox, face_crop_target
 from talkcodec.keypoints.detectors import make_detector
@@ -45,8 +45,7 @@ class LandmarkTrack:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "talkcodec" / "landmarks"
+    return cache_dir("landmarks")
 
 
 def clip_cache_key(clip: Path, *settings: object) -> str:

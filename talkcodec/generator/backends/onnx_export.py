@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import shutil
 import tempfile
 import warnings
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import talkcodec
+from talkcodec.config import cache_dir
 from talkcodec.generator.backends.base import check_size
 
 if TYPE_CHECKING:
@@ -63,8 +63,7 @@ class OnnxModels:
 
 def cache_root() -> Path:
     """~/.cache/talkcodec (or $XDG_CACHE_HOME/talkcodec): exports and TensorRT engines."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "talkcodec"
+    return cache_dir()
 
 
 def file_sha256(path: Path) -> str:

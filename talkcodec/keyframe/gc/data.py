@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from talkcodec.config import cache_dir
 from talkcodec.keypoints.detectors import make_detector
 from talkcodec.keypoints.frontend import FaceFrontend
 from talkcodec.video import read_frames
@@ -30,8 +30,7 @@ MAX_UPSAMPLING = 2.0
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "talkcodec" / "gc"
+    return cache_dir("gc")
 
 
 def crop_cache_path(
