@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
-
 from talkcodec.generator.refiner import Refiner, RefinerConfig
+from talkcodec.training.weights_io import read_weights, write_weights
 
 FORMAT = "talkcodec-refiner"
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
@@ -20,20 +18,8 @@ TRAIN_COMMAND = "python -m talkcodec.generator.train --out runs/refiner --export
 
 def save_refiner(model: Refiner, path: Path, metadata: dict[str, str] | None = None) -> None:
     """Write the refiner's tensors and config (plus free-form string metadata) to `path`."""
-    tensors = {
-        name: value.detach().cpu().contiguous() for name, value in model.state_dict().items()
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(
-        tensors,
-        str(path),
-        metadata={
-            "format": FORMAT,
-            "config": json.dumps(model.config.to_dict()),
-            **(metadata or {}),
-        },
-    )
+    header = {"format": FORMAT, "config": json.dumps(model.config.to_dict())}
+    write_weights(model.state_dict(), path, {**header, **(metadata or {})})
 
 
 def load_refiner(path: Path | None = None) -> tuple[Refiner, dict[str, str]]:
@@ -43,16 +29,7 @@ def load_refiner(path: Path | None = None) -> tuple[Refiner, dict[str, str]]:
     the file is not refiner weights.
     """
     path = Path(path or DEFAULT_REFINER_WEIGHTS)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"refiner weights not found: {path} (train them with `{TRAIN_COMMAND}`)"
-        )
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as error:
-        raise ValueError(f"{path} is not a safetensors file: {error}") from None
+    tensors, metadata = read_weights(path, "refiner", TRAIN_COMMAND)
     if metadata.get("format") != FORMAT:
         raise ValueError(f"{path} holds {metadata.get('format')!r} weights, expected {FORMAT!r}")
     try:

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
 from talkcodec.keyframe.gc.model import GCModel, GCModelConfig
 from talkcodec.keyframe.gc.prior import (
@@ -19,6 +17,7 @@ from talkcodec.keyframe.gc.prior import (
     smoothed_counts,
 )
 from talkcodec.keyframe.gc.quantiser import NUM_LEVELS
+from talkcodec.training.weights_io import read_weights, write_weights
 
 logger = logging.getLogger(__name__)
 
@@ -64,18 +63,11 @@ def export_weights(
     context counts) and the config to `path`, with `version` (default: the model config's) as
     the weights version that GC payloads name."""
     config = model.config if version is None else replace(model.config, version=version)
-    tensors = {
-        _MODEL_PREFIX + name: value.detach().cpu().contiguous()
-        for name, value in model.state_dict().items()
-    }
+    tensors = {_MODEL_PREFIX + name: value for name, value in model.state_dict().items()}
     table = frequency_table(smoothed_counts(counts))  # every entry >= 1: nothing impossible
     tensors[PRIOR_KEY] = torch.from_numpy(table.astype(np.int32))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(
-        tensors,
-        str(path),
-        metadata={"format": FORMAT, "model_config": config.to_json(), **metadata},
-    )
+    header = {"format": FORMAT, "model_config": config.to_json()}
+    write_weights(tensors, path, {**header, **metadata})
 
 
 def load_weights(
@@ -87,18 +79,8 @@ def load_weights(
     not GC weights.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"GC weights not found: {path} (train them with "
-            "`python -m talkcodec.keyframe.gc.train --channels 8 --out runs/gc-c8 --export "
-            f"{path}`)"
-        )
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as error:
-        raise ValueError(f"{path} is not a safetensors file: {error}") from None
+    command = f"python -m talkcodec.keyframe.gc.train --channels 8 --out runs/gc-c8 --export {path}"
+    tensors, metadata = read_weights(path, "GC", command)
     if metadata.get("format") != FORMAT or PRIOR_KEY not in tensors:
         raise ValueError(f"{path} does not hold GC weights (format {metadata.get('format')!r})")
     config = GCModelConfig.from_json(metadata["model_config"])
