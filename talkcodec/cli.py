@@ -4,6 +4,7 @@ receive, call) are defined in talkcodec/runtime/commands.py."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections import Counter
@@ -62,6 +63,10 @@ def _add_decode(commands: argparse._SubParsersAction) -> None:
 def _add_info(commands: argparse._SubParsersAction) -> None:
     info = commands.add_parser("info", help="frames, duration and bit rates of a .tkc stream")
     info.add_argument("input", type=Path, help="input .tkc file")
+    info.add_argument(
+        "--json", action="store_true", help="print one JSON object (frames, duration_s, "
+        "payload_kbps, file_kbps, wire_kbps, by_kind, ...)",
+    )  # fmt: skip
 
 
 def _add_export(commands: argparse._SubParsersAction) -> None:
@@ -182,22 +187,39 @@ def _open_tkc(path: Path) -> TkcReader:
     return TkcReader.open(path)
 
 
-def print_info(path: Path) -> None:
-    """Frames, duration, and bytes and kbit/s by packet kind (payload, and with packet headers).
+def _wire_bytes(packet: Packet) -> int:
+    """What `packet` costs on the wire in a live call with the default transport: a KEYPOINTS
+    packet is one data-channel message, a KEYFRAME one message per fragment; each message pays
+    the modelled SCTP/DTLS/UDP/IPv4 headers (talkcodec.transport.overhead)."""
+    from talkcodec.transport.fragmentation import DEFAULT_FRAGMENT_BYTES, fragment
+    from talkcodec.transport.overhead import datachannel_message_cost
+
+    data = bytes(packet)
+    if packet.kind is PacketKind.KEYFRAME:
+        parts = [len(bytes(part)) for part in fragment(data, 0, DEFAULT_FRAGMENT_BYTES)]
+    else:
+        parts = [len(data)]
+    return sum(datachannel_message_cost(size).wire_bytes for size in parts)
+
+
+def stream_info(path: Path) -> dict[str, object]:
+    """Frames, duration and bit rates of a .tkc file, by packet kind: payload (packet payloads),
+    file (the file's bytes) and wire (each packet as the live call sends it, headers included).
 
     Timestamps go through the decoders' rule (KeypointTimeline): packets it would drop are
-    reported as such, and the duration is the time the accepted packets cover.
+    counted as such, and the duration is the time the accepted packets cover.
     """
     reader = _open_tkc(path)
-    packets_by_kind: Counter[str] = Counter()
-    payload_by_kind: Counter[str] = Counter()
+    kinds: dict[str, Counter[str]] = {}
     arrivals: Counter[Arrival] = Counter()
     with reader:
         header = reader.header
         timeline = KeypointTimeline(header.fps)
         for packet in reader:
-            packets_by_kind[packet.kind.name] += 1
-            payload_by_kind[packet.kind.name] += len(packet.payload)
+            counts = kinds.setdefault(packet.kind.name.lower(), Counter())
+            counts["packets"] += 1
+            counts["payload_bytes"] += len(packet.payload)
+            counts["wire_bytes"] += _wire_bytes(packet)
             if packet.kind is PacketKind.KEYPOINTS:
                 verdict = timeline.classify(packet.seq, packet.pts_ms, packet.is_intra)
                 arrivals[verdict.arrival] += 1
@@ -205,35 +227,83 @@ def print_info(path: Path) -> None:
                 timeline.note_fresh_start(packet.pts_ms)
     frames = arrivals[Arrival.NEXT] + arrivals[Arrival.RESYNC]
     duration_s = (timeline.stream_ms + timeline.frame_ms) / 1000 if frames else 0.0
+
+    def kbps(size: int) -> float | None:
+        return round(size * 8 / duration_s / 1000, 4) if duration_s > 0 else None
+
+    by_kind = {
+        kind: {**counts, "payload_kbps": kbps(counts["payload_bytes"])}
+        for kind, counts in sorted(kinds.items())
+    }
+    return {
+        "file": str(path),
+        "header": {
+            "width": header.width,
+            "height": header.height,
+            "fps": header.fps,
+            "keyframe_codec": header.keyframe_codec.name,
+            "keypoint_model": header.keypoint_model.name,
+            "expression_dims": header.expression_dims,
+            "keypoint_step_px": header.keypoint_step_millipx / 1000,
+            "reference_bank_size": header.reference_bank_size,
+        },
+        "frames": frames,
+        "duration_s": round(duration_s, 4),
+        "payload_kbps": kbps(sum(c["payload_bytes"] for c in kinds.values())),
+        "file_kbps": kbps(path.stat().st_size),
+        "wire_kbps": kbps(sum(c["wire_bytes"] for c in kinds.values())),
+        "by_kind": by_kind,
+        "dropped_by_decoders": {
+            "implausible": arrivals[Arrival.IMPLAUSIBLE],
+            "late": arrivals[Arrival.LATE],
+        },
+        "new_timelines": arrivals[Arrival.RESYNC],
+    }
+
+
+def print_info(path: Path, as_json: bool = False) -> None:
+    """stream_info as one JSON object, or as a table of bytes and kbit/s by packet kind."""
+    info = stream_info(path)
+    if as_json:
+        print(json.dumps(info))
+        return
+    header: dict = info["header"]  # type: ignore[assignment]
     print(
-        f"{path}: {header.width}x{header.height} at {header.fps:g} fps, keyframe codec "
-        f"{header.keyframe_codec.name}, keypoint model {header.keypoint_model.name} "
-        f"({header.expression_dims} expression dims, "
-        f"step {header.keypoint_step_millipx / 1000:g} px)"
+        f"{path}: {header['width']}x{header['height']} at {header['fps']:g} fps, keyframe codec "
+        f"{header['keyframe_codec']}, keypoint model {header['keypoint_model']} "
+        f"({header['expression_dims']} expression dims, step {header['keypoint_step_px']:g} px, "
+        f"bank of {header['reference_bank_size']})"
     )
-    print(f"frames: {frames}, duration: {duration_s:.2f} s")
-    dropped = arrivals[Arrival.LATE] + arrivals[Arrival.IMPLAUSIBLE]
-    if dropped or arrivals[Arrival.RESYNC] > 1:
+    print(f"frames: {info['frames']}, duration: {info['duration_s']:.2f} s")
+    dropped: dict = info["dropped_by_decoders"]  # type: ignore[assignment]
+    if dropped["implausible"] or dropped["late"] or info["new_timelines"] > 1:  # type: ignore[operator]
         print(
-            f"implausible: {arrivals[Arrival.IMPLAUSIBLE]} keypoint packets whose seq or pts_ms "
-            f"break the limits, {arrivals[Arrival.LATE]} late or repeated (decoders drop both); "
-            f"{arrivals[Arrival.RESYNC]} new timelines"
+            f"implausible: {dropped['implausible']} keypoint packets whose seq or pts_ms break "
+            f"the limits, {dropped['late']} late or repeated (decoders drop both); "
+            f"{info['new_timelines']} new timelines"
         )
+    duration_s: float = info["duration_s"]  # type: ignore[assignment]
     if duration_s <= 0:
         return
-    print(f"  {'kind':<10} {'packets':>7} {'payload B':>10} {'kbit/s':>8} {'+headers':>9}")
-    kinds = sorted(packets_by_kind)
-    rows = [(kind, packets_by_kind[kind], payload_by_kind[kind]) for kind in kinds]
-    rows.append(("total", sum(packets_by_kind.values()), sum(payload_by_kind.values())))
-    for kind, count, size in rows:
+    by_kind: dict = info["by_kind"]  # type: ignore[assignment]
+    print(
+        f"  {'kind':<10} {'packets':>7} {'payload B':>10} {'kbit/s':>8} {'+headers':>9} {'wire':>8}"
+    )
+    total = Counter()
+    for counts in by_kind.values():
+        total.update({k: v for k, v in counts.items() if k != "payload_kbps"})
+    for kind, counts in [*by_kind.items(), ("total", total)]:
+        size, count = counts["payload_bytes"], counts["packets"]
         with_headers = size + count * PACKET_HEADER_BYTES
         print(
-            f"  {kind:<10} {count:>7} {size:>10} {size * 8 / duration_s / 1000:>8.2f} "
-            f"{with_headers * 8 / duration_s / 1000:>9.2f}"
+            f"  {kind.upper():<10} {count:>7} {size:>10} {size * 8 / duration_s / 1000:>8.2f} "
+            f"{with_headers * 8 / duration_s / 1000:>9.2f} "
+            f"{counts['wire_bytes'] * 8 / duration_s / 1000:>8.2f}"
         )
-    if frames:
-        keypoint_bits = payload_by_kind[PacketKind.KEYPOINTS.name] * 8 / frames
-        print(f"keypoints: {keypoint_bits:.1f} payload bits/frame")
+    print(f"file: {info['file_kbps']:.2f} kbit/s; on the wire (modelled): {info['wire_kbps']:.2f}")
+    if "keypoints" in by_kind and info["frames"]:
+        bits = by_kind["keypoints"]["payload_bytes"] * 8 / info["frames"]  # type: ignore[operator]
+        print(f"keypoints: {bits:.1f} payload bits/frame")
 
 
 def _is_fresh_start(packet: Packet) -> bool:
@@ -255,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "decode":
             run_decode(args)
         elif args.command == "info":
-            print_info(args.input)
+            print_info(args.input, as_json=args.json)
         elif args.command == "keyframe":
             run_keyframe_command(args)
         elif args.command == "export":

@@ -219,3 +219,28 @@ def test_a_far_future_timestamp_does_not_stall_a_live_receiver() -> None:
     assert len(rendered) >= 5 + 30 - 24
     assert future_pts_ms not in {frame.pts_ms for frame in rendered}
     assert rendered[-1].stream_ms - rendered[0].stream_ms < 2000
+
+
+def test_info_json_counts_every_byte(
+    records: TkcRecords, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`info --json`: payload, file and modelled wire rates over the accepted duration."""
+    from talkcodec.transport.overhead import SCTP_PACKET_OVERHEAD_BYTES
+
+    path = tmp_path / "stream.tkc"
+    path.write_bytes(records.join())
+    assert main(["info", "--json", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    keypoints = records.indices_of(PacketKind.KEYPOINTS)
+    payload = sum(len(record) - 12 for record in records.records)  # length u32 + 8-byte header
+    duration_s = len(keypoints) * 0.04
+    assert info["frames"] == len(keypoints) and info["duration_s"] == pytest.approx(duration_s)
+    assert info["payload_kbps"] == pytest.approx(payload * 8 / duration_s / 1000, rel=1e-3)
+    assert info["file_kbps"] == pytest.approx(path.stat().st_size * 8 / duration_s / 1000, 1e-3)
+    wire = info["by_kind"]["keypoints"]["wire_bytes"]
+    # Every keypoint packet is one message: its bytes, padded to 4, plus one packet's headers.
+    assert wire >= info["by_kind"]["keypoints"]["payload_bytes"] + len(keypoints) * (
+        8 + SCTP_PACKET_OVERHEAD_BYTES
+    )
+    assert info["wire_kbps"] > info["file_kbps"] > info["payload_kbps"]
+    assert info["dropped_by_decoders"] == {"implausible": 0, "late": 0}
