@@ -340,8 +340,8 @@ class StreamHeader:
         )
 
 
-_SEQ_MODULO = 1 << 16
-_PTS_MODULO = 1 << 32
+SEQ_MODULO = 1 << 16  # seq counts packets modulo 2**16
+PTS_MODULO = 1 << 32  # pts_ms counts milliseconds modulo 2**32
 
 
 def _signed(difference: int, modulo: int) -> int:
@@ -401,41 +401,37 @@ class KeypointTimeline:
         self._candidate: tuple[int, int] | None = None  # the last implausible one
         self._fresh_start_pts_ms: int | None = None
 
-    @property
-    def started(self) -> bool:
-        return self._last is not None
-
     def note_fresh_start(self, pts_ms: int) -> None:
         """A fresh-start keyframe (reference id 0) with this pts_ms was received and decoded."""
         self._fresh_start_pts_ms = pts_ms
 
-    def _step(self, since: tuple[int, int], seq: int, pts_ms: int) -> tuple[int, int] | None:
-        """(seq advance, pts advance) when (seq, pts_ms) may follow `since`, else None."""
-        seq_ahead = _signed(seq - since[0], _SEQ_MODULO)
-        pts_ahead = _signed(pts_ms - since[1], _PTS_MODULO)
+    @staticmethod
+    def _ahead(since: tuple[int, int], seq: int, pts_ms: int) -> tuple[int, int]:
+        """(seq advance, pts advance) of (seq, pts_ms) over `since`, signed, with wrap-around."""
+        return _signed(seq - since[0], SEQ_MODULO), _signed(pts_ms - since[1], PTS_MODULO)
+
+    def _follows(self, seq_ahead: int, pts_ahead: int) -> bool:
+        """Whether a packet that far ahead may be the next one (the acceptance rule)."""
         if seq_ahead <= 0 or not 0 <= pts_ahead <= MAX_PTS_STEP_MS:
-            return None
+            return False
         if pts_ahead > seq_ahead * self.frame_ms + MAX_PTS_JUMP_MS:
-            return None
-        if seq_ahead > SEQ_SLACK_PACKETS + SEQ_PACKETS_PER_FRAME * pts_ahead / self.frame_ms:
-            return None
-        return seq_ahead, pts_ahead
+            return False
+        return seq_ahead <= SEQ_SLACK_PACKETS + SEQ_PACKETS_PER_FRAME * pts_ahead / self.frame_ms
 
     def classify(self, seq: int, pts_ms: int, intra: bool) -> ArrivalVerdict:
         """The verdict on the next KEYPOINTS packet to arrive; accepted ones move the timeline."""
         if self._last is None:
             return self._accept(seq, pts_ms, ArrivalVerdict(Arrival.NEXT))
-        step = self._step(self._last, seq, pts_ms)
-        if step is not None:
-            seq_ahead, pts_ahead = step
+        seq_ahead, pts_ahead = self._ahead(self._last, seq, pts_ms)
+        if self._follows(seq_ahead, pts_ahead):
             self.stream_ms += pts_ahead
             return self._accept(seq, pts_ms, ArrivalVerdict(Arrival.NEXT, seq_ahead - 1, pts_ahead))
-        seq_ahead = _signed(seq - self._last[0], _SEQ_MODULO)
-        pts_ahead = _signed(pts_ms - self._last[1], _PTS_MODULO)
         if seq_ahead <= 0 and pts_ahead <= 0:
             return ArrivalVerdict(Arrival.LATE)
         fresh_start = intra and pts_ms == self._fresh_start_pts_ms
-        confirmed = self._candidate is not None and self._step(self._candidate, seq, pts_ms)
+        confirmed = self._candidate is not None and self._follows(
+            *self._ahead(self._candidate, seq, pts_ms)
+        )
         if fresh_start or confirmed:
             forward = 0 < pts_ahead <= MAX_PTS_STEP_MS
             self.stream_ms += pts_ahead if forward else round(self.frame_ms)

@@ -9,6 +9,7 @@ import logging
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from talkcodec.bitstream import (
@@ -19,6 +20,7 @@ from talkcodec.bitstream import (
     KeypointTimeline,
     Packet,
     PacketKind,
+    StreamHeader,
     TkcReader,
     TkcWriter,
 )
@@ -202,8 +204,55 @@ def _wire_bytes(packet: Packet) -> int:
     return sum(datachannel_message_cost(size).wire_bytes for size in parts)
 
 
-def stream_info(path: Path) -> dict[str, object]:
-    """Frames, duration and bit rates of a .tkc file, by packet kind: payload (packet payloads),
+@dataclass(frozen=True)
+class StreamInfo:
+    """What `talkcodec info` reports of a .tkc file. by_kind: per packet kind (lower-case name),
+    its packets, payload_bytes and wire_bytes. Rates are None for a file of no frames."""
+
+    header: StreamHeader
+    frames: int
+    duration_s: float
+    file_bytes: int
+    by_kind: dict[str, Counter[str]]
+    dropped_by_decoders: dict[str, int]
+    new_timelines: int
+
+    def kbps(self, size: int) -> float | None:
+        return round(size * 8 / self.duration_s / 1000, 4) if self.duration_s > 0 else None
+
+    def total(self, key: str) -> int:
+        return sum(counts[key] for counts in self.by_kind.values())
+
+    def as_json(self, path: Path) -> dict[str, object]:
+        header = self.header
+        return {
+            "file": str(path),
+            "header": {
+                "width": header.width,
+                "height": header.height,
+                "fps": header.fps,
+                "keyframe_codec": header.keyframe_codec.name,
+                "keypoint_model": header.keypoint_model.name,
+                "expression_dims": header.expression_dims,
+                "keypoint_step_px": header.keypoint_step_millipx / 1000,
+                "reference_bank_size": header.reference_bank_size,
+            },
+            "frames": self.frames,
+            "duration_s": round(self.duration_s, 4),
+            "payload_kbps": self.kbps(self.total("payload_bytes")),
+            "file_kbps": self.kbps(self.file_bytes),
+            "wire_kbps": self.kbps(self.total("wire_bytes")),
+            "by_kind": {
+                kind: {**counts, "payload_kbps": self.kbps(counts["payload_bytes"])}
+                for kind, counts in self.by_kind.items()
+            },
+            "dropped_by_decoders": self.dropped_by_decoders,
+            "new_timelines": self.new_timelines,
+        }
+
+
+def stream_info(path: Path) -> StreamInfo:
+    """Frames, duration and bytes of a .tkc file, by packet kind: payload (packet payloads),
     file (the file's bytes) and wire (each packet as the live call sends it, headers included).
 
     Timestamps go through the decoders' rule (KeypointTimeline): packets it would drop are
@@ -226,83 +275,60 @@ def stream_info(path: Path) -> dict[str, object]:
             elif _is_fresh_start(packet):
                 timeline.note_fresh_start(packet.pts_ms)
     frames = arrivals[Arrival.NEXT] + arrivals[Arrival.RESYNC]
-    duration_s = (timeline.stream_ms + timeline.frame_ms) / 1000 if frames else 0.0
-
-    def kbps(size: int) -> float | None:
-        return round(size * 8 / duration_s / 1000, 4) if duration_s > 0 else None
-
-    by_kind = {
-        kind: {**counts, "payload_kbps": kbps(counts["payload_bytes"])}
-        for kind, counts in sorted(kinds.items())
-    }
-    return {
-        "file": str(path),
-        "header": {
-            "width": header.width,
-            "height": header.height,
-            "fps": header.fps,
-            "keyframe_codec": header.keyframe_codec.name,
-            "keypoint_model": header.keypoint_model.name,
-            "expression_dims": header.expression_dims,
-            "keypoint_step_px": header.keypoint_step_millipx / 1000,
-            "reference_bank_size": header.reference_bank_size,
-        },
-        "frames": frames,
-        "duration_s": round(duration_s, 4),
-        "payload_kbps": kbps(sum(c["payload_bytes"] for c in kinds.values())),
-        "file_kbps": kbps(path.stat().st_size),
-        "wire_kbps": kbps(sum(c["wire_bytes"] for c in kinds.values())),
-        "by_kind": by_kind,
-        "dropped_by_decoders": {
+    return StreamInfo(
+        header=header,
+        frames=frames,
+        duration_s=(timeline.stream_ms + timeline.frame_ms) / 1000 if frames else 0.0,
+        file_bytes=path.stat().st_size,
+        by_kind=dict(sorted(kinds.items())),
+        dropped_by_decoders={
             "implausible": arrivals[Arrival.IMPLAUSIBLE],
             "late": arrivals[Arrival.LATE],
         },
-        "new_timelines": arrivals[Arrival.RESYNC],
-    }
+        new_timelines=arrivals[Arrival.RESYNC],
+    )
 
 
 def print_info(path: Path, as_json: bool = False) -> None:
     """stream_info as one JSON object, or as a table of bytes and kbit/s by packet kind."""
     info = stream_info(path)
     if as_json:
-        print(json.dumps(info))
+        print(json.dumps(info.as_json(path)))
         return
-    header: dict = info["header"]  # type: ignore[assignment]
+    header = info.header
     print(
-        f"{path}: {header['width']}x{header['height']} at {header['fps']:g} fps, keyframe codec "
-        f"{header['keyframe_codec']}, keypoint model {header['keypoint_model']} "
-        f"({header['expression_dims']} expression dims, step {header['keypoint_step_px']:g} px, "
-        f"bank of {header['reference_bank_size']})"
+        f"{path}: {header.width}x{header.height} at {header.fps:g} fps, keyframe codec "
+        f"{header.keyframe_codec.name}, keypoint model {header.keypoint_model.name} "
+        f"({header.expression_dims} expression dims, "
+        f"step {header.keypoint_step_millipx / 1000:g} px, bank of {header.reference_bank_size})"
     )
-    print(f"frames: {info['frames']}, duration: {info['duration_s']:.2f} s")
-    dropped: dict = info["dropped_by_decoders"]  # type: ignore[assignment]
-    if dropped["implausible"] or dropped["late"] or info["new_timelines"] > 1:  # type: ignore[operator]
+    print(f"frames: {info.frames}, duration: {info.duration_s:.2f} s")
+    dropped = info.dropped_by_decoders
+    if dropped["implausible"] or dropped["late"] or info.new_timelines > 1:
         print(
             f"implausible: {dropped['implausible']} keypoint packets whose seq or pts_ms break "
             f"the limits, {dropped['late']} late or repeated (decoders drop both); "
-            f"{info['new_timelines']} new timelines"
+            f"{info.new_timelines} new timelines"
         )
-    duration_s: float = info["duration_s"]  # type: ignore[assignment]
-    if duration_s <= 0:
+    if info.duration_s <= 0:
         return
-    by_kind: dict = info["by_kind"]  # type: ignore[assignment]
     print(
         f"  {'kind':<10} {'packets':>7} {'payload B':>10} {'kbit/s':>8} {'+headers':>9} {'wire':>8}"
     )
-    total = Counter()
-    for counts in by_kind.values():
-        total.update({k: v for k, v in counts.items() if k != "payload_kbps"})
-    for kind, counts in [*by_kind.items(), ("total", total)]:
+    total = sum(info.by_kind.values(), Counter())
+    for kind, counts in [*info.by_kind.items(), ("total", total)]:
         size, count = counts["payload_bytes"], counts["packets"]
-        with_headers = size + count * PACKET_HEADER_BYTES
-        print(
-            f"  {kind.upper():<10} {count:>7} {size:>10} {size * 8 / duration_s / 1000:>8.2f} "
-            f"{with_headers * 8 / duration_s / 1000:>9.2f} "
-            f"{counts['wire_bytes'] * 8 / duration_s / 1000:>8.2f}"
-        )
-    print(f"file: {info['file_kbps']:.2f} kbit/s; on the wire (modelled): {info['wire_kbps']:.2f}")
-    if "keypoints" in by_kind and info["frames"]:
-        bits = by_kind["keypoints"]["payload_bytes"] * 8 / info["frames"]  # type: ignore[operator]
+        rates = (size, size + count * PACKET_HEADER_BYTES, counts["wire_bytes"])
+        cells = [
+            f"{info.kbps(value):{width}.2f}" for value, width in zip(rates, (8, 9, 8), strict=True)
+        ]
+        print(f"  {kind.upper():<10} {count:>7} {size:>10} " + " ".join(cells))
+    print(
+        f"file: {info.kbps(info.file_bytes):.2f} kbit/s; on the wire (modelled): "
+        f"{info.kbps(info.total('wire_bytes')):.2f}"
+    )
+    if "keypoints" in info.by_kind and info.frames:
+        bits = info.by_kind["keypoints"]["payload_bytes"] * 8 / info.frames
         print(f"keypoints: {bits:.1f} payload bits/frame")
 
 

@@ -21,6 +21,8 @@ from talkcodec.bank import BankMirror, describe
 from talkcodec.bitstream import (
     MAX_KEYPOINT_PAYLOAD_BYTES,
     MAX_PTS_STEP_MS,
+    PTS_MODULO,
+    SEQ_MODULO,
     Arrival,
     BitstreamError,
     ImplausiblePacket,
@@ -45,9 +47,6 @@ from talkcodec.keypoints.registry import MODEL_FOR_DETECTOR, load_keypoint_model
 
 logger = logging.getLogger(__name__)
 
-_SEQ_MODULO = 1 << 16
-_PTS_MODULO = 1 << 32
-
 
 def _keypoint_model(model_id: int, expression_dims: int) -> KeypointModel:
     model = load_keypoint_model(model_id)
@@ -62,11 +61,10 @@ def _keypoint_model(model_id: int, expression_dims: int) -> KeypointModel:
 class SentKeypoints:
     """What the sender codes for one frame's landmarks and what the receiver decodes from it.
 
-    params: (P,) fitted keypoint-model parameters. indices: (P,) int32 quantiser indices, what
-    the keypoint packet codes. decoded: the landmarks the receiver reconstructs from them.
+    indices: (P,) int32 quantiser indices of the fitted keypoint-model parameters, what the
+    keypoint packet codes. decoded: the landmarks the receiver reconstructs from them.
     """
 
-    params: np.ndarray
     indices: np.ndarray
     decoded: Landmarks
 
@@ -182,15 +180,14 @@ class StreamEncoder:
         packets.append(
             Packet(PacketKind.KEYPOINTS, self._keypoint_seq, pts_ms, coded.payload, flags)
         )
-        self._keypoint_seq = (self._keypoint_seq + 1) % _SEQ_MODULO
+        self._keypoint_seq = (self._keypoint_seq + 1) % SEQ_MODULO
         return packets
 
     def sent_keypoints(self, landmarks: Landmarks) -> SentKeypoints:
         """Fit and quantise one frame's landmarks (in pixels of the size_px crop), once."""
-        params = self.model.fit(landmarks, self.config.size_px)
-        indices = self._keypoints.quantise(params)
+        indices = self._keypoints.quantise(self.model.fit(landmarks, self.config.size_px))
         values = self._keypoints.quantiser.values(indices)
-        return SentKeypoints(params, indices, self.model.reconstruct(values, self.config.size_px))
+        return SentKeypoints(indices, self.model.reconstruct(values, self.config.size_px))
 
     def _keyframe_packet(
         self, image: np.ndarray, intra_keypoints: bytes, pts_ms: int, reference_id: int
@@ -204,7 +201,7 @@ class StreamEncoder:
         packet = Packet(
             PacketKind.KEYFRAME, self._keyframe_seq, pts_ms, bytes(payload), PacketFlags.INTRA
         )
-        self._keyframe_seq = (self._keyframe_seq + 1) % _SEQ_MODULO
+        self._keyframe_seq = (self._keyframe_seq + 1) % SEQ_MODULO
         self._last_keyframe_pts_ms = pts_ms
         if reference_id == 0:
             self._keyframe_wanted = None
@@ -269,7 +266,7 @@ class ByteBudget:
 
 
 def _elapsed_ms(since_pts_ms: int, pts_ms: int) -> int:
-    return (pts_ms - since_pts_ms) % _PTS_MODULO
+    return (pts_ms - since_pts_ms) % PTS_MODULO
 
 
 @dataclass(frozen=True)
@@ -392,8 +389,8 @@ class StreamDecoder:
             return None
 
     def _count_drop(self, error: BitstreamError) -> None:
-        reason = error.reason if hasattr(self.stats, error.reason) else "corrupt"
-        setattr(self.stats, reason, getattr(self.stats, reason) + 1)
+        """Count a dropped packet under its error's kind (a DecoderStats counter)."""
+        setattr(self.stats, error.reason, getattr(self.stats, error.reason) + 1)
 
     def _receive_keyframe(self, packet: Packet) -> None:
         payload = KeyframePayload.parse(packet.payload)
@@ -485,7 +482,6 @@ class HoldSchedule:
     def __init__(self, fps: float) -> None:
         self.max_gap_frames = round(MAX_PTS_STEP_MS * fps / 1000)
         self._fps = fps
-        self._frame_ms = 1000 / fps
         self._next_slot: int | None = None  # the slot the next frame shown takes
         self.rendered = 0
         self.held = 0
@@ -494,7 +490,7 @@ class HoldSchedule:
     def holds_before(self, frame: DecodedFrame) -> int:
         """How many copies of the previous frame to show before `frame`, then counts `frame`."""
         self.rendered += 1
-        slot = round(frame.stream_ms * self._fps / 1000)
+        slot = self._slot(frame.stream_ms)
         holds = self._holds_until(slot)
         self._next_slot = max(slot, self._next_slot or 0) + 1
         return holds
@@ -503,7 +499,10 @@ class HoldSchedule:
         """How many copies of the last frame to show at the end of a stream whose accepted
         packets cover `stream_ms` (packets after the last rendered frame that could not be
         decoded, e.g. waiting for an intra refresh)."""
-        return self._holds_until(round((stream_ms + self._frame_ms) * self._fps / 1000))
+        return self._holds_until(self._slot(stream_ms) + 1)
+
+    def _slot(self, stream_ms: int) -> int:
+        return round(stream_ms * self._fps / 1000)
 
     def _holds_until(self, slot: int) -> int:
         if self._next_slot is None:

@@ -112,23 +112,37 @@ def demo_stream(frames: int = 25, config: EncoderConfig | None = None) -> bytes:
 # -- mutations of a .tkc file -------------------------------------------------------------
 
 
+def flip_bits(data: bytes, rng: random.Random) -> bytes:
+    """`data` with 1 to 8 random bits flipped (unchanged when empty)."""
+    damaged = bytearray(data)
+    for _ in range(rng.randint(1, 8) if damaged else 0):
+        damaged[rng.randrange(len(damaged))] ^= 1 << rng.randrange(8)
+    return bytes(damaged)
+
+
+def set_bytes(data: bytes, rng: random.Random) -> bytes:
+    """`data` with 1 to 4 random bytes set to 0, 255 or anything (unchanged when empty)."""
+    damaged = bytearray(data)
+    for _ in range(rng.randint(1, 4) if damaged else 0):
+        damaged[rng.randrange(len(damaged))] = rng.choice([0, 0xFF, rng.randrange(256)])
+    return bytes(damaged)
+
+
+def truncate(data: bytes, rng: random.Random) -> bytes:
+    """A random prefix of `data`, shorter than it (empty for empty data)."""
+    return data[: rng.randrange(len(data))] if data else data
+
+
 def _flip_bits(stream: TkcRecords, rng: random.Random) -> bytes:
-    data = bytearray(stream.join())
-    for _ in range(rng.randint(1, 8)):
-        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
-    return bytes(data)
+    return flip_bits(stream.join(), rng)
 
 
 def _set_bytes(stream: TkcRecords, rng: random.Random) -> bytes:
-    data = bytearray(stream.join())
-    for _ in range(rng.randint(1, 4)):
-        data[rng.randrange(len(data))] = rng.randrange(256)
-    return bytes(data)
+    return set_bytes(stream.join(), rng)
 
 
 def _truncate(stream: TkcRecords, rng: random.Random) -> bytes:
-    data = stream.join()
-    return data[: rng.randrange(len(data))]
+    return truncate(stream.join(), rng)
 
 
 def _duplicate_records(stream: TkcRecords, rng: random.Random) -> bytes:
@@ -276,39 +290,56 @@ def _count_keypoint_records(data: bytes) -> int:
     return count
 
 
+@dataclass
+class _Tally:
+    """What a running case has seen so far: frames out, their bound, why it ended badly."""
+
+    frames: int = 0
+    bound: int = 0
+    detail: str = ""
+
+
+def _run_case(mutation: str, budget_s: float, work: Callable[[_Tally], str]) -> CaseResult:
+    """Run one case's `work` (which returns its outcome) under the time budget; a
+    BitstreamError is "rejected", the budget running out "hang", anything else "crash"."""
+    tally = _Tally()
+    started = time.perf_counter()
+    try:
+        with time_budget(budget_s):
+            outcome = work(tally)
+    except BitstreamError as error:
+        outcome, tally.detail = "rejected", str(error)
+    except CaseTimeout as error:
+        outcome, tally.detail = "hang", str(error)
+    except Exception:  # noqa: BLE001 -- a fuzzer records every other failure as a crash
+        outcome, tally.detail = "crash", traceback.format_exc().strip().splitlines()[-1]
+    seconds = time.perf_counter() - started
+    return CaseResult(mutation, outcome, tally.frames, tally.bound, seconds, tally.detail)
+
+
 def decode_tkc_case(
     mutation: str, data: bytes, decoder_config: DecoderConfig, budget_s: float = 10.0
 ) -> CaseResult:
     """Decode `data` as `talkcodec decode` would (frames counted, not written) and judge it."""
     from talkcodec.codec import HoldSchedule, StreamDecoder, decode_to_frames
 
-    frames, bound = 0, 0
-    started = time.perf_counter()
+    def work(tally: _Tally) -> str:
+        reader = TkcReader(io.BytesIO(data))
+        header = reader.header
+        tally.bound = frame_bound(_count_keypoint_records(data), header.fps)
+        decoder = StreamDecoder(header, decoder_config)
+        messages = (bytes(packet) for packet in reader)
+        for frame in decode_to_frames(decoder, messages, HoldSchedule(header.fps)):
+            if frame.shape != (header.height, header.width, 3):
+                tally.detail = f"frame of shape {frame.shape}"
+                return "crash"
+            tally.frames += 1
+            if tally.frames > tally.bound:
+                tally.detail = f"{tally.frames} frames, bound {tally.bound}"
+                return "over_bound"
+        return "decoded"
 
-    def result(outcome: str, detail: str = "") -> CaseResult:
-        seconds = time.perf_counter() - started
-        return CaseResult(mutation, outcome, frames, bound, seconds, detail)
-
-    try:
-        with time_budget(budget_s):
-            reader = TkcReader(io.BytesIO(data))
-            bound = frame_bound(_count_keypoint_records(data), reader.header.fps)
-            decoder = StreamDecoder(reader.header, decoder_config)
-            schedule = HoldSchedule(reader.header.fps)
-            messages = (bytes(packet) for packet in reader)
-            for frame in decode_to_frames(decoder, messages, schedule):
-                if frame.shape != (reader.header.height, reader.header.width, 3):
-                    return result("crash", f"frame of shape {frame.shape}")
-                frames += 1
-                if frames > bound:
-                    return result("over_bound", f"{frames} frames, bound {bound}")
-    except BitstreamError as error:
-        return result("rejected", str(error))
-    except CaseTimeout as error:
-        return result("hang", str(error))
-    except Exception:  # noqa: BLE001 -- a fuzzer records every other failure as a crash
-        return result("crash", traceback.format_exc().strip().splitlines()[-1])
-    return result("decoded")
+    return _run_case(mutation, budget_s, work)
 
 
 # -- GC keyframe payloads -----------------------------------------------------------------
@@ -326,26 +357,22 @@ def _with_check(data: bytes) -> bytes:
 
 def mutate_gc(payload: bytes, rng: random.Random) -> tuple[str, bytes]:
     """(mutation name, damaged GC payload): half keep a wrong check, half get a valid one."""
-    data = bytearray(payload)
     name = rng.choice(["flip_bits", "set_bytes", "truncate", "field_extreme", "random"])
     if name == "flip_bits":
-        for _ in range(rng.randint(1, 8)):
-            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        data = flip_bits(payload, rng)
     elif name == "set_bytes":
-        for _ in range(rng.randint(1, 4)):
-            data[rng.randrange(len(data))] = rng.randrange(256)
+        data = set_bytes(payload, rng)
     elif name == "truncate":
-        del data[rng.randrange(len(data)) :]
+        data = truncate(payload, rng)
     elif name == "field_extreme":
         # version, channels byte, height, width, and a selective payload's first fields
         offset, size = rng.choice([(2, 1), (3, 1), (4, 2), (6, 2), (10, 1), (11, 2)])
-        if offset + size <= len(data):
-            data[offset : offset + size] = _extreme(rng, size)
+        data = _patch(payload, offset, _extreme(rng, size))[: len(payload)]
     else:
-        data = bytearray(data[:10] + rng.randbytes(rng.randint(0, 2 * len(payload))))
+        data = payload[:10] + rng.randbytes(rng.randint(0, 2 * len(payload)))
     if rng.random() < 0.5:
-        return name + "+check", _with_check(bytes(data))
-    return name, bytes(data)
+        return name + "+check", _with_check(data)
+    return name, data
 
 
 def decode_gc_case(
@@ -355,26 +382,17 @@ def decode_gc_case(
     image must have the size its header states."""
     from talkcodec.keyframe.gc.payload import GcPayload
 
-    started = time.perf_counter()
+    def work(tally: _Tally) -> str:
+        tally.bound = 1
+        image = decompress(data)
+        payload = GcPayload.parse(data)
+        if image.shape != (payload.height, payload.width, 3) or image.dtype != np.uint8:
+            tally.detail = f"image {image.shape} {image.dtype} for {payload.width}x{payload.height}"
+            return "crash"
+        tally.frames = 1
+        return "decoded"
 
-    def result(outcome: str, detail: str = "", frames: int = 0) -> CaseResult:
-        return CaseResult(mutation, outcome, frames, 1, time.perf_counter() - started, detail)
-
-    try:
-        with time_budget(budget_s):
-            image = decompress(data)
-            payload = GcPayload.parse(data)
-    except BitstreamError as error:
-        return result("rejected", str(error))
-    except CaseTimeout as error:
-        return result("hang", str(error))
-    except Exception:  # noqa: BLE001 -- a fuzzer records every other failure as a crash
-        return result("crash", traceback.format_exc().strip().splitlines()[-1])
-    if image.shape != (payload.height, payload.width, 3) or image.dtype != np.uint8:
-        return result(
-            "crash", f"image {image.shape} {image.dtype} for {payload.width}x{payload.height}"
-        )
-    return result("decoded", frames=1)
+    return _run_case(mutation, budget_s, work)
 
 
 # -- data-channel messages against a running receiver ------------------------------------
@@ -383,21 +401,16 @@ def decode_gc_case(
 def mutate_message(message: bytes, rng: random.Random) -> bytes:
     """A damaged copy of one data-channel message: bits flipped, bytes set, cut, extended,
     or replaced by random bytes of about its size."""
-    data = bytearray(message)
     choice = rng.randrange(5)
-    if choice == 0 and data:
-        for _ in range(rng.randint(1, 8)):
-            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
-    elif choice == 1 and data:
-        for _ in range(rng.randint(1, 4)):
-            data[rng.randrange(len(data))] = rng.choice([0, 0xFF, rng.randrange(256)])
-    elif choice == 2:
-        del data[rng.randrange(len(data) + 1) :]
-    elif choice == 3:
-        data += rng.randbytes(rng.randint(1, 64))
-    else:
-        data = bytearray(rng.randbytes(rng.randint(0, 2 * len(message) + 8)))
-    return bytes(data)
+    if choice == 0:
+        return flip_bits(message, rng)
+    if choice == 1:
+        return set_bytes(message, rng)
+    if choice == 2:
+        return truncate(message, rng)
+    if choice == 3:
+        return message + rng.randbytes(rng.randint(1, 64))
+    return rng.randbytes(rng.randint(0, 2 * len(message) + 8))
 
 
 LIVE_FUZZ_KINDS = ("keypoints", "keyframe", "control", "wrong_channel", "oversize", "text")
@@ -443,6 +456,7 @@ class _LiveReplay:
         self._fragment_bytes = fragment_bytes
         self._index = self._seq = self._keyframe_id = 0
         self._pts_ms = 0
+        self._keyframe_pts_ms: int | None = None  # the pts of the frame a keyframe was sent for
         self.last_keypoints = b""
         self.last_fragments: list[bytes] = []
 
@@ -463,7 +477,7 @@ class _LiveReplay:
         parts = fragment(bytes(packet), self._keyframe_id, self._fragment_bytes)
         self._keyframe_id = (self._keyframe_id + 1) % (1 << 16)
         self._index = 0
-        self._pts_ms -= 1  # the keypoints of the same frame carry the keyframe's pts_ms
+        self._keyframe_pts_ms = packet.pts_ms  # the keypoints of that frame carry it too
         self.last_fragments = [bytes(part) for part in parts]
         return self.last_fragments
 
@@ -471,7 +485,9 @@ class _LiveReplay:
         from dataclasses import replace
 
         template = self._keypoints[self._index % len(self._keypoints)]
-        packet = replace(template, seq=self._seq, pts_ms=self._now_ms())
+        pts_ms = self._keyframe_pts_ms if self._keyframe_pts_ms is not None else self._now_ms()
+        self._keyframe_pts_ms = None
+        packet = replace(template, seq=self._seq, pts_ms=pts_ms)
         self._index += 1
         self._seq = (self._seq + 1) % (1 << 16)
         self.last_keypoints = bytes(packet)

@@ -126,14 +126,6 @@ class KeypointEncoder:
             self._since_intra += 1
         return CodedKeypoints(payload, intra, self.quantiser.values(indices))
 
-    def reconstructed(self, params: np.ndarray) -> np.ndarray:
-        """(P,) parameters the receiver decodes for (P,) params, however the frame is coded.
-
-        Predicted frames code the change of the quantiser indices, never of the values, so an
-        intra and a predicted frame of the same params decode to the same values.
-        """
-        return self.quantiser.values(self.quantiser.indices(np.asarray(params, dtype=np.float64)))
-
     def encode_intra(self, params: np.ndarray) -> bytes:
         """Code one frame on its own, leaving the stream state alone (for keyframe packets)."""
         indices = self.quantiser.indices(np.asarray(params, dtype=np.float64))

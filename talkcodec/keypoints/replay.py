@@ -29,10 +29,8 @@ class ReplayDetector(LandmarkDetector):
         self._landmarks = list(landmarks)
         self._loop = loop
         self._index = 0
-        self.calls = 0
 
     def detect(self, image: np.ndarray) -> Landmarks | None:
-        self.calls += 1
         if not self._landmarks or (self._index >= len(self._landmarks) and not self._loop):
             return None
         found = self._landmarks[self._index % len(self._landmarks)]

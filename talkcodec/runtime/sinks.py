@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from talkcodec.transport.stats import PTS_MODULO
+from talkcodec.bitstream import PTS_MODULO
 from talkcodec.video import VideoWriter
 
 logger = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from talkcodec.bitstream import PTS_MODULO
 from talkcodec.transport.overhead import datachannel_message_cost
 
-PTS_MODULO = 1 << 32
 # A latency beyond this is a clock mismatch or a wrapped timestamp, not a measurement.
 _MAX_PLAUSIBLE_LATENCY_MS = 60_000
 
