@@ -10,8 +10,8 @@ from __future__ import annotations
 import io
 import logging
 import struct
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from enum import Enum, IntEnum, IntFlag
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +34,15 @@ class UnknownPacketKind(BitstreamError):
     """A packet whose kind byte names no kind this reader knows (perhaps a later revision's)."""
 
     reason: ClassVar[str] = "unknown_kind"
+
+
+class UntimedPacket(BitstreamError):
+    """A COMPACT packet without a timestamp before any packet of its kind that had one: its
+    time cannot be known (a receiver that joined late, or lost the packets that carried one).
+    It could not be decoded either: keypoint decoding starts at an INTRA packet, which is
+    always timed."""
+
+    reason: ClassVar[str] = "undecodable"
 
 
 class ImplausiblePacket(BitstreamError):
@@ -66,6 +75,18 @@ class PacketKind(IntEnum):
     KEYPOINTS = 2
 
 
+class PacketFormat(IntEnum):
+    """Wire id of the layout a stream's packets are written in (StreamHeader.packet_format).
+
+    FIXED is the 8-byte header of stream header revisions 1 and 2 (Packet.__bytes__); COMPACT
+    (revision 3, what writers write) a 2-byte header with timestamps implied by the frame rate,
+    and bundles of several packets in one message (PacketWriter / PacketReader).
+    """
+
+    FIXED = 1
+    COMPACT = 2
+
+
 class PacketFlags(IntFlag):
     """Per-packet flag bits; every bit not named here is reserved and must be zero."""
 
@@ -78,20 +99,23 @@ _STREAM_HEADER = struct.Struct(
     "!HHIBBHB"
 )  # width | height | fps_milli | codec | model | step | dims
 _STREAM_HEADER_V2 = struct.Struct("!B")  # reference_bank_size, appended by revision 2
+_STREAM_HEADER_V3 = struct.Struct("!B")  # packet_format, appended by revision 3
 _TKC_PREAMBLE = struct.Struct("!4sBB")  # magic | version | header_len
 _TKC_RECORD_LENGTH = struct.Struct("!I")
 
 PACKET_HEADER_BYTES = _PACKET_HEADER.size  # 8
 KEYFRAME_PAYLOAD_HEADER_BYTES = _KEYFRAME_HEADER.size  # 4
 STREAM_HEADER_BYTES = _STREAM_HEADER.size  # 13, the v1 size; later revisions may append fields
-STREAM_HEADER_V2_BYTES = STREAM_HEADER_BYTES + _STREAM_HEADER_V2.size  # 14, what writers write
+STREAM_HEADER_V2_BYTES = STREAM_HEADER_BYTES + _STREAM_HEADER_V2.size  # 14
+STREAM_HEADER_V3_BYTES = STREAM_HEADER_V2_BYTES + _STREAM_HEADER_V3.size  # 15, what writers write
 # The receiver's reference bank (talkcodec.bank): reference_id is a u8 below the bank size,
 # which the stream header carries since revision 2. A v1 header (13 bytes) means the default,
 # which every sender of that revision used unless told otherwise.
 DEFAULT_BANK_SIZE = 4
 MAX_BANK_SIZE = 255
 TKC_MAGIC = b"TKCF"
-TKC_VERSION = 1
+TKC_VERSION = 2  # records framed by a varint length; version 1 (u32 lengths) still reads
+TKC_VERSION_FIXED_LENGTHS = 1
 # Far above any real packet (a keyframe is tens of kB); bounds what a corrupt length can allocate.
 TKC_MAX_RECORD_BYTES = 16 * 1024 * 1024
 
@@ -162,6 +186,10 @@ class Packet:
     pts_ms: int
     payload: bytes
     flags: PacketFlags = PacketFlags(0)
+    # Not on the wire: whether a reader found pts_ms in the packet (always, in FIXED packets)
+    # rather than implied by the frame rate (COMPACT ones): an implied time is only as good as
+    # the packet it was implied from (KeypointTimeline).
+    timed: bool = field(default=True, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", _to_enum(PacketKind, self.kind, "packet kind"))
@@ -253,13 +281,14 @@ class KeyframePayload:
 class StreamHeader:
     """What a receiver needs before the first packet: width u16 | height u16 | fps_milli u32 |
     keyframe_codec u8 | keypoint_model u8 | keypoint_step_millipx u16 | expression_dims u8 |
-    reference_bank_size u8.
+    reference_bank_size u8 | packet_format u8.
 
     width and height are the decoded frame size in pixels; fps_milli is frames per second
     times 1000 (25000 for 25 fps); keypoint_step_millipx is the quantisation step of the
     keypoint coder in 1/1000 pixel at 256x256; expression_dims is how many directions of the
     keypoint model's expression basis the stream codes (0..255); reference_bank_size is how
-    many references the receiver holds (1..255, revision 2; DEFAULT_BANK_SIZE in a v1 header).
+    many references the receiver holds (1..255, revision 2; DEFAULT_BANK_SIZE in a v1 header);
+    packet_format the layout of the stream's packets (revision 3; FIXED in older headers).
     """
 
     width: int
@@ -270,6 +299,7 @@ class StreamHeader:
     keypoint_step_millipx: int
     expression_dims: int
     reference_bank_size: int = DEFAULT_BANK_SIZE
+    packet_format: PacketFormat = PacketFormat.COMPACT
 
     def __post_init__(self) -> None:
         _check_range("width", self.width, MIN_FRAME_SIDE_PX, MAX_FRAME_SIDE_PX)
@@ -280,12 +310,19 @@ class StreamHeader:
         _check_range("reference_bank_size", self.reference_bank_size, 1, MAX_BANK_SIZE)
         codec = _to_enum(KeyframeCodecId, self.keyframe_codec, "keyframe codec id")
         model = _to_enum(KeypointModelId, self.keypoint_model, "keypoint model id")
+        packet_format = _to_enum(PacketFormat, self.packet_format, "packet format")
         object.__setattr__(self, "keyframe_codec", codec)
         object.__setattr__(self, "keypoint_model", model)
+        object.__setattr__(self, "packet_format", packet_format)
 
     @property
     def fps(self) -> float:
         return self.fps_milli / 1000
+
+    @property
+    def seq_modulo(self) -> int:
+        """Packets' seq counts modulo this: 2**16 in FIXED packets, 2**11 in COMPACT ones."""
+        return SEQ_MODULO if self.packet_format is PacketFormat.FIXED else COMPACT_SEQ_MODULO
 
     @property
     def max_keyframe_image_bytes(self) -> int:
@@ -303,13 +340,16 @@ class StreamHeader:
             self.keypoint_step_millipx,
             self.expression_dims,
         )
-        return v1 + _STREAM_HEADER_V2.pack(self.reference_bank_size)
+        v2 = v1 + _STREAM_HEADER_V2.pack(self.reference_bank_size)
+        if self.packet_format is PacketFormat.FIXED:
+            return v2  # what revision 2 wrote, so its readers read it
+        return v2 + _STREAM_HEADER_V3.pack(self.packet_format)
 
     @classmethod
     def parse(cls, data: bytes) -> StreamHeader:
         """The header at the start of `data`: the 13 bytes of revision 1, then, when there,
-        the bank size of revision 2; bytes past those are later-revision extensions and are
-        ignored."""
+        the bank size of revision 2 and the packet format of revision 3; bytes past those are
+        later-revision extensions and are ignored."""
         if len(data) < STREAM_HEADER_BYTES:
             raise BitstreamError(
                 f"stream header needs {STREAM_HEADER_BYTES} bytes, got {len(data)}"
@@ -320,6 +360,10 @@ class StreamHeader:
             (bank_size,) = _STREAM_HEADER_V2.unpack_from(data, STREAM_HEADER_BYTES)
             if bank_size == 0:
                 raise BitstreamError("stream header reference_bank_size: expected 1..255, found 0")
+        packet_format = PacketFormat.FIXED
+        if len(data) >= STREAM_HEADER_V3_BYTES:
+            (packet_format,) = _STREAM_HEADER_V3.unpack_from(data, STREAM_HEADER_V2_BYTES)
+            packet_format = _to_enum(PacketFormat, packet_format, "packet format", BitstreamError)
         for name, value, low, high in (
             ("width", width, MIN_FRAME_SIDE_PX, MAX_FRAME_SIDE_PX),
             ("height", height, MIN_FRAME_SIDE_PX, MAX_FRAME_SIDE_PX),
@@ -337,14 +381,16 @@ class StreamHeader:
             keypoint_step_millipx=step,
             expression_dims=dims,
             reference_bank_size=bank_size,
+            packet_format=packet_format,
         )
 
 
-SEQ_MODULO = 1 << 16  # seq counts packets modulo 2**16
+SEQ_MODULO = 1 << 16  # seq counts packets modulo 2**16 (FIXED packets)
+COMPACT_SEQ_MODULO = 1 << 11  # ... and modulo 2**11 in COMPACT ones (82 s at 25 fps)
 PTS_MODULO = 1 << 32  # pts_ms counts milliseconds modulo 2**32
 
 
-def _signed(difference: int, modulo: int) -> int:
+def signed_difference(difference: int, modulo: int) -> int:
     """`difference` modulo `modulo`, as the signed value nearest zero (wrap-around arithmetic)."""
     wrapped = difference % modulo
     return wrapped - modulo if wrapped >= modulo // 2 else wrapped
@@ -362,11 +408,13 @@ class Arrival(Enum):
 @dataclass(frozen=True)
 class ArrivalVerdict:
     """lost: packets skipped since the last accepted one (NEXT only). step_ms: capture time
-    since the last accepted packet (NEXT only: a new timeline has no step)."""
+    since the last accepted packet (NEXT only: a new timeline has no step). pts_ms: the
+    packet's capture time as the timeline has it (an implied one re-derived, see classify)."""
 
     arrival: Arrival
     lost: int = 0
     step_ms: int = 0
+    pts_ms: int = 0
 
     @property
     def accepted(self) -> bool:
@@ -392,23 +440,37 @@ class KeypointTimeline:
     period. It never grows by more than MAX_PTS_STEP_MS per packet.
     """
 
-    def __init__(self, fps: float) -> None:
+    def __init__(
+        self, fps: float, seq_modulo: int = SEQ_MODULO, implied: ImpliedClock | None = None
+    ) -> None:
+        """implied: the clock of a COMPACT stream, fed only the timed packets this timeline
+        accepts (for_stream makes it)."""
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
         self.frame_ms = 1000 / fps
+        self.seq_modulo = seq_modulo
+        self._implied = implied
         self.stream_ms = 0
         self._last: tuple[int, int] | None = None  # (seq, pts_ms) of the last accepted packet
         self._candidate: tuple[int, int] | None = None  # the last implausible one
         self._fresh_start_pts_ms: int | None = None
 
+    @classmethod
+    def for_stream(cls, header: StreamHeader) -> KeypointTimeline:
+        """The timeline of a stream with `header`: its frame rate, seq modulo and, for COMPACT
+        packets, the clock that re-derives implied times."""
+        compact = header.packet_format is PacketFormat.COMPACT
+        implied = ImpliedClock(header.fps_milli) if compact else None
+        return cls(header.fps, header.seq_modulo, implied)
+
     def note_fresh_start(self, pts_ms: int) -> None:
         """A fresh-start keyframe (reference id 0) with this pts_ms was received and decoded."""
         self._fresh_start_pts_ms = pts_ms
 
-    @staticmethod
-    def _ahead(since: tuple[int, int], seq: int, pts_ms: int) -> tuple[int, int]:
+    def _ahead(self, since: tuple[int, int], seq: int, pts_ms: int) -> tuple[int, int]:
         """(seq advance, pts advance) of (seq, pts_ms) over `since`, signed, with wrap-around."""
-        return _signed(seq - since[0], SEQ_MODULO), _signed(pts_ms - since[1], PTS_MODULO)
+        seq_ahead = signed_difference(seq - since[0], self.seq_modulo)
+        return seq_ahead, signed_difference(pts_ms - since[1], PTS_MODULO)
 
     def _follows(self, seq_ahead: int, pts_ahead: int) -> bool:
         """Whether a packet that far ahead may be the next one (the acceptance rule)."""
@@ -418,16 +480,31 @@ class KeypointTimeline:
             return False
         return seq_ahead <= SEQ_SLACK_PACKETS + SEQ_PACKETS_PER_FRAME * pts_ahead / self.frame_ms
 
-    def classify(self, seq: int, pts_ms: int, intra: bool) -> ArrivalVerdict:
-        """The verdict on the next KEYPOINTS packet to arrive; accepted ones move the timeline."""
+    def classify(self, seq: int, pts_ms: int, intra: bool, timed: bool = True) -> ArrivalVerdict:
+        """The verdict on the next KEYPOINTS packet to arrive; accepted ones move the timeline.
+
+        timed: whether pts_ms came in the packet. An implied time (COMPACT packets) is only as
+        good as the timed packet it was implied from, so the timeline implies it again from
+        the last timed packet it accepted (a sender's implied times differ from those only
+        after a timed packet was lost or dropped, when the keypoints cannot be decoded until
+        the next INTRA packet, which is always timed), and it neither starts nor confirms a
+        new timeline."""
+        if not timed and self._implied is not None:
+            implied = self._implied.implied_pts_ms(PacketKind.KEYPOINTS, seq)
+            if implied is None:  # no timed packet accepted yet
+                return ArrivalVerdict(Arrival.IMPLAUSIBLE, pts_ms=pts_ms)
+            pts_ms = implied
         if self._last is None:
-            return self._accept(seq, pts_ms, ArrivalVerdict(Arrival.NEXT))
+            return self._accept(seq, pts_ms, timed, ArrivalVerdict(Arrival.NEXT, pts_ms=pts_ms))
         seq_ahead, pts_ahead = self._ahead(self._last, seq, pts_ms)
         if self._follows(seq_ahead, pts_ahead):
             self.stream_ms += pts_ahead
-            return self._accept(seq, pts_ms, ArrivalVerdict(Arrival.NEXT, seq_ahead - 1, pts_ahead))
+            verdict = ArrivalVerdict(Arrival.NEXT, seq_ahead - 1, pts_ahead, pts_ms)
+            return self._accept(seq, pts_ms, timed, verdict)
         if seq_ahead <= 0 and pts_ahead <= 0:
-            return ArrivalVerdict(Arrival.LATE)
+            return ArrivalVerdict(Arrival.LATE, pts_ms=pts_ms)
+        if not timed:
+            return ArrivalVerdict(Arrival.IMPLAUSIBLE, pts_ms=pts_ms)
         fresh_start = intra and pts_ms == self._fresh_start_pts_ms
         confirmed = self._candidate is not None and self._follows(
             *self._ahead(self._candidate, seq, pts_ms)
@@ -435,14 +512,244 @@ class KeypointTimeline:
         if fresh_start or confirmed:
             forward = 0 < pts_ahead <= MAX_PTS_STEP_MS
             self.stream_ms += pts_ahead if forward else round(self.frame_ms)
-            return self._accept(seq, pts_ms, ArrivalVerdict(Arrival.RESYNC))
+            return self._accept(seq, pts_ms, timed, ArrivalVerdict(Arrival.RESYNC, pts_ms=pts_ms))
         self._candidate = (seq, pts_ms)
-        return ArrivalVerdict(Arrival.IMPLAUSIBLE)
+        return ArrivalVerdict(Arrival.IMPLAUSIBLE, pts_ms=pts_ms)
 
-    def _accept(self, seq: int, pts_ms: int, verdict: ArrivalVerdict) -> ArrivalVerdict:
+    def _accept(
+        self, seq: int, pts_ms: int, timed: bool, verdict: ArrivalVerdict
+    ) -> ArrivalVerdict:
         self._last = (seq, pts_ms)
         self._candidate = self._fresh_start_pts_ms = None
+        if timed and self._implied is not None:
+            self._implied.note_time(PacketKind.KEYPOINTS, seq, pts_ms, force=True)
         return verdict
+
+
+# --- compact packets (PacketFormat.COMPACT) ----------------------------------------------------
+
+# The first byte of a compact packet: kind (2 bits) | INTRA | TIME | LENGTH | seq bits 10..8.
+_COMPACT_KIND_SHIFT = 6
+_COMPACT_INTRA = 0x20
+_COMPACT_TIME = 0x10  # an explicit pts_ms u32 follows the 2-byte header
+_COMPACT_LENGTH = 0x08  # a varint payload length follows: another packet comes after this one
+_COMPACT_SEQ_HIGH = 0x07
+_COMPACT_TIME_FIELD = struct.Struct("!I")
+COMPACT_HEADER_BYTES = 2
+# Wire codes of the 2-bit kind field (explicit, like every id); 2 and 3 are reserved.
+_COMPACT_KIND_CODES = {PacketKind.KEYPOINTS: 0, PacketKind.KEYFRAME: 1}
+_COMPACT_KINDS = {code: kind for kind, code in _COMPACT_KIND_CODES.items()}
+# A bundle (one message holding several packets) holds at most this many: a second of frames
+# at 32 fps, far above any latency budget, and a bound on what one message can make a reader do.
+MAX_BUNDLE_PACKETS = 32
+_VARINT_MAX_BYTES = 4  # 28 bits: up to 256 MiB, above TKC_MAX_RECORD_BYTES
+
+
+def encode_varint(value: int) -> bytes:
+    """`value` (0 .. 2**28 - 1) as an unsigned LEB128 varint: 7 bits per byte, low bits first,
+    the top bit set on every byte but the last."""
+    _check_range("varint", value, 0, (1 << (7 * _VARINT_MAX_BYTES)) - 1)
+    out = bytearray()
+    while value >= 0x80:
+        out.append(0x80 | value & 0x7F)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def read_varint(data: bytes, offset: int, what: str) -> tuple[int, int]:
+    """(value, offset after it) of the minimal varint at data[offset:]; `what` names it."""
+    value = 0
+    for index in range(_VARINT_MAX_BYTES):
+        if offset + index >= len(data):
+            raise BitstreamError(f"{what} varint truncated after {index} bytes")
+        byte = data[offset + index]
+        value |= (byte & 0x7F) << (7 * index)
+        if not byte & 0x80:
+            if byte == 0 and index > 0:
+                raise BitstreamError(f"{what} varint is not minimal (ends in a zero byte)")
+            return value, offset + index + 1
+    raise BitstreamError(f"{what} varint longer than {_VARINT_MAX_BYTES} bytes")
+
+
+class ImpliedClock:
+    """The timestamps a COMPACT stream leaves out (docs/bitstream.md, "Compact packets").
+
+    Per packet kind, the anchor is the furthest-ahead packet (by seq, with wrap-around) that
+    carried an explicit pts_ms. A packet without one was captured at the anchor's pts_ms plus
+    its seq advance over the anchor times the frame period, rounded half up to a millisecond.
+    Writer and reader each keep one and update it from the packets they write or read, so
+    both imply the same times as long as no packet with an explicit time was lost (a loss
+    stops the keypoint prediction until the next INTRA packet, which always carries one).
+
+    Writers time a packet when it is a keyframe or INTRA, when its time is not the implied
+    one, and right after a packet whose time jumped more than MAX_PTS_JUMP_MS past the
+    implied one (a sender that stalled), so that two timed packets confirm the new timeline
+    at once (KeypointTimeline accepts a jump only when a second timed packet agrees).
+    """
+
+    def __init__(self, fps_milli: int) -> None:
+        self.fps_milli = fps_milli
+        # per kind: (seq, pts_ms, whether that time jumped past the implied one)
+        self._anchors: dict[PacketKind, tuple[int, int, bool]] = {}
+
+    def copy(self) -> ImpliedClock:
+        clock = ImpliedClock(self.fps_milli)
+        clock._anchors = dict(self._anchors)
+        return clock
+
+    def implied_pts_ms(self, kind: PacketKind, seq: int) -> int | None:
+        """The pts_ms a packet of `kind` with `seq` has when it carries none (None: no anchor)."""
+        anchor = self._anchors.get(kind)
+        if anchor is None:
+            return None
+        frames = (seq - anchor[0]) % COMPACT_SEQ_MODULO
+        step_ms = (2 * frames * 1_000_000 + self.fps_milli) // (2 * self.fps_milli)
+        return (anchor[1] + step_ms) % PTS_MODULO
+
+    def needs_time(self, packet: Packet) -> bool:
+        """Whether a writer must send `packet`'s pts_ms (the writer's rule, class doc)."""
+        if packet.kind is PacketKind.KEYFRAME or packet.is_intra:
+            return True
+        anchor = self._anchors.get(packet.kind)
+        if anchor is not None and anchor[2] and (packet.seq - anchor[0]) % COMPACT_SEQ_MODULO == 1:
+            return True
+        return self.implied_pts_ms(packet.kind, packet.seq) != packet.pts_ms
+
+    def note_time(self, kind: PacketKind, seq: int, pts_ms: int, force: bool = False) -> None:
+        """A packet with an explicit time was written or read: it anchors when it is ahead of
+        the anchor (or always, with force: a timeline that accepted it)."""
+        anchor = self._anchors.get(kind)
+        ahead = anchor is None or signed_difference(seq - anchor[0], COMPACT_SEQ_MODULO) > 0
+        if ahead or force:
+            implied = self.implied_pts_ms(kind, seq)
+            jumped = implied is not None and (
+                signed_difference(pts_ms - implied, PTS_MODULO) > MAX_PTS_JUMP_MS
+            )
+            self._anchors[kind] = (seq, pts_ms, jumped)
+
+
+class PacketWriter:
+    """Turns one stream's packets into message bytes, in the stream's packet format.
+
+    COMPACT packets need the writer's state (ImpliedClock): one writer per stream, fed every
+    packet in sending order, keyframes and keypoints alike.
+    """
+
+    def __init__(self, header: StreamHeader) -> None:
+        self.packet_format = header.packet_format
+        self.clock = ImpliedClock(header.fps_milli)
+
+    def pack(self, packet: Packet) -> bytes:
+        """One packet as a whole message (or a .tkc record)."""
+        if self.packet_format is PacketFormat.FIXED:
+            return bytes(packet)
+        return self._pack_compact(packet, last=True)
+
+    def pack_bundle(self, packets: Sequence[Packet]) -> bytes:
+        """Several packets as one message: each but the last carries its payload length."""
+        if not 1 <= len(packets) <= MAX_BUNDLE_PACKETS:
+            raise ValueError(f"a bundle holds 1..{MAX_BUNDLE_PACKETS} packets, got {len(packets)}")
+        if self.packet_format is PacketFormat.FIXED and len(packets) > 1:
+            raise ValueError("FIXED packets cannot be bundled: they carry no length")
+        if len(packets) == 1:
+            return self.pack(packets[0])
+        last = len(packets) - 1
+        return b"".join(self._pack_compact(p, last=i == last) for i, p in enumerate(packets))
+
+    def _pack_compact(self, packet: Packet, last: bool) -> bytes:
+        if packet.seq >= COMPACT_SEQ_MODULO:
+            raise ValueError(
+                f"compact seq must be in 0..{COMPACT_SEQ_MODULO - 1}, got {packet.seq}"
+            )
+        timed = self.clock.needs_time(packet)
+        first = _COMPACT_KIND_CODES[packet.kind] << _COMPACT_KIND_SHIFT | packet.seq >> 8
+        first |= _COMPACT_INTRA if packet.is_intra else 0
+        first |= _COMPACT_TIME if timed else 0
+        first |= 0 if last else _COMPACT_LENGTH
+        parts = [bytes((first, packet.seq & 0xFF))]
+        if timed:
+            parts.append(_COMPACT_TIME_FIELD.pack(packet.pts_ms))
+            self.clock.note_time(packet.kind, packet.seq, packet.pts_ms)
+        if not last:
+            parts.append(encode_varint(len(packet.payload)))
+        parts.append(packet.payload)
+        return b"".join(parts)
+
+
+class PacketReader:
+    """Turns one stream's messages back into packets, in the stream's packet format: the
+    counterpart of PacketWriter, fed every message in arrival order."""
+
+    def __init__(self, header: StreamHeader) -> None:
+        self.packet_format = header.packet_format
+        self.clock = ImpliedClock(header.fps_milli)
+
+    def parse(self, data: bytes) -> list[Packet]:
+        """The packets of one message (several in a COMPACT bundle). A message that does not
+        parse as a whole raises BitstreamError and leaves the reader as it was."""
+        if self.packet_format is PacketFormat.FIXED:
+            return [Packet.parse(data)]
+        clock = self.clock.copy()
+        packets: list[Packet] = []
+        offset = 0
+        while True:
+            packet, offset, more = _parse_compact(data, offset, clock)
+            packets.append(packet)
+            if not more:
+                break
+            if offset >= len(data):
+                raise BitstreamError(
+                    "bundle ends after a length-prefixed packet: expected another packet"
+                )
+            if len(packets) == MAX_BUNDLE_PACKETS:
+                raise BitstreamError(f"bundle holds more than {MAX_BUNDLE_PACKETS} packets")
+        self.clock = clock
+        return packets
+
+
+def _parse_compact(data: bytes, offset: int, clock: ImpliedClock) -> tuple[Packet, int, bool]:
+    """(packet, offset after it, whether another packet follows) at data[offset:]."""
+    if len(data) - offset < COMPACT_HEADER_BYTES:
+        raise BitstreamError(
+            f"compact packet header needs {COMPACT_HEADER_BYTES} bytes, got {len(data) - offset}"
+        )
+    first, low = data[offset], data[offset + 1]
+    kind = _COMPACT_KINDS.get(first >> _COMPACT_KIND_SHIFT)
+    if kind is None:
+        raise UnknownPacketKind(f"unknown compact packet kind {first >> _COMPACT_KIND_SHIFT}")
+    seq = (first & _COMPACT_SEQ_HIGH) << 8 | low
+    offset += COMPACT_HEADER_BYTES
+    if first & _COMPACT_TIME:
+        if len(data) - offset < _COMPACT_TIME_FIELD.size:
+            raise BitstreamError(
+                f"compact packet pts_ms needs {_COMPACT_TIME_FIELD.size} bytes, "
+                f"got {len(data) - offset}"
+            )
+        (pts_ms,) = _COMPACT_TIME_FIELD.unpack_from(data, offset)
+        offset += _COMPACT_TIME_FIELD.size
+        clock.note_time(kind, seq, pts_ms)
+    else:
+        implied = clock.implied_pts_ms(kind, seq)
+        if implied is None:
+            raise UntimedPacket(
+                f"{kind.name.lower()} packet seq {seq} has no pts_ms and no earlier one "
+                "to imply it from"
+            )
+        pts_ms = implied
+    more = bool(first & _COMPACT_LENGTH)
+    if more:
+        length, offset = read_varint(data, offset, "compact packet payload length")
+        if len(data) - offset < length:
+            raise BitstreamError(
+                f"compact packet payload needs {length} bytes, got {len(data) - offset}"
+            )
+        end = offset + length
+    else:
+        end = len(data)
+    flags = PacketFlags.INTRA if first & _COMPACT_INTRA else PacketFlags(0)
+    timed = bool(first & _COMPACT_TIME)
+    return Packet(kind, seq, pts_ms, bytes(data[offset:end]), flags, timed), end, more
 
 
 def _encode_tkc_preamble(header: StreamHeader) -> bytes:
@@ -450,19 +757,14 @@ def _encode_tkc_preamble(header: StreamHeader) -> bytes:
     return _TKC_PREAMBLE.pack(TKC_MAGIC, TKC_VERSION, len(header_bytes)) + header_bytes
 
 
-def _check_record_size(packet: Packet) -> None:
-    size = PACKET_HEADER_BYTES + len(packet.payload)
-    if size > TKC_MAX_RECORD_BYTES:
+def _encode_tkc_record(writer: PacketWriter, packet: Packet) -> bytes:
+    packet_bytes = writer.pack(packet)
+    if len(packet_bytes) > TKC_MAX_RECORD_BYTES:
         raise ValueError(
-            f"packet of {size} bytes does not fit a .tkc record of at most "
+            f"packet of {len(packet_bytes)} bytes does not fit a .tkc record of at most "
             f"{TKC_MAX_RECORD_BYTES} bytes"
         )
-
-
-def _encode_tkc_record(packet: Packet) -> bytes:
-    _check_record_size(packet)
-    packet_bytes = bytes(packet)
-    return _TKC_RECORD_LENGTH.pack(len(packet_bytes)) + packet_bytes
+    return encode_varint(len(packet_bytes)) + packet_bytes
 
 
 def _read_up_to(stream: BinaryIO, size: int) -> bytes:
@@ -479,18 +781,19 @@ def _read_up_to(stream: BinaryIO, size: int) -> bytes:
 @dataclass(frozen=True)
 class TkcFile:
     """A whole .tkc file in memory: magic "TKCF" | version u8 | header_len u8 | StreamHeader |
-    records, each record being length u32 | Packet. Use TkcWriter / TkcReader to stream."""
+    records, each record being length varint | one packet in the header's packet format (u32
+    lengths in version 1 files). Use TkcWriter / TkcReader to stream."""
 
     header: StreamHeader
     packets: tuple[Packet, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "packets", tuple(self.packets))
-        for packet in self.packets:
-            _check_record_size(packet)
+        bytes(self)  # every packet must fit its record and the packet format
 
     def __bytes__(self) -> bytes:
-        records = (_encode_tkc_record(packet) for packet in self.packets)
+        writer = PacketWriter(self.header)
+        records = (_encode_tkc_record(writer, packet) for packet in self.packets)
         return b"".join((_encode_tkc_preamble(self.header), *records))
 
     @classmethod
@@ -511,6 +814,7 @@ class TkcWriter:
         self.packets_written = 0
         self._stream = stream
         self._owns_stream = False
+        self._writer = PacketWriter(header)
         stream.write(_encode_tkc_preamble(header))
 
     @classmethod
@@ -526,7 +830,7 @@ class TkcWriter:
         return writer
 
     def write(self, packet: Packet) -> None:
-        self._stream.write(_encode_tkc_record(packet))
+        self._stream.write(_encode_tkc_record(self._writer, packet))
         self.packets_written += 1
 
     def close(self) -> None:
@@ -557,7 +861,9 @@ class TkcReader:
         self._stream = stream
         self._owns_stream = False
         self.records_read = 0
+        self.version = TKC_VERSION
         self.header = self._read_header()
+        self._packets = PacketReader(self.header)
 
     @classmethod
     def open(cls, path: str | Path) -> TkcReader:
@@ -580,10 +886,12 @@ class TkcReader:
         magic, version, header_len = _TKC_PREAMBLE.unpack(preamble)
         if magic != TKC_MAGIC:
             raise BitstreamError(f"not a .tkc file: expected magic {TKC_MAGIC!r}, found {magic!r}")
-        if version != TKC_VERSION:
+        if version not in (TKC_VERSION_FIXED_LENGTHS, TKC_VERSION):
             raise BitstreamError(
-                f"unsupported .tkc version: expected {TKC_VERSION}, found {version}"
+                f"unsupported .tkc version: expected {TKC_VERSION_FIXED_LENGTHS} or "
+                f"{TKC_VERSION}, found {version}"
             )
+        self.version = version
         if header_len < STREAM_HEADER_BYTES:
             raise BitstreamError(
                 f"tkc header_len too small: expected at least {STREAM_HEADER_BYTES}, "
@@ -600,31 +908,61 @@ class TkcReader:
     def read_packet(self) -> Packet | None:
         """The next packet, or None at a clean end of stream (between records)."""
         index = self.records_read
-        length_bytes = _read_up_to(self._stream, _TKC_RECORD_LENGTH.size)
-        if not length_bytes:
+        length = self._read_record_length(index)
+        if length is None:
             return None
-        if len(length_bytes) < _TKC_RECORD_LENGTH.size:
-            raise BitstreamError(
-                f"tkc record {index} length needs {_TKC_RECORD_LENGTH.size} bytes, "
-                f"got {len(length_bytes)}"
-            )
-        (length,) = _TKC_RECORD_LENGTH.unpack(length_bytes)
-        if not PACKET_HEADER_BYTES <= length <= TKC_MAX_RECORD_BYTES:
-            raise BitstreamError(
-                f"tkc record {index} length out of range: expected "
-                f"{PACKET_HEADER_BYTES}..{TKC_MAX_RECORD_BYTES}, found {length}"
-            )
         packet_bytes = _read_up_to(self._stream, length)
         if len(packet_bytes) < length:
             raise BitstreamError(
                 f"tkc record {index} truncated: expected {length} bytes, found {len(packet_bytes)}"
             )
         try:
-            packet = Packet.parse(packet_bytes)
+            packets = self._packets.parse(packet_bytes)
         except BitstreamError as exc:
-            raise BitstreamError(f"tkc record {index}: {exc}") from exc
+            raise type(exc)(f"tkc record {index}: {exc}") from exc
+        if len(packets) != 1:
+            raise BitstreamError(
+                f"tkc record {index}: expected one packet, found a bundle of {len(packets)}"
+            )
         self.records_read += 1
-        return packet
+        return packets[0]
+
+    def _read_record_length(self, index: int) -> int | None:
+        """The next record's length (None at a clean end): u32 in version 1, else a varint."""
+        if self.version == TKC_VERSION_FIXED_LENGTHS:
+            length_bytes = _read_up_to(self._stream, _TKC_RECORD_LENGTH.size)
+            if not length_bytes:
+                return None
+            if len(length_bytes) < _TKC_RECORD_LENGTH.size:
+                raise BitstreamError(
+                    f"tkc record {index} length needs {_TKC_RECORD_LENGTH.size} bytes, "
+                    f"got {len(length_bytes)}"
+                )
+            (length,) = _TKC_RECORD_LENGTH.unpack(length_bytes)
+        else:
+            length_bytes = b""
+            while not length_bytes or length_bytes[-1] & 0x80:
+                byte = _read_up_to(self._stream, 1)
+                if not byte:
+                    if not length_bytes:
+                        return None
+                    break
+                length_bytes += byte
+                if len(length_bytes) == _VARINT_MAX_BYTES:
+                    break
+            length, _ = read_varint(length_bytes, 0, f"tkc record {index} length")
+        minimum = self._min_packet_bytes
+        if not minimum <= length <= TKC_MAX_RECORD_BYTES:
+            raise BitstreamError(
+                f"tkc record {index} length out of range: expected "
+                f"{minimum}..{TKC_MAX_RECORD_BYTES}, found {length}"
+            )
+        return length
+
+    @property
+    def _min_packet_bytes(self) -> int:
+        fixed = self.header.packet_format is PacketFormat.FIXED
+        return PACKET_HEADER_BYTES if fixed else COMPACT_HEADER_BYTES
 
     def __iter__(self) -> Iterator[Packet]:
         while (packet := self.read_packet()) is not None:

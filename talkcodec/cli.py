@@ -13,18 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from talkcodec.bitstream import (
-    PACKET_HEADER_BYTES,
     Arrival,
     BitstreamError,
     KeyframePayload,
     KeypointTimeline,
     Packet,
+    PacketFormat,
     PacketKind,
+    PacketWriter,
     StreamHeader,
     TkcReader,
     TkcWriter,
 )
-from talkcodec.config import config_path, save_config
+from talkcodec.config import SenderConfig, config_path, save_config
 from talkcodec.generator.backends.base import BackendUnavailable
 from talkcodec.keyframe.cli import (
     KeyframeCommandError,
@@ -68,6 +69,11 @@ def _add_info(commands: argparse._SubParsersAction) -> None:
     info.add_argument(
         "--json", action="store_true", help="print one JSON object (frames, duration_s, "
         "payload_kbps, file_kbps, wire_kbps, by_kind, ...)",
+    )  # fmt: skip
+    info.add_argument(
+        "--bundle-ms", type=float, default=SenderConfig.bundle_ms, metavar="MS",
+        help="the live sender's bundling the wire rate is modelled with (0: a message per "
+        "frame)",
     )  # fmt: skip
 
 
@@ -144,9 +150,9 @@ def run_decode(args: argparse.Namespace) -> None:
         header = reader.header
         decoder = StreamDecoder(header, decoder_config(args))
         schedule = HoldSchedule(header.fps)
-        messages = (bytes(packet) for packet in tqdm(reader, unit="packet"))
+        packets = tqdm(reader, unit="packet")
         with VideoWriter(args.output, header.width, header.height, header.fps) as writer:
-            for frame in decode_to_frames(decoder, messages, schedule):
+            for frame in decode_to_frames(decoder, packets, schedule):
                 writer.write(frame)
     if schedule.frames == 0:
         raise CliError(f"{args.input} holds no decodable frame (no keyframe?)")
@@ -189,27 +195,43 @@ def _open_tkc(path: Path) -> TkcReader:
     return TkcReader.open(path)
 
 
-def _wire_bytes(packet: Packet) -> int:
-    """What `packet` costs on the wire in a live call with the default transport: a KEYPOINTS
-    packet is one data-channel message, a KEYFRAME one message per fragment; each message pays
-    the modelled SCTP/DTLS/UDP/IPv4 headers (talkcodec.transport.overhead)."""
+def _keyframe_wire_bytes(message: bytes) -> int:
+    """What a KEYFRAME message costs on the wire in a live call with the default transport:
+    one data-channel message per fragment, each paying the modelled SCTP/DTLS/UDP/IPv4 headers
+    (talkcodec.transport.overhead)."""
     from talkcodec.transport.fragmentation import DEFAULT_FRAGMENT_BYTES, fragment
     from talkcodec.transport.overhead import datachannel_message_cost
 
-    data = bytes(packet)
-    if packet.kind is PacketKind.KEYFRAME:
-        parts = [len(bytes(part)) for part in fragment(data, 0, DEFAULT_FRAGMENT_BYTES)]
-    else:
-        parts = [len(data)]
-    return sum(datachannel_message_cost(size).wire_bytes for size in parts)
+    parts = fragment(message, 0, DEFAULT_FRAGMENT_BYTES)
+    return sum(datachannel_message_cost(len(bytes(part))).wire_bytes for part in parts)
+
+
+def _keypoint_wire(
+    header: StreamHeader, packets: list[Packet], bundle_ms: float
+) -> tuple[int, int]:
+    """(messages, wire bytes) of a stream's KEYPOINTS packets as the live sender sends them:
+    bundled (talkcodec.transport.bundling) when the packet format allows, one message each
+    otherwise, each message paying the modelled headers."""
+    from talkcodec.transport.bundling import bundle_stream
+    from talkcodec.transport.overhead import datachannel_message_cost
+
+    if header.packet_format is not PacketFormat.COMPACT:
+        bundle_ms = 0.0
+    writer = PacketWriter(header)
+    bundles = bundle_stream(packets, header.fps, bundle_ms)
+    sizes = [len(writer.pack_bundle(bundle)) for bundle in bundles]
+    return len(sizes), sum(datachannel_message_cost(size).wire_bytes for size in sizes)
 
 
 @dataclass(frozen=True)
 class StreamInfo:
     """What `talkcodec info` reports of a .tkc file. by_kind: per packet kind (lower-case name),
-    its packets, payload_bytes and wire_bytes. Rates are None for a file of no frames."""
+    its packets, payload_bytes, packet_bytes (headers included, as in a message or record),
+    messages and wire_bytes (as the live call sends them, with bundle_ms of bundling). Rates are
+    None for a file of no frames."""
 
     header: StreamHeader
+    bundle_ms: float
     frames: int
     duration_s: float
     file_bytes: int
@@ -236,12 +258,20 @@ class StreamInfo:
                 "expression_dims": header.expression_dims,
                 "keypoint_step_px": header.keypoint_step_millipx / 1000,
                 "reference_bank_size": header.reference_bank_size,
+                "packet_format": header.packet_format.name,
             },
+            "bundle_ms": self.bundle_ms,
             "frames": self.frames,
             "duration_s": round(self.duration_s, 4),
             "payload_kbps": self.kbps(self.total("payload_bytes")),
+            "packet_kbps": self.kbps(self.total("packet_bytes")),
             "file_kbps": self.kbps(self.file_bytes),
             "wire_kbps": self.kbps(self.total("wire_bytes")),
+            "wire_header_bytes_per_frame": (
+                round((self.total("wire_bytes") - self.total("payload_bytes")) / self.frames, 2)
+                if self.frames
+                else None
+            ),
             "by_kind": {
                 kind: {**counts, "payload_kbps": self.kbps(counts["payload_bytes"])}
                 for kind, counts in self.by_kind.items()
@@ -251,9 +281,10 @@ class StreamInfo:
         }
 
 
-def stream_info(path: Path) -> StreamInfo:
+def stream_info(path: Path, bundle_ms: float = SenderConfig.bundle_ms) -> StreamInfo:
     """Frames, duration and bytes of a .tkc file, by packet kind: payload (packet payloads),
-    file (the file's bytes) and wire (each packet as the live call sends it, headers included).
+    packet (headers included), file (the file's bytes) and wire (as the live call sends them:
+    keypoint packets bundled within bundle_ms, each message with its transport headers).
 
     Timestamps go through the decoders' rule (KeypointTimeline): packets it would drop are
     counted as such, and the duration is the time the accepted packets cover.
@@ -261,22 +292,35 @@ def stream_info(path: Path) -> StreamInfo:
     reader = _open_tkc(path)
     kinds: dict[str, Counter[str]] = {}
     arrivals: Counter[Arrival] = Counter()
+    keypoint_packets: list[Packet] = []
     with reader:
         header = reader.header
-        timeline = KeypointTimeline(header.fps)
+        writer = PacketWriter(header)
+        timeline = KeypointTimeline.for_stream(header)
         for packet in reader:
+            message = writer.pack(packet)
             counts = kinds.setdefault(packet.kind.name.lower(), Counter())
             counts["packets"] += 1
             counts["payload_bytes"] += len(packet.payload)
-            counts["wire_bytes"] += _wire_bytes(packet)
+            counts["packet_bytes"] += len(message)
             if packet.kind is PacketKind.KEYPOINTS:
-                verdict = timeline.classify(packet.seq, packet.pts_ms, packet.is_intra)
+                keypoint_packets.append(packet)
+                verdict = timeline.classify(
+                    packet.seq, packet.pts_ms, packet.is_intra, packet.timed
+                )
                 arrivals[verdict.arrival] += 1
-            elif _is_fresh_start(packet):
-                timeline.note_fresh_start(packet.pts_ms)
+            else:
+                counts["messages"] += 1
+                counts["wire_bytes"] += _keyframe_wire_bytes(message)
+                if _is_fresh_start(packet):
+                    timeline.note_fresh_start(packet.pts_ms)
+    if keypoint_packets:
+        messages, wire = _keypoint_wire(header, keypoint_packets, bundle_ms)
+        kinds["keypoints"].update(messages=messages, wire_bytes=wire)
     frames = arrivals[Arrival.NEXT] + arrivals[Arrival.RESYNC]
     return StreamInfo(
         header=header,
+        bundle_ms=bundle_ms if header.packet_format is PacketFormat.COMPACT else 0.0,
         frames=frames,
         duration_s=(timeline.stream_ms + timeline.frame_ms) / 1000 if frames else 0.0,
         file_bytes=path.stat().st_size,
@@ -289,9 +333,11 @@ def stream_info(path: Path) -> StreamInfo:
     )
 
 
-def print_info(path: Path, as_json: bool = False) -> None:
+def print_info(
+    path: Path, as_json: bool = False, bundle_ms: float = SenderConfig.bundle_ms
+) -> None:
     """stream_info as one JSON object, or as a table of bytes and kbit/s by packet kind."""
-    info = stream_info(path)
+    info = stream_info(path, bundle_ms)
     if as_json:
         print(json.dumps(info.as_json(path)))
         return
@@ -300,7 +346,8 @@ def print_info(path: Path, as_json: bool = False) -> None:
         f"{path}: {header.width}x{header.height} at {header.fps:g} fps, keyframe codec "
         f"{header.keyframe_codec.name}, keypoint model {header.keypoint_model.name} "
         f"({header.expression_dims} expression dims, "
-        f"step {header.keypoint_step_millipx / 1000:g} px, bank of {header.reference_bank_size})"
+        f"step {header.keypoint_step_millipx / 1000:g} px, bank of {header.reference_bank_size}"
+        f"), {header.packet_format.name.lower()} packets"
     )
     print(f"frames: {info.frames}, duration: {info.duration_s:.2f} s")
     dropped = info.dropped_by_decoders
@@ -313,19 +360,22 @@ def print_info(path: Path, as_json: bool = False) -> None:
     if info.duration_s <= 0:
         return
     print(
-        f"  {'kind':<10} {'packets':>7} {'payload B':>10} {'kbit/s':>8} {'+headers':>9} {'wire':>8}"
+        f"  {'kind':<10} {'packets':>7} {'messages':>8} {'payload B':>10} {'kbit/s':>8} "
+        f"{'+headers':>9} {'wire':>8}"
     )
     total = sum(info.by_kind.values(), Counter())
     for kind, counts in [*info.by_kind.items(), ("total", total)]:
         size, count = counts["payload_bytes"], counts["packets"]
-        rates = (size, size + count * PACKET_HEADER_BYTES, counts["wire_bytes"])
+        rates = (size, counts["packet_bytes"], counts["wire_bytes"])
         cells = [
             f"{info.kbps(value):{width}.2f}" for value, width in zip(rates, (8, 9, 8), strict=True)
         ]
-        print(f"  {kind.upper():<10} {count:>7} {size:>10} " + " ".join(cells))
+        print(
+            f"  {kind.upper():<10} {count:>7} {counts['messages']:>8} {size:>10} " + " ".join(cells)
+        )
     print(
-        f"file: {info.kbps(info.file_bytes):.2f} kbit/s; on the wire (modelled): "
-        f"{info.kbps(info.total('wire_bytes')):.2f}"
+        f"file: {info.kbps(info.file_bytes):.2f} kbit/s; on the wire (modelled, keypoints "
+        f"bundled within {info.bundle_ms:g} ms): {info.kbps(info.total('wire_bytes')):.2f}"
     )
     if "keypoints" in info.by_kind and info.frames:
         bits = info.by_kind["keypoints"]["payload_bytes"] * 8 / info.frames
@@ -351,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "decode":
             run_decode(args)
         elif args.command == "info":
-            print_info(args.input, as_json=args.json)
+            print_info(args.input, as_json=args.json, bundle_ms=args.bundle_ms)
         elif args.command == "keyframe":
             run_keyframe_command(args)
         elif args.command == "export":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -22,18 +22,21 @@ from talkcodec.bitstream import (
     MAX_KEYPOINT_PAYLOAD_BYTES,
     MAX_PTS_STEP_MS,
     PTS_MODULO,
-    SEQ_MODULO,
     Arrival,
     BitstreamError,
     ImplausiblePacket,
+    ImpliedClock,
     KeyframePayload,
     KeypointTimeline,
     Packet,
     PacketFlags,
+    PacketFormat,
     PacketKind,
+    PacketReader,
     StreamHeader,
+    signed_difference,
 )
-from talkcodec.config import DecoderConfig, EncoderConfig
+from talkcodec.config import PACKET_FORMATS, DecoderConfig, EncoderConfig
 from talkcodec.entropy.keypoints import KeypointDecoder, KeypointEncoder
 from talkcodec.generator import Renderer, make_renderer
 from talkcodec.generator.backends.base import RefinerBackend
@@ -103,6 +106,7 @@ class StreamEncoder:
             keypoint_step_millipx=round(config.keypoint_step_px * 1000),
             expression_dims=config.expression_dims,
             reference_bank_size=config.reference_bank_size,
+            packet_format=PACKET_FORMATS[config.packet_format],
         )
         step_px = self.header.keypoint_step_millipx / 1000
         self._owns_detector = detector is None
@@ -115,6 +119,10 @@ class StreamEncoder:
         )
         self._keyframe_seq = 0
         self._keypoint_seq = 0
+        # The times a PacketWriter of this stream leaves out (COMPACT packets), mirrored so
+        # that a keypoint packet whose capture time is within a quarter frame of the implied
+        # one takes the implied one and costs no timestamp bytes.
+        self._implied = ImpliedClock(self.header.fps_milli)
         self._frame_index = 0
         self._keyframe_wanted: str | None = "start"
         self._refresh_wanted = False
@@ -177,11 +185,29 @@ class StreamEncoder:
         self.selected_reference_id = self._bank.select(descriptor, self._frame_index)
         self._frame_index += 1
         flags = PacketFlags.INTRA if coded.intra else PacketFlags(0)
-        packets.append(
+        keypoints = self._timed(
             Packet(PacketKind.KEYPOINTS, self._keypoint_seq, pts_ms, coded.payload, flags)
         )
-        self._keypoint_seq = (self._keypoint_seq + 1) % SEQ_MODULO
+        packets.append(keypoints)
+        self._keypoint_seq = (self._keypoint_seq + 1) % self.header.seq_modulo
         return packets
+
+    def _timed(self, packet: Packet) -> Packet:
+        """`packet` with its capture time snapped to the implied one when that is within a
+        quarter frame (COMPACT streams), so jitter of the capture clock costs no bytes."""
+        if self.header.packet_format is not PacketFormat.COMPACT:
+            return packet
+        implied = self._implied.implied_pts_ms(packet.kind, packet.seq)
+        quarter_frame_ms = 250 / self.header.fps
+        snaps = implied is not None and not packet.is_intra
+        if (
+            snaps
+            and abs(signed_difference(packet.pts_ms - implied, PTS_MODULO)) <= quarter_frame_ms
+        ):
+            packet = replace(packet, pts_ms=implied)
+        if self._implied.needs_time(packet):
+            self._implied.note_time(packet.kind, packet.seq, packet.pts_ms)
+        return packet
 
     def sent_keypoints(self, landmarks: Landmarks) -> SentKeypoints:
         """Fit and quantise one frame's landmarks (in pixels of the size_px crop), once."""
@@ -201,7 +227,7 @@ class StreamEncoder:
         packet = Packet(
             PacketKind.KEYFRAME, self._keyframe_seq, pts_ms, bytes(payload), PacketFlags.INTRA
         )
-        self._keyframe_seq = (self._keyframe_seq + 1) % SEQ_MODULO
+        self._keyframe_seq = (self._keyframe_seq + 1) % self.header.seq_modulo
         self._last_keyframe_pts_ms = pts_ms
         if reference_id == 0:
             self._keyframe_wanted = None
@@ -300,6 +326,7 @@ class DecoderStats:
     lost: int = 0
     undecodable: int = 0
     resyncs: int = 0  # new timelines accepted (a sender that restarted, a long absence)
+    wrong_channel: int = 0  # packets on the data channel of the other kind
     bytes_by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -326,7 +353,8 @@ class StreamDecoder:
             backend=backend or self.config.backend,
         )
         self._has_reference = False
-        self.timeline = KeypointTimeline(header.fps)
+        self.timeline = KeypointTimeline.for_stream(header)
+        self._packets = PacketReader(header)
         self._keyframe_codecs: dict[int, KeyframeCodec] = {}
         # Made now, not at the first keyframe: GC loads its weights here, before the call.
         self._keyframe_codec(header.keyframe_codec)
@@ -348,11 +376,17 @@ class StreamDecoder:
         return self._keypoints.synchronised
 
     def receive(self, message: bytes) -> np.ndarray | None:
-        """Handle one message; returns a newly rendered frame (H, W, 3) or None.
+        """Handle one message; returns the newest frame it made renderable, rendered
+        ((H, W, 3) uint8 RGB), or None.
 
         Malformed messages and packets of unknown kinds are dropped and counted, never raised.
         """
         decoded = self.decode(message)
+        return self.render(decoded[-1]) if decoded else None
+
+    def receive_packet(self, packet: Packet) -> np.ndarray | None:
+        """receive() for a packet already parsed (e.g. read from a .tkc file)."""
+        decoded = self.decode_packet(packet)
         return None if decoded is None else self.render(decoded)
 
     def render(self, frame: DecodedFrame) -> np.ndarray:
@@ -365,19 +399,36 @@ class StreamDecoder:
         self.stats.rendered += 1
         return image
 
-    def decode(self, message: bytes) -> DecodedFrame | None:
-        """Handle one message; returns the keypoints of a frame that can be rendered, or None.
+    def decode(self, message: bytes, channel: PacketKind | None = None) -> list[DecodedFrame]:
+        """Handle one message (one packet, or a bundle of several); returns the keypoints of
+        the frames it makes renderable, in order.
 
-        Malformed messages and packets of unknown kinds are dropped and counted, never raised.
+        channel: the kind of packets the data channel the message came on carries; a packet of
+        another kind is dropped (`wrong_channel`): no sender puts one there, since the channels
+        differ in delivery. Malformed messages and packets of unknown kinds are dropped and
+        counted, never raised.
         """
         try:
-            packet = Packet.parse(message)
+            packets = self._packets.parse(message)
         except BitstreamError as error:
             self._count_drop(error)
             logger.debug("dropped message: %s", error)
-            return None
-        name = packet.kind.name.lower()
+            return []
+        name = packets[0].kind.name.lower()
         self.stats.bytes_by_kind[name] = self.stats.bytes_by_kind.get(name, 0) + len(message)
+        decoded = []
+        for packet in packets:
+            if channel is not None and packet.kind is not channel:
+                self.stats.wrong_channel += 1
+                continue
+            frame = self.decode_packet(packet)
+            if frame is not None:
+                decoded.append(frame)
+        return decoded
+
+    def decode_packet(self, packet: Packet) -> DecodedFrame | None:
+        """Handle one parsed packet; returns the keypoints of a frame that can be rendered, or
+        None. Packets that break the stream's rules are dropped and counted, never raised."""
         try:
             if packet.kind is PacketKind.KEYFRAME:
                 self._receive_keyframe(packet)
@@ -385,7 +436,7 @@ class StreamDecoder:
             return self._receive_keypoints(packet)
         except BitstreamError as error:
             self._count_drop(error)
-            logger.debug("dropped %s packet %d: %s", name, packet.seq, error)
+            logger.debug("dropped %s packet %d: %s", packet.kind.name.lower(), packet.seq, error)
             return None
 
     def _count_drop(self, error: BitstreamError) -> None:
@@ -429,7 +480,7 @@ class StreamDecoder:
 
     def _receive_keypoints(self, packet: Packet) -> DecodedFrame | None:
         _check_keypoint_payload("keypoint packet", packet.payload)
-        verdict = self.timeline.classify(packet.seq, packet.pts_ms, packet.is_intra)
+        verdict = self.timeline.classify(packet.seq, packet.pts_ms, packet.is_intra, packet.timed)
         if verdict.arrival is Arrival.LATE:
             self.stats.late += 1
             return None
@@ -456,7 +507,7 @@ class StreamDecoder:
         if not self._has_reference:
             return None
         landmarks = self.model.reconstruct(params, self.header.width)
-        return DecodedFrame(landmarks, packet.pts_ms, packet.seq, self.timeline.stream_ms)
+        return DecodedFrame(landmarks, verdict.pts_ms, packet.seq, self.timeline.stream_ms)
 
 
 def _check_keypoint_payload(what: str, payload: bytes) -> None:
@@ -520,15 +571,16 @@ class HoldSchedule:
 
 
 def decode_to_frames(
-    decoder: StreamDecoder, messages: Iterable[bytes], schedule: HoldSchedule | None = None
+    decoder: StreamDecoder, packets: Iterable[Packet], schedule: HoldSchedule | None = None
 ) -> Iterator[np.ndarray]:
-    """Every frame of a constant-rate video of `messages` (packets in sending order), held
-    frames included (the same array repeated): the loop of `talkcodec decode`, bounded by
-    HoldSchedule. Bad packets are dropped and counted in decoder.stats, never raised."""
+    """Every frame of a constant-rate video of `packets` (in sending order, e.g. a .tkc
+    file's), held frames included (the same array repeated): the loop of `talkcodec decode`,
+    bounded by HoldSchedule. Bad packets are dropped and counted in decoder.stats, never
+    raised."""
     schedule = schedule or HoldSchedule(decoder.header.fps)
     previous: np.ndarray | None = None
-    for message in messages:
-        decoded = decoder.decode(message)
+    for packet in packets:
+        decoded = decoder.decode_packet(packet)
         if decoded is None:
             continue
         holds = schedule.holds_before(decoded)

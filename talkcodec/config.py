@@ -10,8 +10,10 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from talkcodec.bitstream import DEFAULT_BANK_SIZE, MAX_BANK_SIZE
+from talkcodec.bitstream import DEFAULT_BANK_SIZE, MAX_BANK_SIZE, PacketFormat
 from talkcodec.transport.fragmentation import DEFAULT_FRAGMENT_BYTES
+
+PACKET_FORMATS = {"compact": PacketFormat.COMPACT, "fixed": PacketFormat.FIXED}
 
 
 def _check_bank_size(bank_size: int) -> None:
@@ -58,8 +60,16 @@ class EncoderConfig:
     # 4-12 KB, 4 kbit/s is one reference every 8-24 s once the first burst is spent.
     reference_budget_kbps: float = 4.0
     reference_burst_s: float = 20.0
+    # The packets' wire layout (docs/bitstream.md): compact (2-byte headers, implied
+    # timestamps, bundles) or fixed (the 8-byte headers of stream revision 2, for old readers).
+    packet_format: str = "compact"
 
     def __post_init__(self) -> None:
+        if self.packet_format not in PACKET_FORMATS:
+            raise ValueError(
+                f"packet_format must be one of {', '.join(PACKET_FORMATS)}, "
+                f"got {self.packet_format!r}"
+            )
         if not 16 <= self.size_px <= 4096:
             raise ValueError(f"size_px must be in 16..4096, got {self.size_px}")
         # The stream header's limits (talkcodec.bitstream MIN_FPS_MILLI, MAX_FPS_MILLI).
@@ -102,17 +112,23 @@ class DecoderConfig:
 class SenderConfig:
     """How the sender puts packets on the channels.
 
-    simulate_loss: probability of dropping each KEYPOINTS packet before it is sent (seeded by
+    simulate_loss: probability of dropping each keypoint message before it is sent (seeded by
     loss_seed), to measure recovery. fragment_bytes: largest keyframe-channel message.
+    bundle_ms: how long a frame's keypoints may wait for the next frames' so that they travel
+    in one data-channel message (each message costs ~93 bytes of headers on the wire); 0 sends
+    each frame at once. A bundle holds the frames captured within bundle_ms of its first.
     """
 
     simulate_loss: float = 0.0
     loss_seed: int = 0
     fragment_bytes: int = DEFAULT_FRAGMENT_BYTES
+    bundle_ms: float = 40.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.simulate_loss < 1:
             raise ValueError(f"simulate_loss must be in [0, 1), got {self.simulate_loss}")
+        if not 0 <= self.bundle_ms <= 1000:
+            raise ValueError(f"bundle_ms must be in 0..1000, got {self.bundle_ms}")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkcodec.bitstream import PACKET_HEADER_BYTES, Packet, PacketKind
+from talkcodec.bitstream import Packet, PacketKind, PacketWriter
 from talkcodec.codec import StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.keypoints.detectors import make_detector
@@ -22,7 +22,7 @@ class RoundTrip:
     """A clip through the codec: per-frame quality and the bytes each packet kind cost.
 
     psnr_db, ssim: (T,) for frames that were rendered. payload_bytes / packet_bytes by packet
-    kind ("keyframe", "keypoints"); packet bytes include the 8-byte packet header.
+    kind ("keyframe", "keypoints"); packet bytes include the packet headers.
     """
 
     clip: str
@@ -44,7 +44,8 @@ class StreamedFrame:
     """One camera frame through the codec, as stream_frames yields it.
 
     sent: the (S, S, 3) crop the sender coded (None when no face was found). packets: what it
-    sent for the frame. rendered: the frame the receiver rendered from them (None when none
+    sent for the frame, and messages the bytes each became on the wire (one message per
+    packet, unbundled). rendered: the frame the receiver rendered from them (None when none
     was: no face, no reference yet, waiting for a refresh). decoded_landmarks: what the
     receiver decodes for this frame. The reference ids are each side's choice of reference.
     """
@@ -52,6 +53,7 @@ class StreamedFrame:
     index: int
     sent: np.ndarray | None
     packets: list[Packet]
+    messages: list[bytes]
     rendered: np.ndarray | None
     decoded_landmarks: Landmarks | None
     sender_reference_id: int | None
@@ -65,16 +67,19 @@ def stream_frames(
     its time in the stream (index / fps), every packet at once through `decoder` (a lossless
     link; None: encode only). Closes neither."""
     fps = encoder.config.fps
+    writer = PacketWriter(encoder.header)
     for index, frame in enumerate(frames):
         packets = encoder.encode(frame, round(index * 1000 / fps))
+        messages = [writer.pack(packet) for packet in packets]
         rendered = None
-        for packet in packets if decoder is not None else ():
-            decoded = decoder.receive(bytes(packet))
+        for message in messages if decoder is not None else ():
+            decoded = decoder.receive(message)
             rendered = decoded if rendered is None else rendered
         yield StreamedFrame(
             index,
             encoder.last_crop if encoder.last_landmarks is not None else None,
             packets,
+            messages,
             rendered,
             encoder.last_decoded_landmarks,
             encoder.selected_reference_id,
@@ -103,10 +108,10 @@ def round_trip(
     try:
         for streamed in stream_frames(camera, encoder, decoder):
             frames += 1
-            for packet in streamed.packets:
+            for packet, message in zip(streamed.packets, streamed.messages, strict=True):
                 kind = PacketKind(packet.kind).name.lower()
                 payload[kind] = payload.get(kind, 0) + len(packet.payload)
-                packets[kind] = packets.get(kind, 0) + len(packet.payload) + PACKET_HEADER_BYTES
+                packets[kind] = packets.get(kind, 0) + len(message)
             if streamed.rendered is None or streamed.sent is None:
                 continue
             psnrs.append(psnr(streamed.sent, streamed.rendered))
@@ -132,7 +137,7 @@ def round_trip(
 class FramesRoundTrip:
     """Given frames through talkcodec, every packet decoded as it arrived.
 
-    message_bytes: each packet as sent (8-byte packet header included), in order.
+    message_bytes: each packet as sent (its packet header included), in order.
     payload_bytes: (T,) coded bytes each frame cost (keyframe image and keypoints, no
     packet headers). decoded: (T, S, S, 3) uint8; where no frame was rendered the receiver
     keeps showing its last one (mid-grey before the first). held_frames: how many those were.
@@ -162,8 +167,8 @@ def round_trip_frames(
     held = 0
     try:
         for streamed in stream_frames(frames, encoder, decoder):
-            for packet in streamed.packets:
-                messages.append(PACKET_HEADER_BYTES + len(packet.payload))
+            for packet, message in zip(streamed.packets, streamed.messages, strict=True):
+                messages.append(len(message))
                 payload[streamed.index] += len(packet.payload)
                 kind = PacketKind(packet.kind).name.lower()
                 by_kind[kind] = by_kind.get(kind, 0) + len(packet.payload)

@@ -28,18 +28,27 @@ import numpy as np
 from talkcodec.bitstream import (
     MAX_PTS_STEP_MS,
     PACKET_HEADER_BYTES,
+    TKC_VERSION_FIXED_LENGTHS,
     BitstreamError,
+    PacketFormat,
     PacketKind,
+    PacketWriter,
+    StreamHeader,
     TkcFile,
     TkcReader,
+    encode_varint,
+    read_varint,
 )
 from talkcodec.config import DecoderConfig, EncoderConfig
 
-_RECORD_LENGTH = struct.Struct("!I")
+_RECORD_LENGTH = struct.Struct("!I")  # .tkc version 1
 _PREAMBLE_BYTES = 6  # magic | version | header_len
 _U32_MAX = 0xFFFF_FFFF
-# Offsets inside a record (length u32, then the packet header kind | flags | seq | pts_ms).
-_KIND, _FLAGS, _SEQ, _PTS, _PAYLOAD = 4, 5, 6, 8, 4 + PACKET_HEADER_BYTES
+# Offsets inside a FIXED packet (kind | flags | seq | pts_ms | payload) and a COMPACT one
+# (kind, flags and seq high bits | seq low byte | pts_ms when TIME is set | payload).
+_FIXED_KIND, _FIXED_FLAGS, _FIXED_SEQ, _FIXED_PTS = 0, 1, 2, 4
+_COMPACT_TIME_BIT = 0x10
+_COMPACT_KIND_CODES = {0: PacketKind.KEYPOINTS, 1: PacketKind.KEYFRAME}
 
 
 class CaseTimeout(Exception):
@@ -65,7 +74,8 @@ def time_budget(seconds: float) -> Iterator[None]:
 @dataclass(frozen=True)
 class TkcRecords:
     """A well-formed .tkc file cut apart: the preamble with the stream header, then each
-    record (length u32 | packet) as bytes."""
+    record (length | packet) as bytes; version 1 files frame records with a u32 length and
+    FIXED packets, version 2 with a varint and the header's packet format."""
 
     preamble: bytes
     records: tuple[bytes, ...]
@@ -73,20 +83,78 @@ class TkcRecords:
     @classmethod
     def split(cls, data: bytes) -> TkcRecords:
         header_len = data[5]
-        offset = _PREAMBLE_BYTES + header_len
+        preamble = data[: _PREAMBLE_BYTES + header_len]
+        offset = len(preamble)
         records = []
         while offset < len(data):
-            (length,) = _RECORD_LENGTH.unpack_from(data, offset)
-            end = offset + _RECORD_LENGTH.size + length
+            prefix, length = _record_length(data, offset, data[4])
+            end = offset + prefix + length
             records.append(data[offset:end])
             offset = end
-        return cls(data[: _PREAMBLE_BYTES + header_len], tuple(records))
+        return cls(preamble, tuple(records))
+
+    @property
+    def compact(self) -> bool:
+        return StreamHeader.parse(self.preamble[_PREAMBLE_BYTES:]).packet_format is (
+            PacketFormat.COMPACT
+        )
 
     def join(self, records: list[bytes] | None = None) -> bytes:
         return self.preamble + b"".join(self.records if records is None else records)
 
+    def packet(self, record: bytes) -> bytes:
+        """The packet of a record (its length prefix removed)."""
+        prefix, _ = _record_length(record, 0, self.preamble[4])
+        return record[prefix:]
+
+    def record(self, packet: bytes) -> bytes:
+        """`packet` framed as a record of this file."""
+        if self.preamble[4] == TKC_VERSION_FIXED_LENGTHS:
+            return _RECORD_LENGTH.pack(len(packet)) + packet
+        return encode_varint(len(packet)) + packet
+
+    def kind_of(self, packet: bytes) -> int | None:
+        """The packet kind a packet's first byte names (None: none this reader knows)."""
+        if not self.compact:
+            return packet[_FIXED_KIND]
+        return _COMPACT_KIND_CODES.get(packet[0] >> 6)
+
+    def header_bytes(self, packet: bytes) -> int:
+        """How many bytes of `packet` come before its payload."""
+        if not self.compact:
+            return PACKET_HEADER_BYTES
+        return 6 if packet[0] & _COMPACT_TIME_BIT else 2
+
+    def packet_fields(self, packet: bytes) -> list[tuple[int, int]]:
+        """(offset, size) of the packet header's fields, then of the keyframe payload's codec,
+        reference_id and keypoints_len (garbage in keypoint packets)."""
+        if self.compact:
+            fields = [(0, 1), (1, 1)] + ([(2, 4)] if packet[0] & _COMPACT_TIME_BIT else [])
+        else:
+            fields = [(_FIXED_KIND, 1), (_FIXED_FLAGS, 1), (_FIXED_SEQ, 2), (_FIXED_PTS, 4)]
+        payload = self.header_bytes(packet)
+        return fields + [(payload, 1), (payload + 1, 1), (payload + 2, 2)]
+
+    def with_pts(self, packet: bytes, pts_ms: int) -> bytes:
+        """`packet` stamped with `pts_ms` (a COMPACT packet without a time gains one)."""
+        stamp = struct.pack("!I", pts_ms)
+        if not self.compact:
+            return _patch(packet, _FIXED_PTS, stamp)
+        if packet[0] & _COMPACT_TIME_BIT:
+            return _patch(packet, 2, stamp)
+        return bytes([packet[0] | _COMPACT_TIME_BIT, packet[1]]) + stamp + packet[2:]
+
     def indices_of(self, kind: PacketKind) -> list[int]:
-        return [i for i, record in enumerate(self.records) if record[_KIND] == kind]
+        return [i for i, r in enumerate(self.records) if self.kind_of(self.packet(r)) == kind]
+
+
+def _record_length(data: bytes, offset: int, version: int) -> tuple[int, int]:
+    """(prefix bytes, packet length) of the record at data[offset:] of a file of `version`."""
+    if version == TKC_VERSION_FIXED_LENGTHS:
+        (length,) = _RECORD_LENGTH.unpack_from(data, offset)
+        return _RECORD_LENGTH.size, length
+    length, end = read_varint(data, offset, "record length")
+    return end - offset, length
 
 
 def demo_stream(frames: int = 25, config: EncoderConfig | None = None) -> bytes:
@@ -177,7 +245,7 @@ def _timestamp(stream: TkcRecords, rng: random.Random) -> bytes:
     records = list(stream.records)
     index = rng.choice(stream.indices_of(PacketKind.KEYPOINTS))
     pts = rng.choice([rng.randrange(1 << 32), _U32_MAX, 0, rng.randrange(100_000)])
-    records[index] = _patch(records[index], _PTS, struct.pack("!I", pts))
+    records[index] = stream.record(stream.with_pts(stream.packet(records[index]), pts))
     return stream.join(records)
 
 
@@ -187,45 +255,52 @@ def _extreme(rng: random.Random, size: int) -> bytes:
     return value.to_bytes(size, "big")
 
 
-# (offset, size) of every fixed field in a record: length, kind, flags, seq, pts_ms, and the
-# keyframe payload's codec, reference_id and keypoints_len (garbage in keypoint packets).
-_RECORD_FIELDS = [(0, 4), (_KIND, 1), (_FLAGS, 1), (_SEQ, 2), (_PTS, 4)]
-_RECORD_FIELDS += [(_PAYLOAD, 1), (_PAYLOAD + 1, 1), (_PAYLOAD + 2, 2)]
 # (offset, size) of the stream header's fields in the preamble: width, height, fps_milli,
-# keyframe codec, keypoint model, step, expression dims; and the version and header_len.
+# keyframe codec, keypoint model, step, expression dims, bank size, packet format; and the
+# version and header_len.
 _HEADER_FIELDS = [(4, 1), (5, 1), (6, 2), (8, 2), (10, 4), (14, 1), (15, 1), (16, 2), (18, 1)]
+_HEADER_FIELDS += [(19, 1), (20, 1)]
 
 
 def _field_extreme(stream: TkcRecords, rng: random.Random) -> bytes:
     records = list(stream.records)
     if rng.random() < 0.2:
         offset, size = rng.choice(_HEADER_FIELDS)
+        if offset + size > len(stream.preamble):
+            return stream.join(records)
         preamble = _patch(stream.preamble, offset, _extreme(rng, size))
         return preamble + b"".join(records)
     index = rng.randrange(len(records))
-    offset, size = rng.choice(_RECORD_FIELDS)
-    if offset + size <= len(records[index]):
-        records[index] = _patch(records[index], offset, _extreme(rng, size))
+    packet = stream.packet(records[index])
+    prefix = len(records[index]) - len(packet)
+    # the record's length field, or one field of its packet
+    offset, size = rng.choice([(-prefix, prefix), *stream.packet_fields(packet)])
+    if offset + size <= len(packet):
+        records[index] = _patch(records[index], prefix + offset, _extreme(rng, size))
     return stream.join(records)
 
 
 def _garbage_record(stream: TkcRecords, rng: random.Random) -> bytes:
-    """A well-framed record of random bytes, half of them with a known kind byte."""
+    """A well-framed record of random bytes, half of them with a known kind."""
     records = list(stream.records)
     packet = bytearray(rng.randbytes(rng.randint(PACKET_HEADER_BYTES, 300)))
     if rng.random() < 0.5:
-        packet[0] = rng.choice([PacketKind.KEYFRAME, PacketKind.KEYPOINTS])
-        packet[1] &= 0x01
-    records.insert(rng.randrange(len(records) + 1), _RECORD_LENGTH.pack(len(packet)) + packet)
+        if stream.compact:
+            packet[0] = rng.choice(list(_COMPACT_KIND_CODES)) << 6 | packet[0] & 0x37
+        else:
+            packet[0] = rng.choice([PacketKind.KEYFRAME, PacketKind.KEYPOINTS])
+            packet[1] &= 0x01
+    records.insert(rng.randrange(len(records) + 1), stream.record(bytes(packet)))
     return stream.join(records)
 
 
 def _swap_payloads(stream: TkcRecords, rng: random.Random) -> bytes:
     """One packet's payload in another's header (a keyframe payload in a keypoint packet...)."""
     records = list(stream.records)
-    target, source = rng.randrange(len(records)), rng.randrange(len(records))
-    packet = records[target][4:_PAYLOAD] + records[source][_PAYLOAD:]
-    records[target] = _RECORD_LENGTH.pack(len(packet)) + packet
+    target = stream.packet(records[rng.randrange(len(records))])
+    source = stream.packet(records[rng.randrange(len(records))])
+    packet = target[: stream.header_bytes(target)] + source[stream.header_bytes(source) :]
+    records[rng.randrange(len(records))] = stream.record(packet)
     return stream.join(records)
 
 
@@ -280,13 +355,16 @@ def frame_bound(keypoint_records: int, fps: float) -> int:
 
 def _count_keypoint_records(data: bytes) -> int:
     """KEYPOINTS records of a possibly damaged file, counted from the framing alone."""
-    count, offset = 0, None
-    with contextlib.suppress(IndexError, struct.error):
-        offset = _PREAMBLE_BYTES + data[5]
-        while offset + _RECORD_LENGTH.size < len(data):
-            (length,) = _RECORD_LENGTH.unpack_from(data, offset)
-            count += data[offset + _RECORD_LENGTH.size] == PacketKind.KEYPOINTS
-            offset += _RECORD_LENGTH.size + length
+    count = 0
+    with contextlib.suppress(IndexError, struct.error, BitstreamError):
+        stream = TkcRecords(data[: _PREAMBLE_BYTES + data[5]], ())
+        stream.compact  # noqa: B018 -- a header that does not parse decodes nothing
+        offset = len(stream.preamble)
+        while offset < len(data):
+            prefix, length = _record_length(data, offset, data[4])
+            packet = data[offset + prefix : offset + prefix + length]
+            count += stream.kind_of(packet) == PacketKind.KEYPOINTS
+            offset += prefix + length
     return count
 
 
@@ -328,8 +406,7 @@ def decode_tkc_case(
         header = reader.header
         tally.bound = frame_bound(_count_keypoint_records(data), header.fps)
         decoder = StreamDecoder(header, decoder_config)
-        messages = (bytes(packet) for packet in reader)
-        for frame in decode_to_frames(decoder, messages, HoldSchedule(header.fps)):
+        for frame in decode_to_frames(decoder, reader, HoldSchedule(header.fps)):
             if frame.shape != (header.height, header.width, 3):
                 tally.detail = f"frame of shape {frame.shape}"
                 return "crash"
@@ -454,6 +531,7 @@ class _LiveReplay:
         self._keyframe = next(p for p in packets if p.kind is PacketKind.KEYFRAME)
         self._keypoints = [p for p in packets if p.kind is PacketKind.KEYPOINTS]
         self._fragment_bytes = fragment_bytes
+        self._writer = PacketWriter(self.header)
         self._index = self._seq = self._keyframe_id = 0
         self._pts_ms = 0
         self._keyframe_pts_ms: int | None = None  # the pts of the frame a keyframe was sent for
@@ -473,8 +551,9 @@ class _LiveReplay:
 
         from talkcodec.transport.fragmentation import fragment
 
-        packet = replace(self._keyframe, seq=self._keyframe_id, pts_ms=self._now_ms())
-        parts = fragment(bytes(packet), self._keyframe_id, self._fragment_bytes)
+        seq = self._keyframe_id % self.header.seq_modulo
+        packet = replace(self._keyframe, seq=seq, pts_ms=self._now_ms())
+        parts = fragment(self._writer.pack(packet), self._keyframe_id, self._fragment_bytes)
         self._keyframe_id = (self._keyframe_id + 1) % (1 << 16)
         self._index = 0
         self._keyframe_pts_ms = packet.pts_ms  # the keypoints of that frame carry it too
@@ -489,8 +568,8 @@ class _LiveReplay:
         self._keyframe_pts_ms = None
         packet = replace(template, seq=self._seq, pts_ms=pts_ms)
         self._index += 1
-        self._seq = (self._seq + 1) % (1 << 16)
-        self.last_keypoints = bytes(packet)
+        self._seq = (self._seq + 1) % self.header.seq_modulo
+        self.last_keypoints = self._writer.pack(packet)
         return self.last_keypoints
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from talkcodec.config import DecoderConfig, EncoderConfig
+from talkcodec.config import PACKET_FORMATS, DecoderConfig, EncoderConfig
 
 _DEFAULTS = EncoderConfig()
 
@@ -57,6 +57,11 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
         help="seconds between periodic keyframes (0: only at start, on request, on crop "
         "moves and when the face is found again)",
     )
+    parser.add_argument(
+        "--packet-format", choices=list(PACKET_FORMATS), default=_DEFAULTS.packet_format,
+        help="packet layout: compact (2-byte headers, implied timestamps, bundles) or fixed "
+        "(the 8-byte headers older readers take)",
+    )  # fmt: skip
     _add_reference_options(parser)
 
 
@@ -96,6 +101,7 @@ def encoder_config(args: argparse.Namespace) -> EncoderConfig:
             reference_threshold=args.reference_threshold,
             min_reference_interval_s=args.min_reference_interval,
             reference_budget_kbps=args.reference_budget,
+            packet_format=args.packet_format,
         )
     except ValueError as error:
         raise OptionError(str(error)) from None

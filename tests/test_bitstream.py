@@ -11,6 +11,7 @@ Regenerating them is a format change: old streams stop parsing the same way.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from talkcodec.bitstream import (
+    COMPACT_HEADER_BYTES,
+    COMPACT_SEQ_MODULO,
     DEFAULT_BANK_SIZE,
     KEYFRAME_PAYLOAD_HEADER_BYTES,
     MAX_FPS_MILLI,
@@ -30,20 +33,29 @@ from talkcodec.bitstream import (
     PACKET_HEADER_BYTES,
     STREAM_HEADER_BYTES,
     STREAM_HEADER_V2_BYTES,
+    STREAM_HEADER_V3_BYTES,
     TKC_MAGIC,
     TKC_MAX_RECORD_BYTES,
     TKC_VERSION,
+    TKC_VERSION_FIXED_LENGTHS,
     BitstreamError,
+    ImpliedClock,
     KeyframeCodecId,
     KeyframePayload,
     KeypointModelId,
     Packet,
     PacketFlags,
+    PacketFormat,
     PacketKind,
+    PacketReader,
+    PacketWriter,
     StreamHeader,
     TkcFile,
     TkcReader,
     TkcWriter,
+    UntimedPacket,
+    encode_varint,
+    read_varint,
 )
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
@@ -80,10 +92,53 @@ stream_headers = st.builds(
     keypoint_step_millipx=st.integers(1, 0xFFFF),
     expression_dims=st.integers(0, 255),
     reference_bank_size=st.integers(1, 255),
+    packet_format=st.sampled_from(PacketFormat),
 )
-tkc_files = st.builds(
-    TkcFile, header=stream_headers, packets=st.lists(packets, max_size=4).map(tuple)
-)
+
+
+def _packets_for(header: StreamHeader, max_size: int) -> st.SearchStrategy[list[Packet]]:
+    """Packets a stream with `header` can carry: seq within its modulo, and, so that some
+    timestamps are the implied ones, runs of consecutive frames."""
+    single = st.builds(
+        Packet,
+        kind=st.sampled_from(PacketKind),
+        seq=st.integers(0, header.seq_modulo - 1),
+        pts_ms=u32,
+        payload=st.binary(max_size=48),
+        flags=st.sampled_from([PacketFlags(0), PacketFlags.INTRA]),
+    )
+
+    @st.composite
+    def run(draw: st.DrawFn) -> list[Packet]:
+        first = draw(single)
+        count = draw(st.integers(1, 4))
+        clock = ImpliedClock(header.fps_milli)
+        clock.note_time(first.kind, first.seq, first.pts_ms)
+        seqs = [(first.seq + i) % header.seq_modulo for i in range(1, count)]
+        implied = [clock.implied_pts_ms(first.kind, seq) for seq in seqs]
+        rest = [
+            Packet(first.kind, seq, pts, b"\x01") for seq, pts in zip(seqs, implied, strict=True)
+        ]
+        return [first, *rest]
+
+    return st.lists(run(), max_size=max_size).map(lambda runs: [p for r in runs for p in r])
+
+
+@st.composite
+def tkc_files(draw: st.DrawFn) -> TkcFile:
+    header = draw(stream_headers)
+    return TkcFile(header, tuple(draw(_packets_for(header, max_size=3))))
+
+
+@st.composite
+def compact_messages(draw: st.DrawFn) -> tuple[StreamHeader, list[list[Packet]]]:
+    """A COMPACT stream's header and its messages, each of 1..4 packets."""
+    header = draw(stream_headers.filter(lambda h: h.packet_format is PacketFormat.COMPACT))
+    packets = draw(_packets_for(header, max_size=4))
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(packets) - 1)), max_size=4)))
+    bounds = [0, *[c for c in cuts if c < len(packets)], len(packets)]
+    messages = [packets[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    return header, [m[i : i + 4] for m in messages for i in range(0, len(m), 4)]
 
 
 def _read_stream(data: bytes) -> tuple[StreamHeader, list[Packet]]:
@@ -102,6 +157,8 @@ GOLDEN_HEADER = StreamHeader(
     keypoint_step_millipx=250,
     expression_dims=16,
 )
+# The same stream as written by revision 2 (FIXED packets, .tkc version 1).
+GOLDEN_HEADER_V2 = dataclasses.replace(GOLDEN_HEADER, packet_format=PacketFormat.FIXED)
 GOLDEN_KEYFRAME_PAYLOAD = KeyframePayload(
     codec=KeyframeCodecId.WEBP,
     reference_id=0,
@@ -118,26 +175,56 @@ GOLDEN_KEYFRAME = Packet(
 GOLDEN_KEYPOINTS = Packet(
     kind=PacketKind.KEYPOINTS, seq=1, pts_ms=40, payload=bytes.fromhex("c0ffee")
 )
-GOLDEN_TKC = TkcFile(
-    header=GOLDEN_HEADER,
+GOLDEN_TKC_V2 = TkcFile(
+    header=GOLDEN_HEADER_V2,
     packets=(
         GOLDEN_KEYFRAME,
         GOLDEN_KEYPOINTS,
         Packet(kind=PacketKind.KEYPOINTS, seq=2, pts_ms=80, payload=bytes.fromhex("5a")),
     ),
 )
-GOLDEN_CASES: dict[str, tuple[Packet | TkcFile, Callable[[bytes], object]]] = {
-    "packet_keypoints.bin": (GOLDEN_KEYPOINTS, Packet.parse),
-    "packet_keyframe.bin": (GOLDEN_KEYFRAME, Packet.parse),
-    "tkc_three_packets.bin": (GOLDEN_TKC, TkcFile.parse),
+# What a sender of revision 3 writes: the keyframe, the intra keypoints of the same frame (both
+# timed), then the next frame's keypoints with the implied time.
+GOLDEN_TKC = TkcFile(
+    header=GOLDEN_HEADER,
+    packets=(
+        GOLDEN_KEYFRAME,
+        Packet(PacketKind.KEYPOINTS, 0, 0, bytes.fromhex("c0ffee"), PacketFlags.INTRA),
+        Packet(PacketKind.KEYPOINTS, 1, 40, bytes.fromhex("5a")),
+    ),
+)
+# One data-channel message holding two frames: an intra one (timed) and the next (implied).
+GOLDEN_BUNDLE = (
+    Packet(PacketKind.KEYPOINTS, 5, 200, bytes.fromhex("c0ffee"), PacketFlags.INTRA),
+    Packet(PacketKind.KEYPOINTS, 6, 240, bytes.fromhex("5a")),
+)
+
+
+def _pack_bundle(packets: tuple[Packet, ...]) -> bytes:
+    return PacketWriter(GOLDEN_HEADER).pack_bundle(packets)
+
+
+def _parse_bundle(data: bytes) -> tuple[Packet, ...]:
+    return tuple(PacketReader(GOLDEN_HEADER).parse(data))
+
+
+GOLDEN_CASES: dict[str, tuple[object, Callable[[object], bytes], Callable[[bytes], object]]] = {
+    "packet_keypoints.bin": (GOLDEN_KEYPOINTS, bytes, Packet.parse),
+    "packet_keyframe.bin": (GOLDEN_KEYFRAME, bytes, Packet.parse),
+    "tkc_three_packets.bin": (GOLDEN_TKC, bytes, TkcFile.parse),
+    "tkc_three_packets_v2.bin": (GOLDEN_TKC_V2, bytes, TkcFile.parse),
+    "bundle_two_keypoints.bin": (GOLDEN_BUNDLE, _pack_bundle, _parse_bundle),  # type: ignore[dict-item]
 }
+# Written by revision 2 as tkc version 1: no longer what the writer makes, still read.
+_V2_FILES_WRITTEN_BEFORE = {"tkc_three_packets_v2.bin"}
 
 
 def write_golden_files(directory: Path) -> None:
     """Rewrite every golden file from the values above (a format change: see module doc)."""
     directory.mkdir(parents=True, exist_ok=True)
-    for name, (value, _) in GOLDEN_CASES.items():
-        (directory / name).write_bytes(bytes(value))
+    for name, (value, encode, _) in GOLDEN_CASES.items():
+        if name not in _V2_FILES_WRITTEN_BEFORE:
+            (directory / name).write_bytes(encode(value))
 
 
 @pytest.fixture(scope="module")
@@ -149,12 +236,13 @@ def golden_dir() -> Path:
 
 @pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
 def test_golden_bytes_are_pinned(name: str, golden_dir: Path) -> None:
-    value, parse = GOLDEN_CASES[name]
+    value, encode, parse = GOLDEN_CASES[name]
     path = golden_dir / name
     assert path.exists(), f"missing {path}; regenerate with {REGEN_ENV}=1 (a format change)"
     data = path.read_bytes()
-    assert bytes(value) == data
     assert parse(data) == value
+    if name not in _V2_FILES_WRITTEN_BEFORE:
+        assert encode(value) == data
 
 
 def test_golden_keyframe_payload_parses_from_golden_packet(golden_dir: Path) -> None:
@@ -168,14 +256,33 @@ def test_golden_tkc_streams_lazily(golden_dir: Path) -> None:
         assert list(reader) == list(GOLDEN_TKC.packets)
 
 
+def test_golden_tkc_is_compact(golden_dir: Path) -> None:
+    """Revision 3 against revision 2: 2-byte headers, implied times, varint record lengths."""
+    compact = (golden_dir / "tkc_three_packets.bin").read_bytes()
+    fixed = (golden_dir / "tkc_three_packets_v2.bin").read_bytes()
+    # preamble, header, then per record: varint length, 2-byte header, pts where timed, payload
+    assert len(compact) == 6 + 15 + (1 + 2 + 4 + 22) + (1 + 2 + 4 + 3) + (1 + 2 + 1)
+    assert len(fixed) == 6 + 14 + (4 + 8 + 22) + (4 + 8 + 3) + (4 + 8 + 1)
+
+
+def test_revision_2_files_still_read(golden_dir: Path) -> None:
+    """The golden file as written before compact packets (tkc version 1, u32 record lengths,
+    a 14-byte header): the same packets, FIXED format."""
+    data = (golden_dir / "tkc_three_packets_v2.bin").read_bytes()
+    assert data[4] == TKC_VERSION_FIXED_LENGTHS and data[5] == STREAM_HEADER_V2_BYTES
+    parsed = TkcFile.parse(data)
+    assert parsed == GOLDEN_TKC_V2
+    assert parsed.header.packet_format is PacketFormat.FIXED
+
+
 def test_revision_1_files_still_read(golden_dir: Path) -> None:
     """The golden file as written before the stream header carried the bank size (13-byte
     header): the same packets, and the bank size every sender then used by default."""
     data = (golden_dir / "tkc_three_packets_v1.bin").read_bytes()
     assert data[5] == STREAM_HEADER_BYTES
     parsed = TkcFile.parse(data)
-    assert parsed.packets == GOLDEN_TKC.packets
-    assert parsed.header == GOLDEN_HEADER
+    assert parsed.packets == GOLDEN_TKC_V2.packets
+    assert parsed.header == GOLDEN_HEADER_V2
     assert parsed.header.reference_bank_size == DEFAULT_BANK_SIZE == 4
 
 
@@ -187,8 +294,11 @@ def test_constants() -> None:
     assert KEYFRAME_PAYLOAD_HEADER_BYTES == 4
     assert STREAM_HEADER_BYTES == 13
     assert STREAM_HEADER_V2_BYTES == 14
+    assert STREAM_HEADER_V3_BYTES == 15
     assert TKC_MAGIC == b"TKCF"
-    assert TKC_VERSION == 1
+    assert (TKC_VERSION_FIXED_LENGTHS, TKC_VERSION) == (1, 2)
+    assert COMPACT_HEADER_BYTES == 2
+    assert COMPACT_SEQ_MODULO == 2048
     assert TKC_MAX_RECORD_BYTES == 16 * 1024 * 1024
 
 
@@ -206,8 +316,10 @@ def test_stream_header_layout() -> None:
     header = StreamHeader(
         640, 480, 29970, KeyframeCodecId.GC, KeypointModelId.FAN_68_V1, 500, 24, 7
     )
-    assert bytes(header) == bytes.fromhex("0280 01e0 00007512 03 02 01f4 18 07")
+    assert bytes(header) == bytes.fromhex("0280 01e0 00007512 03 02 01f4 18 07 02")
     assert header.fps == pytest.approx(29.97)
+    fixed = dataclasses.replace(header, packet_format=PacketFormat.FIXED)
+    assert bytes(fixed) == bytes.fromhex("0280 01e0 00007512 03 02 01f4 18 07")  # revision 2
 
 
 def test_tkc_layout() -> None:
@@ -216,8 +328,86 @@ def test_tkc_layout() -> None:
     )
     tkc = TkcFile(header, (Packet(PacketKind.KEYPOINTS, 5, 6, b""),))
     assert bytes(tkc) == bytes.fromhex(
-        "544b4346 01 0e 0010 0020 000003e8 01 01 0004 07 04 00000008 02 00 0005 00000006"
+        "544b4346 02 0f 0010 0020 000003e8 01 01 0004 07 04 02 06 10 05 00000006"
     )
+
+
+def test_compact_packet_layout() -> None:
+    writer = PacketWriter(GOLDEN_HEADER)  # 25 fps: a frame every 40 ms
+    intra = Packet(PacketKind.KEYPOINTS, 0x123, 1000, b"\xaa", PacketFlags.INTRA)
+    # kind 0 | INTRA 0x20 | TIME 0x10 | seq 0x123 >> 8, then seq & 0xff, pts_ms u32, payload
+    assert writer.pack(intra) == bytes.fromhex("31 23 000003e8 aa")
+    # the next frame 40 ms later: no time on the wire
+    assert writer.pack(Packet(PacketKind.KEYPOINTS, 0x124, 1040, b"\xbb")) == bytes.fromhex(
+        "01 24 bb"
+    )
+    # two frames later but 100 ms (a skipped frame and jitter): timed
+    late = Packet(PacketKind.KEYPOINTS, 0x126, 1140, b"")
+    assert writer.pack(late) == bytes.fromhex("11 26 00000474")
+    keyframe = Packet(PacketKind.KEYFRAME, 7, 1140, b"\x01", PacketFlags.INTRA)
+    assert writer.pack(keyframe) == bytes.fromhex("70 07 00000474 01")
+
+
+def test_compact_bundle_layout() -> None:
+    bundle = (
+        Packet(PacketKind.KEYPOINTS, 1, 0, b"\xaa\xbb", PacketFlags.INTRA),
+        Packet(PacketKind.KEYPOINTS, 2, 40, b"\xcc"),
+        Packet(PacketKind.KEYPOINTS, 3, 80, b"\xdd"),
+    )
+    data = PacketWriter(GOLDEN_HEADER).pack_bundle(bundle)
+    # every packet but the last carries LENGTH (0x08) and a varint payload length
+    assert data == bytes.fromhex("38 01 00000000 02 aabb 08 02 01 cc 00 03 dd")
+    assert tuple(PacketReader(GOLDEN_HEADER).parse(data)) == bundle
+
+
+def test_implied_times_round_half_up() -> None:
+    clock = ImpliedClock(29970)  # 33.3667 ms a frame
+    clock.note_time(PacketKind.KEYPOINTS, 2040, 0xFFFF_FF00)
+    assert clock.implied_pts_ms(PacketKind.KEYPOINTS, 2041) == 0xFFFF_FF00 + 33
+    # seq wraps at 2048 and pts_ms at 2**32: 10 frames are 333.67 -> 334 ms
+    assert clock.implied_pts_ms(PacketKind.KEYPOINTS, 2) == (0xFFFF_FF00 + 334) % (1 << 32)
+    assert clock.implied_pts_ms(PacketKind.KEYFRAME, 2) is None  # anchors are per kind
+    clock.note_time(PacketKind.KEYPOINTS, 2000, 5)  # behind the anchor: ignored
+    assert clock.implied_pts_ms(PacketKind.KEYPOINTS, 2041) == 0xFFFF_FF00 + 33
+
+
+def test_varint_round_trip_and_bounds() -> None:
+    for value in (0, 1, 127, 128, 300, 16383, 16384, (1 << 28) - 1):
+        data = encode_varint(value)
+        assert read_varint(data + b"\x99", 0, "x") == (value, len(data))
+    assert encode_varint(300) == bytes.fromhex("ac02")
+    with pytest.raises(ValueError, match="varint must be in"):
+        encode_varint(1 << 28)
+
+
+@settings(max_examples=60, deadline=None)
+@given(compact_messages())
+def test_compact_messages_round_trip(case: tuple[StreamHeader, list[list[Packet]]]) -> None:
+    header, messages = case
+    writer, reader = PacketWriter(header), PacketReader(header)
+    for packets in messages:
+        assert reader.parse(writer.pack_bundle(packets)) == packets
+
+
+def test_untimed_packet_without_anchor_is_its_own_error() -> None:
+    writer = PacketWriter(GOLDEN_HEADER)
+    writer.pack(Packet(PacketKind.KEYPOINTS, 0, 0, b"", PacketFlags.INTRA))
+    untimed = writer.pack(Packet(PacketKind.KEYPOINTS, 1, 40, b"\x01"))
+    with pytest.raises(UntimedPacket) as excinfo:
+        PacketReader(GOLDEN_HEADER).parse(untimed)  # joined late: the intra packet was lost
+    assert (
+        str(excinfo.value)
+        == "keypoints packet seq 1 has no pts_ms and no earlier one to imply it from"
+    )
+    assert excinfo.value.reason == "undecodable"
+
+
+def test_reader_state_unchanged_by_a_bad_message() -> None:
+    reader = PacketReader(GOLDEN_HEADER)
+    reader.parse(bytes.fromhex("30 00 00000064"))  # intra, seq 0, 100 ms
+    with pytest.raises(BitstreamError):
+        reader.parse(bytes.fromhex("38 05 00009999 05 01"))  # timed, then truncated
+    assert reader.parse(bytes.fromhex("00 01"))[0].pts_ms == 140
 
 
 # --- exact round trips -----------------------------------------------------------------------
@@ -251,13 +441,13 @@ def test_stream_header_round_trip(header: StreamHeader) -> None:
 
 
 @settings(max_examples=50)
-@given(tkc_files)
+@given(tkc_files())
 def test_tkc_file_round_trip(tkc: TkcFile) -> None:
     assert TkcFile.parse(bytes(tkc)) == tkc
 
 
 @settings(max_examples=30)
-@given(tkc_files)
+@given(tkc_files())
 def test_writer_matches_tkc_file_and_reader_reads_it(tkc: TkcFile) -> None:
     sink = io.BytesIO()
     with TkcWriter(sink, tkc.header) as writer:
@@ -299,16 +489,20 @@ def test_writer_and_reader_own_files_they_open(tmp_path: Path) -> None:
 
 
 def test_stream_header_extension_bytes_are_skipped() -> None:
-    # A later revision may append header fields; a v1 reader skips them by header_len.
+    # A later revision may append header fields; this reader skips them by header_len.
     header_bytes = bytes(GOLDEN_HEADER) + b"\x99\x98"
     data = TKC_MAGIC + bytes([TKC_VERSION, len(header_bytes)]) + header_bytes
-    data += bytes(GOLDEN_TKC)[6 + STREAM_HEADER_V2_BYTES :]
+    data += bytes(GOLDEN_TKC)[6 + STREAM_HEADER_V3_BYTES :]
     assert TkcFile.parse(data) == GOLDEN_TKC
 
 
 # --- exact error messages --------------------------------------------------------------------
 
-_TKC_START = TKC_MAGIC + bytes([TKC_VERSION, STREAM_HEADER_V2_BYTES]) + bytes(GOLDEN_HEADER)
+_TKC_START = TKC_MAGIC + bytes([TKC_VERSION, STREAM_HEADER_V3_BYTES]) + bytes(GOLDEN_HEADER)
+_TKC_V1_START = (
+    TKC_MAGIC + bytes([TKC_VERSION_FIXED_LENGTHS, STREAM_HEADER_V2_BYTES]) + bytes(GOLDEN_HEADER_V2)
+)
+_BUNDLE_OF_33 = bytes.fromhex("38 00 00000000 00") + bytes.fromhex("08 00 00") * 31 + b"\x00\x00"
 
 ERROR_CASES: list[tuple[Callable[[bytes], object], bytes, str]] = [
     (Packet.parse, b"\x02\x00\x00", "packet header needs 8 bytes, got 3"),
@@ -318,44 +512,30 @@ ERROR_CASES: list[tuple[Callable[[bytes], object], bytes, str]] = [
         bytes.fromhex("02 03 0000 00000000"),
         "packet flags 0x03 set reserved bits: expected only bits 0x01, found 0x02",
     ),
-    (KeyframePayload.parse, b"\x01", "keyframe payload header needs 4 bytes, got 1"),
-    (KeyframePayload.parse, bytes.fromhex("09 00 0000 ff"), "unknown keyframe codec id 9"),
+    (_parse_bundle, b"\x00", "compact packet header needs 2 bytes, got 1"),
+    (_parse_bundle, bytes.fromhex("80 00"), "unknown compact packet kind 2"),
+    (_parse_bundle, bytes.fromhex("10 00 0000"), "compact packet pts_ms needs 4 bytes, got 2"),
     (
-        KeyframePayload.parse,
-        bytes.fromhex("01 00 0005 0102"),
-        "keyframe payload keypoints need 5 bytes, got 2",
+        _parse_bundle,
+        bytes.fromhex("38 00 00000000 05 01"),
+        "compact packet payload needs 5 bytes, got 1",
     ),
     (
-        KeyframePayload.parse,
-        bytes.fromhex("01 00 0002 0102"),
-        "keyframe payload image needs at least 1 byte, got 0",
-    ),
-    (StreamHeader.parse, bytes(5), "stream header needs 13 bytes, got 5"),
-    (
-        StreamHeader.parse,
-        bytes.fromhex("0200 0000 000061a8 01 01 00fa 10"),
-        "stream header height: expected 16..4096, found 0",
+        _parse_bundle,
+        bytes.fromhex("38 00 00000000 00"),
+        "bundle ends after a length-prefixed packet: expected another packet",
     ),
     (
-        StreamHeader.parse,
-        bytes.fromhex("ffff 0200 000061a8 01 01 00fa 10"),
-        "stream header width: expected 16..4096, found 65535",
+        _parse_bundle,
+        bytes.fromhex("38 00 00000000 80"),
+        "compact packet payload length varint truncated after 1 bytes",
     ),
     (
-        StreamHeader.parse,
-        bytes.fromhex("0200 0200 ffffffff 01 01 00fa 10"),
-        "stream header fps_milli: expected 1000..240000, found 4294967295",
+        _parse_bundle,
+        bytes.fromhex("38 00 00000000 8000"),
+        "compact packet payload length varint is not minimal (ends in a zero byte)",
     ),
-    (
-        StreamHeader.parse,
-        bytes.fromhex("0200 0200 000061a8 01 07 00fa 10"),
-        "unknown keypoint model id 7",
-    ),
-    (
-        StreamHeader.parse,
-        bytes.fromhex("0200 0200 000061a8 01 01 00fa 10 00"),
-        "stream header reference_bank_size: expected 1..255, found 0",
-    ),
+    (_parse_bundle, _BUNDLE_OF_33, "bundle holds more than 32 packets"),
     (TkcFile.parse, b"TKC", "tkc preamble needs 6 bytes, got 3"),
     (
         TkcFile.parse,
@@ -364,8 +544,8 @@ ERROR_CASES: list[tuple[Callable[[bytes], object], bytes, str]] = [
     ),
     (
         TkcFile.parse,
-        b"TKCF\x02\x0d" + bytes(GOLDEN_HEADER),
-        "unsupported .tkc version: expected 1, found 2",
+        b"TKCF\x03\x0d" + bytes(GOLDEN_HEADER),
+        "unsupported .tkc version: expected 1 or 2, found 3",
     ),
     (TkcFile.parse, b"TKCF\x01\x05", "tkc header_len too small: expected at least 13, found 5"),
     (
@@ -373,26 +553,57 @@ ERROR_CASES: list[tuple[Callable[[bytes], object], bytes, str]] = [
         b"TKCF\x01\x0d" + bytes(7),
         "tkc stream header truncated: expected 13 bytes, found 7",
     ),
-    (TkcFile.parse, _TKC_START + b"\x00\x00", "tkc record 0 length needs 4 bytes, got 2"),
+    (
+        StreamHeader.parse,
+        bytes.fromhex("0200 0200 000061a8 01 01 00fa 10 04 03"),
+        "unknown packet format 3",
+    ),
+    (TkcFile.parse, _TKC_V1_START + b"\x00\x00", "tkc record 0 length needs 4 bytes, got 2"),
     (
         TkcFile.parse,
-        _TKC_START + bytes(4),
+        _TKC_V1_START + bytes(4),
         "tkc record 0 length out of range: expected 8..16777216, found 0",
     ),
     (
         TkcFile.parse,
-        _TKC_START + (16 * 1024 * 1024 + 1).to_bytes(4, "big"),
+        _TKC_V1_START + (16 * 1024 * 1024 + 1).to_bytes(4, "big"),
         "tkc record 0 length out of range: expected 8..16777216, found 16777217",
     ),
     (
         TkcFile.parse,
-        bytes(GOLDEN_TKC) + bytes.fromhex("00000014") + bytes(7),
+        _TKC_V1_START + bytes.fromhex("00000008 09 00 0000 00000000"),
+        "tkc record 0: unknown packet kind 9",
+    ),
+    (
+        TkcFile.parse,
+        _TKC_START + b"\x00",
+        "tkc record 0 length out of range: expected 2..16777216, found 0",
+    ),
+    (
+        TkcFile.parse,
+        _TKC_START + encode_varint(16 * 1024 * 1024 + 1),
+        "tkc record 0 length out of range: expected 2..16777216, found 16777217",
+    ),
+    (TkcFile.parse, _TKC_START + b"\x80", "tkc record 0 length varint truncated after 1 bytes"),
+    (
+        TkcFile.parse,
+        _TKC_START + b"\xff\xff\xff\xff",
+        "tkc record 0 length varint longer than 4 bytes",
+    ),
+    (
+        TkcFile.parse,
+        bytes(GOLDEN_TKC) + b"\x14" + bytes(7),
         "tkc record 3 truncated: expected 20 bytes, found 7",
     ),
     (
         TkcFile.parse,
-        _TKC_START + bytes.fromhex("00000008 09 00 0000 00000000"),
-        "tkc record 0: unknown packet kind 9",
+        _TKC_START + bytes.fromhex("02 c0 00"),
+        "tkc record 0: unknown compact packet kind 3",
+    ),
+    (
+        TkcFile.parse,
+        _TKC_START + bytes.fromhex("09 38 00 00000000 00 00 01"),
+        "tkc record 0: expected one packet, found a bundle of 2",
     ),
 ]
 
@@ -451,9 +662,21 @@ def test_streaming_reader_raises_on_bad_magic_at_construction() -> None:
         (
             lambda: TkcFile(
                 GOLDEN_HEADER,
-                (Packet(PacketKind.KEYFRAME, 0, 0, bytes(TKC_MAX_RECORD_BYTES - 7)),),
+                (Packet(PacketKind.KEYFRAME, 0, 0, bytes(TKC_MAX_RECORD_BYTES - 5)),),
             ),
             "packet of 16777217 bytes does not fit a .tkc record of at most 16777216 bytes",
+        ),
+        (
+            lambda: PacketWriter(GOLDEN_HEADER).pack(Packet(PacketKind.KEYPOINTS, 2048, 0, b"")),
+            "compact seq must be in 0..2047, got 2048",
+        ),
+        (
+            lambda: PacketWriter(GOLDEN_HEADER_V2).pack_bundle([GOLDEN_KEYPOINTS] * 2),
+            "FIXED packets cannot be bundled: they carry no length",
+        ),
+        (
+            lambda: dataclasses.replace(GOLDEN_HEADER, packet_format=5),
+            "unknown packet format 5",
         ),
     ],
 )
@@ -470,8 +693,14 @@ PARSERS: dict[str, tuple[Callable[[bytes], object], st.SearchStrategy[bytes]]] =
     "Packet.parse": (Packet.parse, packets.map(bytes)),
     "KeyframePayload.parse": (KeyframePayload.parse, keyframe_payloads.map(bytes)),
     "StreamHeader.parse": (StreamHeader.parse, stream_headers.map(bytes)),
-    "TkcFile.parse": (TkcFile.parse, tkc_files.map(bytes)),
-    "TkcReader": (_read_stream, tkc_files.map(bytes)),
+    "TkcFile.parse": (TkcFile.parse, tkc_files().map(bytes)),
+    "TkcReader": (_read_stream, tkc_files().map(bytes)),
+    "PacketReader.parse": (
+        _parse_bundle,
+        _packets_for(GOLDEN_HEADER, max_size=3)
+        .filter(lambda packets: 0 < len(packets) <= 32)
+        .map(lambda packets: _pack_bundle(tuple(packets))),
+    ),
 }
 
 

@@ -15,6 +15,7 @@ from talkcodec.bitstream import (
     Packet,
     PacketFlags,
     PacketKind,
+    PacketWriter,
     StreamHeader,
 )
 from talkcodec.codec import ByteBudget, DecodedFrame, StreamDecoder, StreamEncoder
@@ -65,7 +66,7 @@ def _stream(count: int) -> list[Packet]:
 
 def test_every_keypoint_packet_renders_a_frame(header: StreamHeader) -> None:
     decoder = StreamDecoder(header)
-    frames = [decoder.receive(bytes(packet)) for packet in _stream(25)]
+    frames = [decoder.receive_packet(packet) for packet in _stream(25)]
     assert frames[0] is None  # the keyframe itself renders nothing
     assert all(frame is not None and frame.shape == (SIZE, SIZE, 3) for frame in frames[1:])
     assert decoder.stats.keyframes == 1 and decoder.stats.rendered == 25
@@ -74,7 +75,7 @@ def test_every_keypoint_packet_renders_a_frame(header: StreamHeader) -> None:
 def test_keypoints_before_a_keyframe_render_nothing(header: StreamHeader) -> None:
     decoder = StreamDecoder(header)
     packets = _stream(5)
-    assert all(decoder.receive(bytes(packet)) is None for packet in packets[1:])
+    assert all(decoder.receive_packet(packet) is None for packet in packets[1:])
     assert decoder.needs_keyframe
     assert decoder.stats.keypoint_frames == 5
 
@@ -85,7 +86,7 @@ def test_lost_packet_stops_rendering_until_the_next_refresh(header: StreamHeader
     del packets[1 + 3]  # keypoint packet seq 3 is lost
     rendered_seqs = []
     for packet in packets:
-        if decoder.receive(bytes(packet)) is not None:
+        if decoder.receive_packet(packet) is not None:
             rendered_seqs.append(packet.seq)
     assert rendered_seqs == [0, 1, 2, *range(REFRESH, 2 * REFRESH + 1)]
     assert decoder.stats.lost == 1
@@ -96,37 +97,47 @@ def test_late_packet_is_dropped_and_counted(header: StreamHeader) -> None:
     decoder = StreamDecoder(header)
     packets = _stream(6)
     order = [0, 1, 2, 4, 3, 5, 6]  # seq 2 arrives after seq 3
-    results = [decoder.receive(bytes(packets[i])) for i in order]
+    results = [decoder.receive_packet(packets[i]) for i in order]
     assert results[4] is None
     assert decoder.stats.late == 1 and decoder.stats.lost == 1
+
+
+def _message(header: StreamHeader, packet: Packet) -> bytes:
+    """`packet` as the first message of a stream with `header`."""
+    return PacketWriter(header).pack(packet)
 
 
 @pytest.mark.parametrize(
     ("message", "counter"),
     [
-        (b"\x01\x00", "corrupt"),
-        (bytes(Packet(PacketKind.KEYPOINTS, 0, 0, b""))[:3], "corrupt"),
-        (b"\x09\x00\x00\x00\x00\x00\x00\x00payload", "unknown_kind"),
-        (bytes(Packet(PacketKind.KEYFRAME, 0, 0, b"\x01\x00\x00\x00not an image")), "corrupt"),
+        (b"\x01", "corrupt"),
+        (bytes.fromhex("30 00 0000"), "corrupt"),  # a timed intra packet, cut short
+        (bytes.fromhex("00 05 aa"), "undecodable"),  # no time, and none earlier to imply it
+        (b"\xc0\x00payload", "unknown_kind"),
+        (Packet(PacketKind.KEYFRAME, 0, 0, b"\x01\x00\x00\x00not an image"), "corrupt"),
+        (Packet(PacketKind.KEYFRAME, 0, 0, b"\x01\x00"), "corrupt"),
     ],
 )
 def test_malformed_messages_are_dropped_and_counted(
-    header: StreamHeader, message: bytes, counter: str
+    header: StreamHeader, message: bytes | Packet, counter: str
 ) -> None:
     decoder = StreamDecoder(header)
+    if isinstance(message, Packet):
+        message = _message(header, message)
     assert decoder.receive(message) is None
     assert getattr(decoder.stats, counter) == 1
     # The stream still decodes afterwards.
-    frames = [decoder.receive(bytes(packet)) for packet in _stream(3)]
+    frames = [decoder.receive_packet(packet) for packet in _stream(3)]
     assert frames[-1] is not None
 
 
 def test_random_messages_never_raise(header: StreamHeader) -> None:
     decoder = StreamDecoder(header)
     rng = np.random.default_rng(1)
-    packets = _stream(3)
+    writer = PacketWriter(header)
+    messages = [writer.pack(packet) for packet in _stream(3)]
     for _ in range(300):
-        base = bytearray(bytes(packets[rng.integers(len(packets))]))
+        base = bytearray(messages[rng.integers(len(messages))])
         base[rng.integers(len(base))] ^= 1 << int(rng.integers(8))
         decoder.receive(bytes(base))
         decoder.receive(rng.bytes(int(rng.integers(0, 40))))
@@ -136,7 +147,7 @@ def test_keyframe_of_the_wrong_size_is_rejected(header: StreamHeader) -> None:
     decoder = StreamDecoder(header)
     small = WebPCodec().compress(np.zeros((64, 64, 3), np.uint8))
     payload = KeyframePayload(KeyframeCodecId.WEBP, 0, b"", small)
-    message = bytes(Packet(PacketKind.KEYFRAME, 0, 0, bytes(payload)))
+    message = _message(header, Packet(PacketKind.KEYFRAME, 0, 0, bytes(payload)))
     assert decoder.receive(message) is None
     assert decoder.stats.corrupt == 1 and decoder.needs_keyframe
 
@@ -167,7 +178,7 @@ def test_gc_keyframes_decode_with_one_codec_made_before_the_first(
             encoder.encode_intra(_params(1)[0]),
             gc.compress(image),
         )
-        decoder.receive(bytes(Packet(PacketKind.KEYFRAME, seq, 0, bytes(payload))))
+        decoder.receive_packet(Packet(PacketKind.KEYFRAME, seq, 0, bytes(payload)))
     assert decoder.stats.keyframes == 2 and decoder.stats.corrupt == 0
     assert made == [KeyframeCodecId.GC]
 
@@ -191,9 +202,9 @@ def _keyframe(params: np.ndarray, reference_id: int, seq: int, value: int = 128)
 def test_keyframe_outside_the_bank_is_dropped_as_corrupt(header: StreamHeader) -> None:
     decoder = StreamDecoder(replace(header, reference_bank_size=2))
     params = _params(1)[0]
-    assert decoder.receive(bytes(_keyframe(params, 2, 0))) is None
+    assert decoder.receive_packet(_keyframe(params, 2, 0)) is None
     assert decoder.stats.corrupt == 1 and decoder.stats.keyframes == 0 and decoder.needs_keyframe
-    decoder.receive(bytes(_keyframe(params, 1, 1)))
+    decoder.receive_packet(_keyframe(params, 1, 1))
     assert decoder.stats.keyframes == 1 and not decoder.needs_keyframe
 
 
@@ -203,13 +214,13 @@ def test_keyframes_fill_the_slots_they_name(header: StreamHeader) -> None:
     model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1).truncated(DIMS)
     turned = _params(1)[0].copy()
     turned[1] += 0.5  # a head turn of about 30 degrees
-    decoder.receive(bytes(packets[0]))
-    decoder.receive(bytes(_keyframe(turned, 3, 1, value=250)))
-    decoder.receive(bytes(packets[1]))
+    decoder.receive_packet(packets[0])
+    decoder.receive_packet(_keyframe(turned, 3, 1, value=250))
+    decoder.receive_packet(packets[1])
     assert decoder.renderer.selected_reference_id == 0
     rendered = decoder.render(DecodedFrame(model.reconstruct(turned, SIZE), 40, 1))
     assert decoder.renderer.selected_reference_id == 3 and rendered[128, 128, 0] > 240
-    decoder.receive(bytes(_keyframe(_params(1)[0], 0, 2)))  # a fresh start empties the bank
+    decoder.receive_packet(_keyframe(_params(1)[0], 0, 2))  # a fresh start empties the bank
     decoder.render(DecodedFrame(model.reconstruct(turned, SIZE), 80, 2))
     assert decoder.renderer.selected_reference_id == 0
 
@@ -261,7 +272,7 @@ def _run_scripted(
             if packet.kind is PacketKind.KEYFRAME:
                 reference_id = KeyframePayload.parse(packet.payload).reference_id
                 keyframes.append((reference_id, packet.pts_ms))
-            decoder.receive(bytes(packet))
+            decoder.receive_packet(packet)
         sender_choices.append(encoder.selected_reference_id)
         receiver_choices.append(decoder.renderer.selected_reference_id)
     assert decoder.stats.rendered == count
@@ -340,7 +351,7 @@ def test_the_receiver_holds_the_bank_the_stream_header_names(header: StreamHeade
     extra reference: a stream with 8 slots fills slot 7 on a default-made decoder."""
     decoder = StreamDecoder(replace(header, reference_bank_size=8))
     params = _params(1)[0]
-    decoder.receive(bytes(_keyframe(params, 0, 0)))
-    decoder.receive(bytes(_keyframe(params, 7, 1)))
+    decoder.receive_packet(_keyframe(params, 0, 0))
+    decoder.receive_packet(_keyframe(params, 7, 1))
     assert decoder.stats.keyframes == 2 and decoder.stats.corrupt == 0
     assert decoder.renderer.bank_size == 8

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from talkcodec.bitstream import PACKET_HEADER_BYTES
+from talkcodec.bitstream import COMPACT_HEADER_BYTES
 from talkcodec.config import EncoderConfig
 from talkcodec.evaluation import keypoint_agreement, round_trip_frames
 from talkcodec.keypoints.base import LandmarkDetector
@@ -78,9 +78,10 @@ def test_round_trip_frames_counts_every_byte(dev_clip: Path) -> None:
     result = round_trip_frames(reference.frames, EncoderConfig(crop=False))
     assert result.decoded.shape == reference.frames.shape
     assert result.held_frames == 0
-    assert sum(result.message_bytes) == result.payload_bytes.sum() + PACKET_HEADER_BYTES * len(
-        result.message_bytes
-    )
+    # Compact packets: a 2-byte header each, and a 4-byte time only on the keyframe and the
+    # intra keypoints of the first frame (the other frames' times are implied).
+    headers = COMPACT_HEADER_BYTES * len(result.message_bytes) + 4 * 2
+    assert sum(result.message_bytes) == result.payload_bytes.sum() + headers
     # One keyframe message, then one keypoint message per frame.
     assert len(result.message_bytes) == 13
     assert result.payload_bytes[0] > 10 * result.payload_bytes[1:].max()

@@ -5,16 +5,18 @@ type or a bounded result (benchmarks/fuzz.py runs the same cases by the ten thou
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import random
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from talkcodec.bitstream import MAX_PTS_JUMP_MS, PacketKind, TkcReader
+from talkcodec.bitstream import MAX_PTS_JUMP_MS, PacketKind, PacketWriter, TkcFile, TkcReader
 from talkcodec.cli import main
 from talkcodec.config import DecoderConfig, EncoderConfig, config_path
 from talkcodec.fuzzing import (
@@ -49,8 +51,7 @@ def records(stream: bytes) -> TkcRecords:
 
 def _with_pts(records: TkcRecords, index: int, pts_ms: int) -> bytes:
     changed = list(records.records)
-    record = changed[index]
-    changed[index] = record[:8] + struct.pack("!I", pts_ms) + record[12:]
+    changed[index] = records.record(records.with_pts(records.packet(changed[index]), pts_ms))
     return records.join(changed)
 
 
@@ -111,9 +112,11 @@ def test_info_reports_a_far_future_timestamp_as_implausible(
     assert main(["info", str(far_future_file)]) == 0
     out = capsys.readouterr().out
     keypoints = len(records.indices_of(PacketKind.KEYPOINTS))
-    with TkcReader.open(far_future_file) as reader:
+    # The packets after the damaged one are timed as the sender timed them (their implied
+    # times follow the last timed packet the timeline accepted, not the damaged one).
+    with TkcReader(io.BytesIO(records.join())) as reader:
         pts = [p.pts_ms for p in reader if p.kind is PacketKind.KEYPOINTS]
-    clean = [value for value in pts if value != FAR_FUTURE_PTS_MS]
+    clean = pts[:10] + pts[11:]
     duration_s = (max(clean) - min(clean)) / 1000 + 0.04
     assert f"frames: {keypoints - 1}, duration: {duration_s:.2f} s" in out
     assert "implausible: 1 keypoint packets" in out
@@ -123,12 +126,11 @@ def test_info_of_a_stream_that_starts_late_counts_from_its_first_packet(
     records: TkcRecords, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A recorded live call starts at a wall-clock pts_ms: its duration is what it covers."""
-    shifted = list(records.records)
-    for index, record in enumerate(shifted):
-        (pts,) = struct.unpack_from("!I", record, 8)
-        shifted[index] = record[:8] + struct.pack("!I", pts + 1_700_000_000) + record[12:]
+    with TkcReader(io.BytesIO(records.join())) as reader:
+        header, packets = reader.header, list(reader)
+    shifted = [replace(packet, pts_ms=packet.pts_ms + 1_700_000_000) for packet in packets]
     late, original = tmp_path / "late.tkc", tmp_path / "original.tkc"
-    late.write_bytes(records.join(shifted))
+    late.write_bytes(bytes(TkcFile(header, tuple(shifted))))
     original.write_bytes(records.join())
     keypoints = len(records.indices_of(PacketKind.KEYPOINTS))
     reports = []
@@ -206,12 +208,14 @@ def test_a_far_future_timestamp_does_not_stall_a_live_receiver() -> None:
     (keyframe,) = replay.keyframe_messages()
     decoder.decode(keyframe[6:])  # one fragment: the whole packet after its 6-byte header
     shown = [decoder.decode(replay.keypoint_message()) for _ in range(5)]
+    shown = [frames[0] if frames else None for frames in shown]
     future = bytearray(replay.keypoint_message())
-    (pts_ms,) = struct.unpack_from("!I", future, 4)
+    assert future[0] & 0x10, "the replay's packets are timed (wall-clock pts_ms)"
+    (pts_ms,) = struct.unpack_from("!I", future, 2)
     future_pts_ms = (pts_ms + FAR_FUTURE_PTS_MS) % (1 << 32)
-    future[4:8] = struct.pack("!I", future_pts_ms)
-    assert decoder.decode(bytes(future)) is None
-    shown += [decoder.decode(replay.keypoint_message()) for _ in range(30)]
+    future[2:6] = struct.pack("!I", future_pts_ms)
+    assert decoder.decode(bytes(future)) == []
+    shown += [(decoder.decode(replay.keypoint_message()) or [None])[0] for _ in range(30)]
     assert decoder.stats.implausible == 1 and decoder.stats.lost == 1
     # The packet after the dropped one follows a gap: the next intra refresh (the replayed
     # stream's first packet, every 24) resumes the picture.
@@ -232,15 +236,22 @@ def test_info_json_counts_every_byte(
     assert main(["info", "--json", str(path)]) == 0
     info = json.loads(capsys.readouterr().out)
     keypoints = records.indices_of(PacketKind.KEYPOINTS)
-    payload = sum(len(record) - 12 for record in records.records)  # length u32 + 8-byte header
+    with TkcReader.open(path) as reader:
+        header, packets = reader.header, list(reader)
+    payload = sum(len(packet.payload) for packet in packets)
     duration_s = len(keypoints) * 0.04
     assert info["frames"] == len(keypoints) and info["duration_s"] == pytest.approx(duration_s)
     assert info["payload_kbps"] == pytest.approx(payload * 8 / duration_s / 1000, rel=1e-3)
     assert info["file_kbps"] == pytest.approx(path.stat().st_size * 8 / duration_s / 1000, 1e-3)
-    wire = info["by_kind"]["keypoints"]["wire_bytes"]
-    # Every keypoint packet is one message: its bytes, padded to 4, plus one packet's headers.
-    assert wire >= info["by_kind"]["keypoints"]["payload_bytes"] + len(keypoints) * (
-        8 + SCTP_PACKET_OVERHEAD_BYTES
-    )
+    # The default bundling: a message per two frames (a 40 ms budget at 25 fps), each message
+    # its bytes (packets, a length for all but the last), padded to 4, plus one packet's headers.
+    kept = [p for p in packets if p.kind is PacketKind.KEYPOINTS]
+    bundles = [kept[i : i + 2] for i in range(0, len(kept), 2)]
+    writer = PacketWriter(header)
+    sizes = [len(writer.pack_bundle(bundle)) for bundle in bundles]
+    keypoints_info = info["by_kind"]["keypoints"]
+    assert info["bundle_ms"] == 40 and keypoints_info["messages"] == len(bundles)
+    expected = sum(-(-size // 4) * 4 + SCTP_PACKET_OVERHEAD_BYTES for size in sizes)
+    assert keypoints_info["wire_bytes"] == expected
     assert info["wire_kbps"] > info["file_kbps"] > info["payload_kbps"]
     assert info["dropped_by_decoders"] == {"implausible": 0, "late": 0}

@@ -1,15 +1,17 @@
-"""The live receiver: data channels -> StreamDecoder -> the newest frame to its sinks.
+"""The live receiver: data channels -> StreamDecoder -> playout buffer -> frames to its sinks.
 
 Messages are checked and queued on the asyncio loop; one worker thread decodes every queued
-packet (keypoint prediction needs them all) and renders only the newest decodable frame, so a
-slow renderer skips frames instead of falling behind. Through packet loss the last good frame
-stays up; the receiver asks for an intra keypoint packet after a gap and for a keyframe when it
-has no reference it can trust.
+packet (keypoint prediction needs them all) into the playout buffer (talkcodec.runtime.playout),
+which releases frames at the pace they were captured (a bundle of several frames arrives at
+once), and renders only the newest frame that is due, so a slow renderer skips frames instead
+of falling behind. Through packet loss the last good frame stays up; the receiver asks for an
+intra keypoint packet after a gap and for a keyframe when it has no reference it can trust.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -17,10 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from talkcodec.bitstream import PACKET_HEADER_BYTES, BitstreamError, PacketKind, StreamHeader
-from talkcodec.codec import DecodedFrame, StreamDecoder
+from talkcodec.bitstream import BitstreamError, PacketKind, StreamHeader
+from talkcodec.codec import StreamDecoder
 from talkcodec.config import ReceiverConfig
 from talkcodec.generator.backends.base import RefinerBackend
+from talkcodec.runtime.playout import PlayoutBuffer
 from talkcodec.transport.control import (
     LATENCY_UNKNOWN_MS,
     KeyframeRequest,
@@ -40,7 +43,6 @@ logger = logging.getLogger(__name__)
 FrameSink = Callable[[np.ndarray, int], None]
 # Packets held while waiting for the stream header (a few seconds at 25 fps).
 _MAX_PENDING_BEFORE_HEADER = 128
-_PACKET_KINDS = frozenset(PacketKind)
 
 
 class CallReceiver:
@@ -61,7 +63,9 @@ class CallReceiver:
         self._backend = backend
         self._making_decoder: asyncio.Task[None] | None = None
         self._reassembler = Reassembler()
-        self._pending: list[bytes] = []
+        # Messages waiting for the worker, with the kind of packets their channel carries.
+        self._pending: list[tuple[bytes, PacketKind]] = []
+        self.playout = PlayoutBuffer()
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="talkcodec-render")
@@ -110,20 +114,13 @@ class CallReceiver:
         if data is not None:
             self._queue_kind(data, PacketKind.KEYPOINTS)
 
-    def _queue_kind(self, packet: bytes, kind: PacketKind) -> None:
-        """Queue a packet that came on the channel of its kind; a packet of the other kind is
-        dropped: the channels differ in delivery, so no sender puts one on the wrong one.
-        Shorter messages go on to the decoder, which counts them as corrupt."""
-        if len(packet) >= PACKET_HEADER_BYTES and packet[0] != kind and packet[0] in _PACKET_KINDS:
-            self.stats.count_drop("wrong_channel")
-            return
-        self._queue(packet)
-
-    def _queue(self, packet: bytes) -> None:
+    def _queue_kind(self, message: bytes, kind: PacketKind) -> None:
+        """Queue a message for the decoder, which drops packets of the other kind than its
+        channel's (`wrong_channel`): the channels differ in delivery, so no sender does that."""
         if self.decoder is None and len(self._pending) >= _MAX_PENDING_BEFORE_HEADER:
             self._pending.pop(0)
             self.stats.count_drop("before_header")
-        self._pending.append(packet)
+        self._pending.append((message, kind))
         self._wake.set()
 
     def _on_control(self, message: bytes | str) -> None:
@@ -171,9 +168,8 @@ class CallReceiver:
         ticker = asyncio.create_task(self._tick())
         try:
             while not self._stopped.is_set():
-                await self._wake.wait()
-                self._wake.clear()
-                if self.decoder is None or not self._pending:
+                await self._wait_for_work()
+                if self.decoder is None:
                     continue
                 batch, self._pending = self._pending, []
                 await loop.run_in_executor(self._executor, self._process, batch)
@@ -184,6 +180,17 @@ class CallReceiver:
         making = self._making_decoder
         if making is not None and making.done() and not making.cancelled():
             making.result()  # the decoder could not be made: say why
+
+    async def _wait_for_work(self) -> None:
+        """Until a message arrives or the playout buffer's next frame is due."""
+        due_ms = self.playout.next_due_ms()
+        if due_ms is None:
+            await self._wake.wait()
+        else:
+            timeout_s = max(0.0, (due_ms - time.monotonic() * 1000) / 1000)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout_s)
+        self._wake.clear()
 
     def _after_batch(self) -> None:
         decoder = self.decoder
@@ -225,7 +232,7 @@ class CallReceiver:
         dropped = sum(self.stats.dropped.values())
         if decoder_stats is not None:
             dropped += decoder_stats.corrupt + decoder_stats.unknown_kind
-            dropped += decoder_stats.implausible
+            dropped += decoder_stats.implausible + decoder_stats.wrong_channel
         return ReceiverReport(
             rendered=len(self.stats.displayed_pts_ms),
             lost=decoder_stats.lost if decoder_stats else 0,
@@ -237,23 +244,23 @@ class CallReceiver:
 
     # -- in the worker thread -------------------------------------------------------------
 
-    def _process(self, batch: list[bytes]) -> None:
+    def _process(self, batch: list[tuple[bytes, PacketKind]]) -> None:
         decoder = self.decoder
         assert decoder is not None
-        newest: DecodedFrame | None = None
-        for message in batch:
+        for message, kind in batch:
             lost_before = decoder.stats.lost + decoder.stats.undecodable
-            decoded = decoder.decode(message)
+            decoded = decoder.decode(message, channel=kind)
             if (
                 decoder.stats.lost + decoder.stats.undecodable > lost_before
                 and self._loss_since_pts is None
             ):
                 self._loss_since_pts = self._last_shown_pts
-            if decoded is not None:
-                self.stats.superseded += newest is not None
-                newest = decoded
-        if newest is None:
+            self.playout.push_message(decoded, time.monotonic() * 1000)
+        due = self.playout.due(time.monotonic() * 1000)
+        if not due:
             return
+        self.stats.superseded += len(due) - 1
+        newest = due[-1]
         image = decoder.render(newest)
         for sink in self.sinks:
             sink(image, newest.pts_ms)
@@ -278,6 +285,14 @@ class CallReceiver:
                 "unknown_kind_packets": d.unknown_kind,
                 "implausible_packets": d.implausible,
                 "timeline_resyncs": d.resyncs,
+                "wrong_channel_packets": d.wrong_channel,
+            }
+            held = self.playout.held_ms
+            summary["playout"] = {
+                "held_ms_mean": float(np.mean(held)) if held else None,
+                "held_ms_max": float(np.max(held)) if held else None,
+                "late_frames": self.playout.late,
+                "overflow_frames": self.playout.overflow,
             }
         summary["keyframe_fragments"] = {
             "duplicates": self._reassembler.duplicates,

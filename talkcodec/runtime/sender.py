@@ -17,10 +17,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from talkcodec.bitstream import BitstreamError, Packet, PacketKind
+from talkcodec.bitstream import (
+    BitstreamError,
+    Packet,
+    PacketFormat,
+    PacketKind,
+    PacketWriter,
+)
 from talkcodec.codec import StreamEncoder
 from talkcodec.config import SenderConfig
 from talkcodec.runtime.sources import CapturedFrame, LatestFrame
+from talkcodec.transport.bundling import Bundler
 from talkcodec.transport.control import (
     KeyframeRequest,
     ReceiverReport,
@@ -44,7 +51,9 @@ class SenderStats:
     frames_dropped_at_capture: int = 0  # overwritten in the slot while encoding was busy
     encode_ms: list[float] = field(default_factory=list)
     channels: dict[str, ChannelCounter] = field(default_factory=dict)
-    simulated_losses: int = 0
+    simulated_losses: int = 0  # keypoint messages dropped before sending (--simulate-loss)
+    simulated_lost_packets: int = 0  # the keypoint packets those messages held
+    bundled_frames: int = 0  # keypoint packets sent in messages (bundles of one or more)
     keyframe_requests: int = 0
     refresh_requests: int = 0
     control_errors: int = 0
@@ -68,6 +77,11 @@ class CallSender:
         self._on_encoded = on_encoded
         self._loss = random.Random(self.config.loss_seed)
         self._keyframe_id = 0
+        self._writer = PacketWriter(encoder.header)
+        # FIXED packets carry no length, so they cannot share a message.
+        compact = encoder.header.packet_format is PacketFormat.COMPACT
+        self._bundler = Bundler(encoder.header.fps, self.config.bundle_ms if compact else 0.0)
+        self._bundle_timer: asyncio.TimerHandle | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="talkcodec-encode")
         channels.control.on("message", self._on_control)
 
@@ -87,6 +101,7 @@ class CallSender:
                 for packet in result:
                     self._send_packet(packet)
         finally:
+            self.flush_bundle()
             self.stats.frames_dropped_at_capture = slot.overwritten
             self._executor.shutdown(wait=True)
 
@@ -104,14 +119,38 @@ class CallSender:
         return packets
 
     def _send_packet(self, packet: Packet) -> None:
-        data = bytes(packet)
         if packet.kind is PacketKind.KEYFRAME:
+            data = self._writer.pack(packet)
             for part in fragment(data, self._keyframe_id, self.config.fragment_bytes):
                 self._send("keyframe", bytes(part))
             self._keyframe_id = (self._keyframe_id + 1) % (1 << 16)
             return
+        ready = self._bundler.add(packet)
+        if ready and self._bundle_timer is not None:
+            self._bundle_timer.cancel()
+            self._bundle_timer = None
+        for bundle in ready:
+            self._send_bundle(bundle)
+        if self._bundler.waiting and self._bundle_timer is None:
+            # The next frame may never come (no face, a stall): send what waits by then.
+            delay_s = self._bundler.max_wait_ms / 1000
+            self._bundle_timer = asyncio.get_running_loop().call_later(delay_s, self.flush_bundle)
+
+    def flush_bundle(self) -> None:
+        """Send the keypoint packets waiting for a bundle at once."""
+        if self._bundle_timer is not None:
+            self._bundle_timer.cancel()
+            self._bundle_timer = None
+        bundle = self._bundler.flush()
+        if bundle:
+            self._send_bundle(bundle)
+
+    def _send_bundle(self, bundle: list[Packet]) -> None:
+        data = self._writer.pack_bundle(bundle)
+        self.stats.bundled_frames += len(bundle)
         if self.config.simulate_loss and self._loss.random() < self.config.simulate_loss:
             self.stats.simulated_losses += 1
+            self.stats.simulated_lost_packets += len(bundle)
             return
         self._send("keypoints", data)
 
@@ -149,6 +188,10 @@ class CallSender:
     def summary(self) -> dict[str, object]:
         encode_ms = self.stats.encode_ms
         report = self.stats.last_report
+        keypoint_channel = self.stats.channels.get("keypoints")
+        keypoint_messages = (keypoint_channel.messages if keypoint_channel else 0) + (
+            self.stats.simulated_losses
+        )
         return {
             "frames_encoded": self.stats.frames_encoded,
             "frames_without_face": self.stats.frames_without_face,
@@ -163,6 +206,11 @@ class CallSender:
                 for name, c in sorted(self.stats.channels.items())
             },
             "simulated_keypoint_losses": self.stats.simulated_losses,
+            "simulated_keypoint_packets_lost": self.stats.simulated_lost_packets,
+            "bundle_ms": self._bundler.bundle_ms,
+            "keypoint_frames_per_message": (
+                self.stats.bundled_frames / keypoint_messages if keypoint_messages else None
+            ),
             "keyframe_requests_received": self.stats.keyframe_requests,
             "refresh_requests_received": self.stats.refresh_requests,
             "control_errors": self.stats.control_errors,

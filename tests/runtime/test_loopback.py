@@ -108,7 +108,7 @@ def test_simulated_loss_is_survived_and_refreshed() -> None:
     sender, receiver = results["sender"], results["receiver"]
     assert isinstance(sender, dict) and isinstance(receiver, dict)
     assert sender["simulated_keypoint_losses"] > 0
-    assert receiver["decoder"]["lost_packets"] == sender["simulated_keypoint_losses"]
+    assert receiver["decoder"]["lost_packets"] == sender["simulated_keypoint_packets_lost"]
     assert sender["refresh_requests_received"] > 0
     recovery = receiver["loss_recovery_ms"]
     assert recovery["events"] > 0
@@ -154,8 +154,8 @@ def test_bad_messages_are_counted_and_survived() -> None:
         channels = sender.channels  # type: ignore[attr-defined]
         sender.send_header()  # type: ignore[attr-defined]
         await _send_frames(sender, 3)
-        channels.keypoints.send(b"\x01\x00")  # truncated packet
-        channels.keypoints.send(b"\x09\x00\x00\x00\x00\x00\x00\x00payload")  # unknown kind
+        channels.keypoints.send(b"\x01")  # truncated packet
+        channels.keypoints.send(b"\xc0\x00payload")  # unknown kind
         channels.keypoints.send(b"\x02" * 3000)  # over the receiver's size limit
         channels.keypoints.send("text")  # not binary
         channels.keyframe.send(b"\x00\x01\x00\x05\x00\x02x")  # fragment index >= count

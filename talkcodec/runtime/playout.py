@@ -1,0 +1,77 @@
+"""The receiver's playout buffer: frames that arrive together (a bundle of several frames' keypoints
+in one message) are shown at the pace they were captured, not as a burst.
+
+The first frame of a message is shown on arrival and each further one as long after the first
+as it was captured after it, so a bundle of two frames costs one frame period of latency and no
+more, and a message that came late delays no later message (no delay builds up). A frame is
+never held longer than `max_hold_ms`, and frames captured before one already pushed are late
+and dropped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from talkcodec.bitstream import PTS_MODULO, signed_difference
+from talkcodec.codec import DecodedFrame
+
+DEFAULT_MAX_HOLD_MS = 200.0
+# More frames than this waiting (a second at 64 fps) means the display stalled: the oldest go.
+MAX_HELD_FRAMES = 64
+
+
+@dataclass(frozen=True)
+class _Held:
+    frame: DecodedFrame
+    play_at_ms: float  # on the receiver's clock (the arrival times' clock)
+
+
+class PlayoutBuffer:
+    """Frames in (with their arrival time, receiver clock in ms), frames out when due.
+
+    Frames must be pushed in stream order (the decoder only passes on advancing ones).
+    held_ms: how long each frame waited after its arrival, for the stats.
+    """
+
+    def __init__(self, max_hold_ms: float = DEFAULT_MAX_HOLD_MS) -> None:
+        self.max_hold_ms = max_hold_ms
+        self._held: deque[_Held] = deque()
+        self._last_pts_ms: int | None = None  # of the newest frame pushed
+        self.late = 0
+        self.overflow = 0
+        self.held_ms: list[float] = []
+
+    def push_message(self, frames: list[DecodedFrame], arrival_ms: float) -> None:
+        """The frames one message made decodable, in stream order, and when it arrived."""
+        first_pts_ms: int | None = None
+        for frame in frames:
+            if self._last_pts_ms is not None and (
+                signed_difference(frame.pts_ms - self._last_pts_ms, PTS_MODULO) < 0
+            ):
+                self.late += 1
+                continue
+            self._last_pts_ms = frame.pts_ms
+            if first_pts_ms is None:
+                first_pts_ms = frame.pts_ms
+            spacing = signed_difference(frame.pts_ms - first_pts_ms, PTS_MODULO)
+            hold = min(spacing, self.max_hold_ms)
+            self.held_ms.append(hold)
+            self._held.append(_Held(frame, arrival_ms + hold))
+        while len(self._held) > MAX_HELD_FRAMES:
+            self._held.popleft()
+            self.overflow += 1
+
+    def due(self, now_ms: float) -> list[DecodedFrame]:
+        """The frames whose time has come, oldest first; they leave the buffer."""
+        frames = []
+        while self._held and self._held[0].play_at_ms <= now_ms:
+            frames.append(self._held.popleft().frame)
+        return frames
+
+    def next_due_ms(self) -> float | None:
+        """When the next held frame is due (receiver clock), or None when none is held."""
+        return self._held[0].play_at_ms if self._held else None
+
+    def __len__(self) -> int:
+        return len(self._held)
