@@ -30,6 +30,7 @@ SIZE = 256
 DIMS = 32
 STEP_PX = 0.3
 REFRESH = 10
+MESH_WARP = DecoderConfig(renderer="meshwarp")
 
 
 @pytest.fixture(scope="module")
@@ -355,3 +356,54 @@ def test_the_receiver_holds_the_bank_the_stream_header_names(header: StreamHeade
     decoder.receive_packet(_keyframe(params, 7, 1))
     assert decoder.stats.keyframes == 2 and decoder.stats.corrupt == 0
     assert decoder.renderer.bank_size == 8
+
+
+# -- compact packets and bundles --------------------------------------------------------------
+
+
+def test_capture_jitter_costs_no_timestamp_bytes_and_bundles_decode_whole() -> None:
+    """A camera's jittery capture times within a quarter frame of the frame rate's are sent
+    as the implied ones (2-byte headers); a message of two frames' packets decodes both."""
+    config = EncoderConfig(crop=False, reference_bank_size=1, keypoint_refresh_interval_s=0)
+    count = 30
+    encoder = StreamEncoder(config, detector=_ScriptedDetector(_talking_head(count)))
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    jitter = np.random.default_rng(5).integers(-9, 10, count)
+    jitter[0] = 0
+    packets = [p for i in range(count) for p in encoder.encode(image, 5000 + i * 40 + jitter[i])]
+    keypoints = [p for p in packets if p.kind is PacketKind.KEYPOINTS]
+    assert [p.pts_ms for p in keypoints] == [5000 + i * 40 for i in range(count)]
+    writer, decoder = PacketWriter(encoder.header), StreamDecoder(encoder.header, MESH_WARP)
+    assert decoder.receive(writer.pack(packets[0])) is None  # the keyframe
+    sizes, frames = [], []
+    for pair in (keypoints[i : i + 2] for i in range(0, count, 2)):
+        message = writer.pack_bundle(pair)
+        sizes.append(len(message) - sum(len(p.payload) for p in pair))
+        frames += decoder.decode(message, channel=PacketKind.KEYPOINTS)
+    assert sizes[0] == 2 + 4 + 2 + 1  # the intra packet timed, the next one's length
+    assert set(sizes[1:]) == {2 + 1 + 2}  # two headers and a length byte
+    assert [frame.pts_ms for frame in frames] == [p.pts_ms for p in keypoints]
+    assert decoder.stats.keypoint_frames == count and decoder.stats.lost == 0
+
+
+def test_packets_on_the_other_kind_of_channel_are_dropped(header: StreamHeader) -> None:
+    decoder = StreamDecoder(header, MESH_WARP)
+    writer = PacketWriter(header)
+    messages = [writer.pack(packet) for packet in _stream(3)]
+    assert decoder.decode(messages[0], channel=PacketKind.KEYPOINTS) == []
+    assert decoder.stats.wrong_channel == 1 and decoder.needs_keyframe
+    decoder.decode(messages[0], channel=PacketKind.KEYFRAME)
+    assert len(decoder.decode(messages[1], channel=PacketKind.KEYPOINTS)) == 1
+    assert decoder.decode(messages[2], channel=PacketKind.KEYFRAME) == []
+    assert decoder.stats.wrong_channel == 2
+
+
+def test_compact_sequence_numbers_wrap_at_2048() -> None:
+    config = EncoderConfig(crop=False, reference_bank_size=1)
+    encoder = StreamEncoder(config, detector=_ScriptedDetector(_talking_head(1) * 2100))
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    seqs = [
+        p.seq for i in range(2050) for p in encoder.encode(image, i * 40)
+        if p.kind is PacketKind.KEYPOINTS
+    ]  # fmt: skip
+    assert seqs[2046:] == [2046, 2047, 0, 1]

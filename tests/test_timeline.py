@@ -11,7 +11,10 @@ from talkcodec.bitstream import (
     MAX_PTS_JUMP_MS,
     MAX_PTS_STEP_MS,
     Arrival,
+    KeyframeCodecId,
+    KeypointModelId,
     KeypointTimeline,
+    StreamHeader,
 )
 
 FPS = 25.0
@@ -135,3 +138,38 @@ def test_any_sequence_moves_stream_time_by_at_most_the_step_limit(
         verdict = timeline.classify(seq, pts, intra)
         assert 0 <= timeline.stream_ms - before <= MAX_PTS_STEP_MS
         assert verdict.accepted or timeline.stream_ms == before
+
+
+# -- COMPACT streams: times implied by the frame rate ------------------------------------------
+
+
+def _compact_timeline() -> KeypointTimeline:
+    header = StreamHeader(
+        256, 256, 25000, KeyframeCodecId.WEBP, KeypointModelId.MEDIAPIPE_478_V1, 300, 32
+    )
+    return KeypointTimeline.for_stream(header)
+
+
+def test_implied_times_follow_the_last_accepted_timed_packet() -> None:
+    timeline = _compact_timeline()
+    assert timeline.classify(0, 1000, intra=True).pts_ms == 1000
+    # The reader implied these from a damaged timed packet (seq 1, 43 days ahead): the
+    # timeline drops that one and times the others from seq 0, as the sender did.
+    assert timeline.classify(1, 3_724_542_000, intra=False).arrival is Arrival.IMPLAUSIBLE
+    verdict = timeline.classify(2, 3_724_542_040, intra=False, timed=False)
+    assert (verdict.arrival, verdict.pts_ms, verdict.lost) == (Arrival.NEXT, 1080, 1)
+    assert timeline.stream_ms == 80
+
+
+def test_implied_times_neither_start_nor_confirm_a_new_timeline() -> None:
+    timeline = _compact_timeline()
+    timeline.classify(0, 0, intra=True)
+    # A sender that stalled for 3 s: its packet after the stall is timed, and so is the next
+    # one (PacketWriter's rule), which confirms the jump.
+    assert timeline.classify(1, 3000, intra=False).arrival is Arrival.IMPLAUSIBLE
+    assert timeline.classify(2, 3040, intra=False).arrival is Arrival.RESYNC
+    assert timeline.classify(3, 0, intra=False, timed=False).pts_ms == 3080
+    # Untimed packets before any timed one was accepted have no time at all.
+    fresh = _compact_timeline()
+    assert fresh.classify(7, 280, intra=False, timed=False).arrival is Arrival.IMPLAUSIBLE
+    assert fresh.classify(8, 320, intra=True).arrival is Arrival.NEXT

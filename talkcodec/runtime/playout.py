@@ -63,15 +63,17 @@ class PlayoutBuffer:
             self.overflow += 1
 
     def due(self, now_ms: float) -> list[DecodedFrame]:
-        """The frames whose time has come, oldest first; they leave the buffer."""
-        frames = []
-        while self._held and self._held[0].play_at_ms <= now_ms:
-            frames.append(self._held.popleft().frame)
-        return frames
+        """The frames up to the newest whose time has come, oldest first; they leave the
+        buffer. The last is the one to show, the others are superseded (a frame of a late
+        message that a newer one, on time, overtook)."""
+        last_due = max(
+            (i for i, held in enumerate(self._held) if held.play_at_ms <= now_ms), default=-1
+        )
+        return [self._held.popleft().frame for _ in range(last_due + 1)]
 
     def next_due_ms(self) -> float | None:
         """When the next held frame is due (receiver clock), or None when none is held."""
-        return self._held[0].play_at_ms if self._held else None
+        return min((held.play_at_ms for held in self._held), default=None)
 
     def __len__(self) -> int:
         return len(self._held)
