@@ -501,11 +501,13 @@ class KeypointTimeline:
             self.stream_ms += pts_ahead
             verdict = ArrivalVerdict(Arrival.NEXT, seq_ahead - 1, pts_ahead, pts_ms)
             return self._accept(seq, pts_ms, timed, verdict)
-        if seq_ahead <= 0 and pts_ahead <= 0:
+        # The sender's fresh start (its keyframe came on the reliable channel) wins even over
+        # a timeline that a damaged packet moved ahead, where it would look late.
+        fresh_start = intra and timed and pts_ms == self._fresh_start_pts_ms
+        if seq_ahead <= 0 and pts_ahead <= 0 and not fresh_start:
             return ArrivalVerdict(Arrival.LATE, pts_ms=pts_ms)
         if not timed:
             return ArrivalVerdict(Arrival.IMPLAUSIBLE, pts_ms=pts_ms)
-        fresh_start = intra and pts_ms == self._fresh_start_pts_ms
         confirmed = self._candidate is not None and self._follows(
             *self._ahead(self._candidate, seq, pts_ms)
         )

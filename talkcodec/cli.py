@@ -195,40 +195,12 @@ def _open_tkc(path: Path) -> TkcReader:
     return TkcReader.open(path)
 
 
-def _keyframe_wire_bytes(message: bytes) -> int:
-    """What a KEYFRAME message costs on the wire in a live call with the default transport:
-    one data-channel message per fragment, each paying the modelled SCTP/DTLS/UDP/IPv4 headers
-    (talkcodec.transport.overhead)."""
-    from talkcodec.transport.fragmentation import DEFAULT_FRAGMENT_BYTES, fragment
-    from talkcodec.transport.overhead import datachannel_message_cost
-
-    parts = fragment(message, 0, DEFAULT_FRAGMENT_BYTES)
-    return sum(datachannel_message_cost(len(bytes(part))).wire_bytes for part in parts)
-
-
-def _keypoint_wire(
-    header: StreamHeader, packets: list[Packet], bundle_ms: float
-) -> tuple[int, int]:
-    """(messages, wire bytes) of a stream's KEYPOINTS packets as the live sender sends them:
-    bundled (talkcodec.transport.bundling) when the packet format allows, one message each
-    otherwise, each message paying the modelled headers."""
-    from talkcodec.transport.bundling import bundle_stream
-    from talkcodec.transport.overhead import datachannel_message_cost
-
-    if header.packet_format is not PacketFormat.COMPACT:
-        bundle_ms = 0.0
-    writer = PacketWriter(header)
-    bundles = bundle_stream(packets, header.fps, bundle_ms)
-    sizes = [len(writer.pack_bundle(bundle)) for bundle in bundles]
-    return len(sizes), sum(datachannel_message_cost(size).wire_bytes for size in sizes)
-
-
 @dataclass(frozen=True)
 class StreamInfo:
     """What `talkcodec info` reports of a .tkc file. by_kind: per packet kind (lower-case name),
     its packets, payload_bytes, packet_bytes (headers included, as in a message or record),
-    messages and wire_bytes (as the live call sends them, with bundle_ms of bundling). Rates are
-    None for a file of no frames."""
+    wire_packets (SCTP packets) and wire_bytes (as the live call sends them, keypoints bundled
+    within bundle_ms). Rates are None for a file of no frames."""
 
     header: StreamHeader
     bundle_ms: float
@@ -289,10 +261,12 @@ def stream_info(path: Path, bundle_ms: float = SenderConfig.bundle_ms) -> Stream
     Timestamps go through the decoders' rule (KeypointTimeline): packets it would drop are
     counted as such, and the duration is the time the accepted packets cover.
     """
+    from talkcodec.transport.bundling import stream_wire_cost
+
     reader = _open_tkc(path)
     kinds: dict[str, Counter[str]] = {}
     arrivals: Counter[Arrival] = Counter()
-    keypoint_packets: list[Packet] = []
+    packets: list[Packet] = []
     with reader:
         header = reader.header
         writer = PacketWriter(header)
@@ -303,20 +277,16 @@ def stream_info(path: Path, bundle_ms: float = SenderConfig.bundle_ms) -> Stream
             counts["packets"] += 1
             counts["payload_bytes"] += len(packet.payload)
             counts["packet_bytes"] += len(message)
+            packets.append(packet)
             if packet.kind is PacketKind.KEYPOINTS:
-                keypoint_packets.append(packet)
                 verdict = timeline.classify(
                     packet.seq, packet.pts_ms, packet.is_intra, packet.timed
                 )
                 arrivals[verdict.arrival] += 1
-            else:
-                counts["messages"] += 1
-                counts["wire_bytes"] += _keyframe_wire_bytes(message)
-                if _is_fresh_start(packet):
-                    timeline.note_fresh_start(packet.pts_ms)
-    if keypoint_packets:
-        messages, wire = _keypoint_wire(header, keypoint_packets, bundle_ms)
-        kinds["keypoints"].update(messages=messages, wire_bytes=wire)
+            elif _is_fresh_start(packet):
+                timeline.note_fresh_start(packet.pts_ms)
+    for kind, cost in stream_wire_cost(header, packets, bundle_ms).items():
+        kinds[kind].update(wire_packets=cost.packets, wire_bytes=cost.wire_bytes)
     frames = arrivals[Arrival.NEXT] + arrivals[Arrival.RESYNC]
     return StreamInfo(
         header=header,
@@ -360,7 +330,7 @@ def print_info(
     if info.duration_s <= 0:
         return
     print(
-        f"  {'kind':<10} {'packets':>7} {'messages':>8} {'payload B':>10} {'kbit/s':>8} "
+        f"  {'kind':<10} {'packets':>7} {'wire pkts':>9} {'payload B':>10} {'kbit/s':>8} "
         f"{'+headers':>9} {'wire':>8}"
     )
     total = sum(info.by_kind.values(), Counter())
@@ -370,9 +340,8 @@ def print_info(
         cells = [
             f"{info.kbps(value):{width}.2f}" for value, width in zip(rates, (8, 9, 8), strict=True)
         ]
-        print(
-            f"  {kind.upper():<10} {count:>7} {counts['messages']:>8} {size:>10} " + " ".join(cells)
-        )
+        wire_packets = counts["wire_packets"]
+        print(f"  {kind.upper():<10} {count:>7} {wire_packets:>9} {size:>10} " + " ".join(cells))
     print(
         f"file: {info.kbps(info.file_bytes):.2f} kbit/s; on the wire (modelled, keypoints "
         f"bundled within {info.bundle_ms:g} ms): {info.kbps(info.total('wire_bytes')):.2f}"

@@ -250,7 +250,7 @@ def test_info_json_counts_every_byte(
     writer = PacketWriter(header)
     sizes = [len(writer.pack_bundle(bundle)) for bundle in bundles]
     keypoints_info = info["by_kind"]["keypoints"]
-    assert info["bundle_ms"] == 40 and keypoints_info["messages"] == len(bundles)
+    assert info["bundle_ms"] == 40 and keypoints_info["wire_packets"] == len(bundles)
     expected = sum(-(-size // 4) * 4 + SCTP_PACKET_OVERHEAD_BYTES for size in sizes)
     assert keypoints_info["wire_bytes"] == expected
     assert info["wire_kbps"] > info["file_kbps"] > info["payload_kbps"]

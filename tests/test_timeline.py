@@ -173,3 +173,15 @@ def test_implied_times_neither_start_nor_confirm_a_new_timeline() -> None:
     fresh = _compact_timeline()
     assert fresh.classify(7, 280, intra=False, timed=False).arrival is Arrival.IMPLAUSIBLE
     assert fresh.classify(8, 320, intra=True).arrival is Arrival.NEXT
+
+
+def test_a_fresh_start_wins_over_a_timeline_a_damaged_packet_moved_ahead() -> None:
+    timeline = KeypointTimeline(FPS)
+    timeline.classify(0, 0, intra=True)
+    # A damaged packet 300 packets and 8 s ahead still passes the rule...
+    assert timeline.classify(300, 8000, intra=False).arrival is Arrival.NEXT
+    assert timeline.classify(2, 80, intra=False).arrival is Arrival.LATE
+    # ...and the sender's next fresh start (a keyframe, then its intra packet) resets it.
+    timeline.note_fresh_start(120)
+    assert timeline.classify(3, 120, intra=True).arrival is Arrival.RESYNC
+    assert timeline.classify(4, 160, intra=False).arrival is Arrival.NEXT

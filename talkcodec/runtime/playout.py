@@ -4,8 +4,7 @@ in one message) are shown at the pace they were captured, not as a burst.
 The first frame of a message is shown on arrival and each further one as long after the first
 as it was captured after it, so a bundle of two frames costs one frame period of latency and no
 more, and a message that came late delays no later message (no delay builds up). A frame is
-never held longer than `max_hold_ms`, and frames captured before one already pushed are late
-and dropped.
+never held longer than `max_hold_ms`.
 """
 
 from __future__ import annotations
@@ -30,32 +29,26 @@ class _Held:
 class PlayoutBuffer:
     """Frames in (with their arrival time, receiver clock in ms), frames out when due.
 
-    Frames must be pushed in stream order (the decoder only passes on advancing ones).
     held_ms: how long each frame waited after its arrival, for the stats.
     """
 
     def __init__(self, max_hold_ms: float = DEFAULT_MAX_HOLD_MS) -> None:
         self.max_hold_ms = max_hold_ms
         self._held: deque[_Held] = deque()
-        self._last_pts_ms: int | None = None  # of the newest frame pushed
-        self.late = 0
         self.overflow = 0
         self.held_ms: list[float] = []
 
     def push_message(self, frames: list[DecodedFrame], arrival_ms: float) -> None:
-        """The frames one message made decodable, in stream order, and when it arrived."""
+        """The frames one message made decodable, in stream order, and when it arrived.
+
+        The decoder passes on only frames its timeline accepted, so their order is the
+        stream's, even across a new timeline (a restarted sender) whose times are earlier."""
         first_pts_ms: int | None = None
         for frame in frames:
-            if self._last_pts_ms is not None and (
-                signed_difference(frame.pts_ms - self._last_pts_ms, PTS_MODULO) < 0
-            ):
-                self.late += 1
-                continue
-            self._last_pts_ms = frame.pts_ms
             if first_pts_ms is None:
                 first_pts_ms = frame.pts_ms
             spacing = signed_difference(frame.pts_ms - first_pts_ms, PTS_MODULO)
-            hold = min(spacing, self.max_hold_ms)
+            hold = min(max(0, spacing), self.max_hold_ms)
             self.held_ms.append(hold)
             self._held.append(_Held(frame, arrival_ms + hold))
         while len(self._held) > MAX_HELD_FRAMES:

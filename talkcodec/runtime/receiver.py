@@ -291,7 +291,6 @@ class CallReceiver:
             summary["playout"] = {
                 "held_ms_mean": float(np.mean(held)) if held else None,
                 "held_ms_max": float(np.max(held)) if held else None,
-                "late_frames": self.playout.late,
                 "overflow_frames": self.playout.overflow,
             }
         summary["keyframe_fragments"] = {

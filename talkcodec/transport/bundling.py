@@ -13,7 +13,17 @@ without the next frame), and a bundle_ms of 0 sends every packet on its own.
 
 from __future__ import annotations
 
-from talkcodec.bitstream import MAX_BUNDLE_PACKETS, PTS_MODULO, Packet
+from talkcodec.bitstream import (
+    MAX_BUNDLE_PACKETS,
+    PTS_MODULO,
+    Packet,
+    PacketFormat,
+    PacketKind,
+    PacketWriter,
+    StreamHeader,
+)
+from talkcodec.transport.fragmentation import DEFAULT_FRAGMENT_BYTES, fragment
+from talkcodec.transport.overhead import WireCost, datachannel_stream_cost
 
 
 class Bundler:
@@ -58,3 +68,35 @@ def bundle_stream(packets: list[Packet], fps: float, bundle_ms: float) -> list[l
     bundles = [bundle for packet in packets for bundle in bundler.add(packet)]
     last = bundler.flush()
     return [*bundles, last] if last else bundles
+
+
+def stream_wire_cost(
+    header: StreamHeader,
+    packets: list[Packet],
+    bundle_ms: float,
+    fragment_bytes: int = DEFAULT_FRAGMENT_BYTES,
+) -> dict[str, WireCost]:
+    """What a stream's packets (in sending order) cost on the wire in a live call, by packet
+    kind ("keyframe", "keypoints"): each KEYFRAME packet one message per fragment, KEYPOINTS
+    packets bundled within bundle_ms where the packet format allows (one message each in FIXED
+    streams), every message with its modelled SCTP/DTLS/UDP/IPv4 headers. payload_bytes of
+    each WireCost are the messages' bytes (packet headers included)."""
+    if header.packet_format is not PacketFormat.COMPACT:
+        bundle_ms = 0.0
+    writer = PacketWriter(header)
+    costs: dict[str, WireCost] = {}
+    keypoints = []
+    for packet in packets:
+        if packet.kind is PacketKind.KEYPOINTS:
+            keypoints.append(packet)
+            continue
+        message = writer.pack(packet)
+        parts = fragment(message, 0, fragment_bytes)
+        cost = datachannel_stream_cost(len(bytes(part)) for part in parts)
+        name = packet.kind.name.lower()
+        costs[name] = costs.get(name, WireCost(0, 0, 0)) + cost
+    if keypoints:
+        bundles = bundle_stream(keypoints, header.fps, bundle_ms)
+        sizes = [len(writer.pack_bundle(bundle)) for bundle in bundles]
+        costs["keypoints"] = datachannel_stream_cost(sizes)
+    return costs
