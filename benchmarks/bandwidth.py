@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from talkcodec.baselines import BASELINE_CODECS, encode_decode
 from talkcodec.bdrate import bd_rate, pareto_front, rate_for_quality
-from talkcodec.config import DecoderConfig, EncoderConfig
+from talkcodec.config import DecoderConfig, EncoderConfig, SenderConfig
 from talkcodec.evaluation import (
     LandmarkProbe,
     frame_quality,
@@ -45,6 +45,7 @@ from talkcodec.evaluation import (
 from talkcodec.keyframe import KEYFRAME_CODECS
 from talkcodec.keypoints.dataset import load_reference_clip
 from talkcodec.transport import overhead
+from talkcodec.transport.bundling import stream_wire_cost
 from talkcodec.video import probe
 
 import common
@@ -246,7 +247,9 @@ def _run_point(point: dict, reference: np.ndarray, size: int, fps: float) -> dic
         )
         decoder = DecoderConfig()  # the bank size comes from the stream header
         result = round_trip_frames(reference, config, decoder)
-        cost = overhead.datachannel_stream_cost(result.message_bytes)
+        # As the live sender sends them: keypoints bundled within the default --bundle-ms.
+        costs = stream_wire_cost(result.header, result.packets, SenderConfig.bundle_ms)
+        cost = sum(costs.values(), overhead.WireCost(0, 0, 0))
         return {
             "decoded": result.decoded,
             "payload_bytes": int(result.payload_bytes.sum()),

@@ -327,6 +327,8 @@ class DecoderStats:
     undecodable: int = 0
     resyncs: int = 0  # new timelines accepted (a sender that restarted, a long absence)
     wrong_channel: int = 0  # packets on the data channel of the other kind
+    packets: int = 0  # every packet parsed, of any kind
+    payload_bytes: int = 0  # their payloads (the messages' bytes without packet headers)
     bytes_by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -418,6 +420,8 @@ class StreamDecoder:
         self.stats.bytes_by_kind[name] = self.stats.bytes_by_kind.get(name, 0) + len(message)
         decoded = []
         for packet in packets:
+            self.stats.packets += 1
+            self.stats.payload_bytes += len(packet.payload)
             if channel is not None and packet.kind is not channel:
                 self.stats.wrong_channel += 1
                 continue

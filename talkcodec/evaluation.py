@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkcodec.bitstream import Packet, PacketKind, PacketWriter
+from talkcodec.bitstream import Packet, PacketKind, PacketWriter, StreamHeader
 from talkcodec.codec import StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.keypoints.detectors import make_detector
@@ -137,7 +137,7 @@ def round_trip(
 class FramesRoundTrip:
     """Given frames through talkcodec, every packet decoded as it arrived.
 
-    message_bytes: each packet as sent (its packet header included), in order.
+    message_bytes: each packet as its own message (its packet header included), in order.
     payload_bytes: (T,) coded bytes each frame cost (keyframe image and keypoints, no
     packet headers). decoded: (T, S, S, 3) uint8; where no frame was rendered the receiver
     keeps showing its last one (mid-grey before the first). held_frames: how many those were.
@@ -148,6 +148,8 @@ class FramesRoundTrip:
     payload_bytes_by_kind: dict[str, int]
     decoded: np.ndarray
     held_frames: int
+    header: StreamHeader
+    packets: list[Packet]  # every packet sent, in order (for transport.bundling's wire model)
 
 
 def round_trip_frames(
@@ -160,6 +162,7 @@ def round_trip_frames(
     encoder = StreamEncoder(encoder_config)
     decoder = StreamDecoder(encoder.header, decoder_config)
     messages: list[int] = []
+    sent: list[Packet] = []
     payload = np.zeros(len(frames), dtype=np.int64)
     by_kind: dict[str, int] = {}
     decoded = np.empty_like(frames)
@@ -167,6 +170,7 @@ def round_trip_frames(
     held = 0
     try:
         for streamed in stream_frames(frames, encoder, decoder):
+            sent += streamed.packets
             for packet, message in zip(streamed.packets, streamed.messages, strict=True):
                 messages.append(len(message))
                 payload[streamed.index] += len(packet.payload)
@@ -179,7 +183,7 @@ def round_trip_frames(
             decoded[streamed.index] = shown
     finally:
         encoder.close()
-    return FramesRoundTrip(messages, payload, by_kind, decoded, held)
+    return FramesRoundTrip(messages, payload, by_kind, decoded, held, encoder.header, sent)
 
 
 class LandmarkProbe:

@@ -287,6 +287,17 @@ class CallReceiver:
                 "timeline_resyncs": d.resyncs,
                 "wrong_channel_packets": d.wrong_channel,
             }
+            media = [
+                self.stats.channels[c]
+                for c in ("keyframe", "keypoints")
+                if c in self.stats.channels
+            ]
+            wire = sum(counter.wire_bytes for counter in media)
+            summary["wire_header_bytes_per_frame"] = (
+                round((wire - d.payload_bytes) / d.keypoint_frames, 2)
+                if d.keypoint_frames
+                else None
+            )
             held = self.playout.held_ms
             summary["playout"] = {
                 "held_ms_mean": float(np.mean(held)) if held else None,
