@@ -125,7 +125,7 @@ def run_encode(args: argparse.Namespace) -> None:
             for index, (_, frame) in enumerate(tqdm(frames, total=expected, unit="frame")):
                 pts_ms = round(index * 1000 / config.fps)
                 emitted = encoder.encode(frame, pts_ms)
-                frames_without_face += not emitted
+                frames_without_face += encoder.last_landmarks is None
                 for packet in emitted:
                     writer.write(packet)
                     packets += 1
@@ -135,7 +135,11 @@ def run_encode(args: argparse.Namespace) -> None:
         args.output.unlink(missing_ok=True)
         raise CliError(f"no face found in any frame of {args.input}")
     save_config(config, config_path(args.output))
-    print(f"wrote {args.output}: {packets} packets; {frames_without_face} frames without a face")
+    skipped = encoder.rate_cap.skipped_frames if encoder.rate_cap is not None else 0
+    print(
+        f"wrote {args.output}: {packets} packets; {frames_without_face} frames without a face"
+        + (f", {skipped} not sent under the {config.max_kbps:g} kbit/s cap" if skipped else "")
+    )
     print_info(args.output)
 
 

@@ -19,8 +19,11 @@ import numpy as np
 
 from talkcodec.bank import BankMirror, describe
 from talkcodec.bitstream import (
+    COMPACT_HEADER_BYTES,
     MAX_KEYPOINT_PAYLOAD_BYTES,
+    MAX_PTS_JUMP_MS,
     MAX_PTS_STEP_MS,
+    PACKET_HEADER_BYTES,
     PTS_MODULO,
     Arrival,
     BitstreamError,
@@ -34,6 +37,7 @@ from talkcodec.bitstream import (
     PacketKind,
     PacketReader,
     StreamHeader,
+    encode_varint,
     signed_difference,
 )
 from talkcodec.config import PACKET_FORMATS, DecoderConfig, EncoderConfig
@@ -47,8 +51,12 @@ from talkcodec.keypoints.frontend import FaceFrontend
 from talkcodec.keypoints.landmarks import Landmarks
 from talkcodec.keypoints.model import KeypointModel
 from talkcodec.keypoints.registry import MODEL_FOR_DETECTOR, load_keypoint_model
+from talkcodec.ratecontrol import RateCap
 
 logger = logging.getLogger(__name__)
+
+# The longest run of frames the rate cap may leave unsent, below MAX_PTS_JUMP_MS.
+MAX_SKIP_MS = MAX_PTS_JUMP_MS - 100
 
 
 def _keypoint_model(model_id: int, expression_dims: int) -> KeypointModel:
@@ -123,6 +131,10 @@ class StreamEncoder:
         # that a keypoint packet whose capture time is within a quarter frame of the implied
         # one takes the implied one and costs no timestamp bytes.
         self._implied = ImpliedClock(self.header.fps_milli)
+        self.rate_cap = RateCap(config.max_kbps, config.fps) if config.max_kbps > 0 else None
+        self._last_keypoint_bytes = 8  # the estimate of the next keypoint packet's size
+        self._last_keyframe_bytes = 0
+        self._last_sent_pts_ms: int | None = None  # of the last keypoint packet
         self._frame_index = 0
         self._keyframe_wanted: str | None = "start"
         self._refresh_wanted = False
@@ -133,6 +145,7 @@ class StreamEncoder:
         # What the receiver renders the last frame from: its decoded landmarks and the slot of
         # the reference bank it picks. None when the last frame had no face.
         self.last_decoded_landmarks: Landmarks | None = None
+        self._shown_landmarks: Landmarks | None = None  # of the last frame sent
         self.selected_reference_id: int | None = None
         # Why each keyframe was sent: start, request, interval, crop_moved, face_regained
         # (these start afresh in slot 0), reference (an extra reference in slot 1 or above).
@@ -166,6 +179,10 @@ class StreamEncoder:
         reference_id = 0
         if reason is None and self._reference_due(pts_ms, descriptor):
             reason, reference_id = "reference", self._bank.slot_for_new_reference()
+        if reason is None and self._skips(pts_ms):
+            # Over the rate cap: this frame is not sent; the receiver shows the last one.
+            self.last_decoded_landmarks = self._shown_landmarks
+            return []
         # A keyframe's own keypoints are this frame's, intra-coded: the very bytes of the
         # keypoint packet that goes with it, which a keyframe forces to be intra.
         coded = self._keypoints.encode_indices(
@@ -181,22 +198,57 @@ class StreamEncoder:
             if reference_id != 0:
                 self._reference_budget.spend(len(packets[-1].payload))
             self._bank.store(reference_id, descriptor, self._frame_index)
-        self.last_decoded_landmarks = decoded
+        self.last_decoded_landmarks = self._shown_landmarks = decoded
         self.selected_reference_id = self._bank.select(descriptor, self._frame_index)
         self._frame_index += 1
         flags = PacketFlags.INTRA if coded.intra else PacketFlags(0)
-        keypoints = self._timed(
+        keypoints, timed = self._timed(
             Packet(PacketKind.KEYPOINTS, self._keypoint_seq, pts_ms, coded.payload, flags)
         )
         packets.append(keypoints)
+        self._last_sent_pts_ms = pts_ms
         self._keypoint_seq = (self._keypoint_seq + 1) % self.header.seq_modulo
+        self._last_keypoint_bytes = self._record_bytes(keypoints, timed)
+        if self.rate_cap is not None:
+            for packet in packets:
+                size = self._record_bytes(packet, packet.kind is PacketKind.KEYFRAME or timed)
+                self.rate_cap.spend(pts_ms, size)
         return packets
 
-    def _timed(self, packet: Packet) -> Packet:
+    def _skips(self, pts_ms: int) -> bool:
+        """Whether the rate cap leaves no room for this frame's keypoints. Never for longer
+        than MAX_SKIP_MS in a row: a longer gap would look to the receiver's timeline like a
+        sender that stalled (MAX_PTS_JUMP_MS), at the cost of the frames up to the next
+        intra refresh."""
+        cap = self.rate_cap
+        if cap is None or self._fits(pts_ms, self._last_keypoint_bytes + 4):
+            return False
+        if (
+            self._last_sent_pts_ms is not None
+            and _elapsed_ms(self._last_sent_pts_ms, pts_ms) + cap.frame_ms > MAX_SKIP_MS
+        ):
+            return False
+        cap.skipped_frames += 1
+        return True
+
+    def _fits(self, pts_ms: int, size: float) -> bool:
+        """Whether `size` more bytes at pts_ms fit the rate cap (always, without one)."""
+        return self.rate_cap is None or self.rate_cap.available(pts_ms) >= size
+
+    def _record_bytes(self, packet: Packet, timed: bool) -> int:
+        """What `packet` costs in a .tkc record: payload, packet header (with the time, in a
+        COMPACT packet that carries one) and record length."""
+        if self.header.packet_format is PacketFormat.FIXED:
+            return 4 + PACKET_HEADER_BYTES + len(packet.payload)
+        size = COMPACT_HEADER_BYTES + 4 * timed + len(packet.payload)
+        return size + len(encode_varint(size))
+
+    def _timed(self, packet: Packet) -> tuple[Packet, bool]:
         """`packet` with its capture time snapped to the implied one when that is within a
-        quarter frame (COMPACT streams), so jitter of the capture clock costs no bytes."""
+        quarter frame (COMPACT streams), so jitter of the capture clock costs no bytes; and
+        whether a PacketWriter will send its time."""
         if self.header.packet_format is not PacketFormat.COMPACT:
-            return packet
+            return packet, True
         implied = self._implied.implied_pts_ms(packet.kind, packet.seq)
         quarter_frame_ms = 250 / self.header.fps
         snaps = implied is not None and not packet.is_intra
@@ -205,9 +257,10 @@ class StreamEncoder:
             and abs(signed_difference(packet.pts_ms - implied, PTS_MODULO)) <= quarter_frame_ms
         ):
             packet = replace(packet, pts_ms=implied)
-        if self._implied.needs_time(packet):
+        timed = self._implied.needs_time(packet)
+        if timed:
             self._implied.note_time(packet.kind, packet.seq, packet.pts_ms)
-        return packet
+        return packet, timed
 
     def sent_keypoints(self, landmarks: Landmarks) -> SentKeypoints:
         """Fit and quantise one frame's landmarks (in pixels of the size_px crop), once."""
@@ -218,17 +271,23 @@ class StreamEncoder:
     def _keyframe_packet(
         self, image: np.ndarray, intra_keypoints: bytes, pts_ms: int, reference_id: int
     ) -> Packet:
+        if self.rate_cap is None:
+            image_bytes = self.keyframe_codec.compress(image)
+        else:  # what is left for the image once this frame's keypoints are paid for
+            allowance = self.rate_cap.available(pts_ms) - 2 * len(intra_keypoints) - 24
+            image_bytes = self.rate_cap.compress_keyframe(self.keyframe_codec, image, allowance)
         payload = KeyframePayload(
             codec=self.keyframe_codec.wire_id,
             reference_id=reference_id,
             keypoints=intra_keypoints,
-            image=self.keyframe_codec.compress(image),
+            image=image_bytes,
         )
         packet = Packet(
             PacketKind.KEYFRAME, self._keyframe_seq, pts_ms, bytes(payload), PacketFlags.INTRA
         )
         self._keyframe_seq = (self._keyframe_seq + 1) % self.header.seq_modulo
         self._last_keyframe_pts_ms = pts_ms
+        self._last_keyframe_bytes = len(packet.payload)
         if reference_id == 0:
             self._keyframe_wanted = None
             self._last_fresh_start_pts_ms = pts_ms
@@ -258,6 +317,8 @@ class StreamEncoder:
             return False
         if not self._reference_budget.available(pts_ms):
             return False
+        if not self._fits(pts_ms, 2 * self._last_keyframe_bytes):
+            return False  # the rate cap: a reference only with room to spare
         return self._bank.bank.nearest_distance(descriptor) > self.config.reference_threshold
 
     def close(self) -> None:

@@ -63,6 +63,9 @@ class EncoderConfig:
     # The packets' wire layout (docs/bitstream.md): compact (2-byte headers, implied
     # timestamps, bundles) or fixed (the 8-byte headers of stream revision 2, for old readers).
     packet_format: str = "compact"
+    # A cap on the whole stream in kbit/s, keyframes included (talkcodec.ratecontrol: keyframe
+    # quality, references and frames sent are chosen to stay under it); 0: no cap.
+    max_kbps: float = 0.0
 
     def __post_init__(self) -> None:
         if self.packet_format not in PACKET_FORMATS:
@@ -70,6 +73,8 @@ class EncoderConfig:
                 f"packet_format must be one of {', '.join(PACKET_FORMATS)}, "
                 f"got {self.packet_format!r}"
             )
+        if self.max_kbps < 0:
+            raise ValueError(f"max_kbps must be >= 0 (0: no cap), got {self.max_kbps}")
         if not 16 <= self.size_px <= 4096:
             raise ValueError(f"size_px must be in 16..4096, got {self.size_px}")
         # The stream header's limits (talkcodec.bitstream MIN_FPS_MILLI, MAX_FPS_MILLI).

@@ -62,6 +62,11 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
         help="packet layout: compact (2-byte headers, implied timestamps, bundles) or fixed "
         "(the 8-byte headers older readers take)",
     )  # fmt: skip
+    parser.add_argument(
+        "--max-kbps", type=float, default=_DEFAULTS.max_kbps, metavar="K",
+        help="cap the whole stream at K kbit/s, keyframes included (file bytes; frames that "
+        "do not fit are not sent, keyframes take the best quality that fits; 0: no cap)",
+    )  # fmt: skip
     _add_reference_options(parser)
 
 
@@ -102,6 +107,7 @@ def encoder_config(args: argparse.Namespace) -> EncoderConfig:
             min_reference_interval_s=args.min_reference_interval,
             reference_budget_kbps=args.reference_budget,
             packet_format=args.packet_format,
+            max_kbps=args.max_kbps,
         )
     except ValueError as error:
         raise OptionError(str(error)) from None

@@ -108,7 +108,10 @@ def test_simulated_loss_is_survived_and_refreshed() -> None:
     sender, receiver = results["sender"], results["receiver"]
     assert isinstance(sender, dict) and isinstance(receiver, dict)
     assert sender["simulated_keypoint_losses"] > 0
-    assert receiver["decoder"]["lost_packets"] == sender["simulated_keypoint_packets_lost"]
+    # Every lost packet is noticed, but those of a message lost at the very end (a bundle of up
+    # to 2 frames at 40 ms): no later packet reveals the gap.
+    unnoticed = sender["simulated_keypoint_packets_lost"] - receiver["decoder"]["lost_packets"]
+    assert 0 <= unnoticed <= 2
     assert sender["refresh_requests_received"] > 0
     recovery = receiver["loss_recovery_ms"]
     assert recovery["events"] > 0
