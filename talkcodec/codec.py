@@ -165,6 +165,8 @@ class StreamEncoder:
         After frames without a face the next face brings a keyframe: the receiver's reference
         may no longer match what the camera sees.
         """
+        if self.rate_cap is not None:  # re-frame only when the cap can pay for the keyframe
+            self._frontend.hold_crop(not self._fits(pts_ms, self._last_keyframe_bytes))
         processed = self._frontend.process(frame)
         self.last_crop = processed.image
         face_was_lost = self.last_landmarks is None and self._last_keyframe_pts_ms is not None

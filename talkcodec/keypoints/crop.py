@@ -75,6 +75,9 @@ class FaceCropper:
         self.resize_threshold = resize_threshold
         self.box: CropBox | None = None
         self.moved = False
+        # While set, the crop stays where it is however far the face goes (a sender whose
+        # rate cap cannot pay for the keyframe a re-framing needs).
+        self.hold = False
 
     def update(self, landmarks: Landmarks | None) -> CropBox | None:
         """The crop for this frame given its landmarks in frame pixels (None: face not found)."""
@@ -84,7 +87,7 @@ class FaceCropper:
         target = face_crop_target(landmarks, self.crop_scale)
         if self.box is None:
             self.box = target
-        elif self._far(self.box, target):
+        elif not self.hold and self._far(self.box, target):
             self.box = target
             self.moved = True
         return self.box

@@ -37,6 +37,11 @@ class FaceFrontend:
         self.size = size
         self._cropper = FaceCropper() if crop else None
 
+    def hold_crop(self, hold: bool) -> None:
+        """Keep the crop where it is (no re-framing, so no keyframe for it) while `hold`."""
+        if self._cropper is not None:
+            self._cropper.hold = hold
+
     def process(self, frame: np.ndarray) -> FrontendFrame:
         found = self.detector.detect(frame)
         height, width = frame.shape[:2]
