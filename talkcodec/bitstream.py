@@ -754,9 +754,17 @@ def _parse_compact(data: bytes, offset: int, clock: ImpliedClock) -> tuple[Packe
     return Packet(kind, seq, pts_ms, bytes(data[offset:end]), flags, timed), end, more
 
 
+def _tkc_version(header: StreamHeader) -> int:
+    """The .tkc version a stream is written as: FIXED streams exactly as revision 2 wrote them
+    (u32 record lengths), so that older readers read them; COMPACT ones with varint lengths."""
+    fixed = header.packet_format is PacketFormat.FIXED
+    return TKC_VERSION_FIXED_LENGTHS if fixed else TKC_VERSION
+
+
 def _encode_tkc_preamble(header: StreamHeader) -> bytes:
     header_bytes = bytes(header)
-    return _TKC_PREAMBLE.pack(TKC_MAGIC, TKC_VERSION, len(header_bytes)) + header_bytes
+    preamble = _TKC_PREAMBLE.pack(TKC_MAGIC, _tkc_version(header), len(header_bytes))
+    return preamble + header_bytes
 
 
 def _encode_tkc_record(writer: PacketWriter, packet: Packet) -> bytes:
@@ -766,6 +774,8 @@ def _encode_tkc_record(writer: PacketWriter, packet: Packet) -> bytes:
             f"packet of {len(packet_bytes)} bytes does not fit a .tkc record of at most "
             f"{TKC_MAX_RECORD_BYTES} bytes"
         )
+    if writer.packet_format is PacketFormat.FIXED:
+        return _TKC_RECORD_LENGTH.pack(len(packet_bytes)) + packet_bytes
     return encode_varint(len(packet_bytes)) + packet_bytes
 
 
@@ -783,8 +793,9 @@ def _read_up_to(stream: BinaryIO, size: int) -> bytes:
 @dataclass(frozen=True)
 class TkcFile:
     """A whole .tkc file in memory: magic "TKCF" | version u8 | header_len u8 | StreamHeader |
-    records, each record being length varint | one packet in the header's packet format (u32
-    lengths in version 1 files). Use TkcWriter / TkcReader to stream."""
+    records, each record being length varint | one packet in the header's packet format
+    (version 2), or length u32 | one FIXED packet (version 1, what FIXED streams are written
+    as). Use TkcWriter / TkcReader to stream."""
 
     header: StreamHeader
     packets: tuple[Packet, ...] = ()

@@ -70,6 +70,34 @@ def test_info_prints_rates(encoded: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "KEYPOINTS" in out and "payload bits/frame" in out
 
 
+@pytest.mark.data
+def test_fixed_packets_still_encode_and_decode_the_same_stream(
+    encoded: Path, dev_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--packet-format fixed writes what revision 2 wrote (8-byte headers, a version-1 file):
+    the same packets, more bytes, and `decode` makes the same video of them."""
+    fixed = tmp_path / "fixed.tkc"
+    args = ["encode", str(dev_clip), "-o", str(fixed), "--max-frames", str(FRAMES)]
+    assert main([*args, "--packet-format", "fixed"]) == 0
+    with TkcReader.open(fixed) as old, TkcReader.open(encoded) as new:
+        assert (old.version, new.version) == (1, 2)
+        old_packets, new_packets = list(old), list(new)
+    assert old_packets == new_packets
+    records = len(new_packets)
+    # 6 more header bytes per packet, 4 per timed one, 3 per u32 length, 1 header byte
+    timed = sum(p.timed for p in new_packets)
+    saved = fixed.stat().st_size - encoded.stat().st_size
+    length_bytes = sum(1 + (len(p.payload) + 2 + 4 * p.timed > 127) for p in new_packets)
+    assert saved == 6 * records - 4 * timed + 4 * records - length_bytes - 1
+    capsys.readouterr()
+    videos = []
+    for source in (fixed, encoded):
+        output = tmp_path / f"{source.stem}.mp4"
+        assert main(["decode", str(source), "-o", str(output), "--renderer", "meshwarp"]) == 0
+        videos.append(np.stack([frame for _, frame in read_frames(output)]))
+    assert np.array_equal(videos[0], videos[1])
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
