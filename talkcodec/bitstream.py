@@ -62,10 +62,18 @@ class KeyframeCodecId(IntEnum):
 
 
 class KeypointModelId(IntEnum):
-    """Wire id of the keypoint parameterisation (detector layout + shipped basis)."""
+    """Wire id of the keypoint parameterisation and its coding (detector layout, shipped basis,
+    quantiser steps and entropy models).
+
+    The V1 ids name the keypoint coder of streams written before 2026-12; this build no
+    longer decodes their keypoints (talkcodec.keypoints.registry says so in one line). The V2
+    ids are the same bases with the context-coded residuals and coarser pose steps.
+    """
 
     MEDIAPIPE_478_V1 = 1
     FAN_68_V1 = 2
+    MEDIAPIPE_478_V2 = 3
+    FAN_68_V2 = 4
 
 
 class PacketKind(IntEnum):

@@ -120,7 +120,9 @@ class StreamEncoder:
         self._owns_detector = detector is None
         self._detector = detector if detector is not None else make_detector(config.detector)
         self._frontend = FaceFrontend(self._detector, config.size_px, crop=config.crop)
-        self._keypoints = KeypointEncoder(self.model, step_px, config.refresh_interval_frames)
+        self._keypoints = KeypointEncoder(
+            self.model, step_px, config.refresh_interval_frames, config.keypoint_rdo_lambda_px2
+        )
         self._bank = BankMirror(config.reference_bank_size)
         self._reference_budget = ByteBudget(
             config.reference_budget_kbps * 1000 / 8, config.reference_burst_s
@@ -264,8 +266,18 @@ class StreamEncoder:
             self._implied.note_time(packet.kind, packet.seq, packet.pts_ms)
         return packet, timed
 
+    def coded_keypoints(self, landmarks: Landmarks) -> SentKeypoints:
+        """sent_keypoints, then coded as the stream's next frame (the coder's state moves on,
+        as for a frame sent): what a receiver decodes for a sequence of frames, without the
+        packets (training data)."""
+        sent = self.sent_keypoints(landmarks)
+        self._keypoints.encode_indices(sent.indices)
+        return sent
+
     def sent_keypoints(self, landmarks: Landmarks) -> SentKeypoints:
-        """Fit and quantise one frame's landmarks (in pixels of the size_px crop), once."""
+        """Fit and quantise one frame's landmarks (in pixels of the size_px crop), once, just
+        before the frame is coded: the rate-distortion quantiser weighs each change against
+        the last frame coded."""
         indices = self._keypoints.quantise(self.model.fit(landmarks, self.config.size_px))
         values = self._keypoints.quantiser.values(indices)
         return SentKeypoints(indices, self.model.reconstruct(values, self.config.size_px))

@@ -45,6 +45,11 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
         help="expression basis directions to code",
     )
     parser.add_argument(
+        "--keypoint-rdo-lambda", type=float, default=_DEFAULTS.keypoint_rdo_lambda_px2,
+        metavar="L", help="the keypoint coder's rate-distortion trade-off: squared px of "
+        "error one bit is worth (0: plain rounding)",
+    )  # fmt: skip
+    parser.add_argument(
         "--refresh-interval",
         type=float,
         default=_DEFAULTS.keypoint_refresh_interval_s,
@@ -100,6 +105,7 @@ def encoder_config(args: argparse.Namespace) -> EncoderConfig:
             keyframe_quality=args.keyframe_quality,
             keypoint_step_px=args.keypoint_step,
             expression_dims=args.expression_dims,
+            keypoint_rdo_lambda_px2=args.keypoint_rdo_lambda,
             keypoint_refresh_interval_s=args.refresh_interval,
             keyframe_interval_s=args.keyframe_interval,
             reference_bank_size=args.reference_bank_size,

@@ -36,12 +36,12 @@ MESH_WARP = DecoderConfig(renderer="meshwarp")
 @pytest.fixture(scope="module")
 def header() -> StreamHeader:
     return StreamHeader(
-        SIZE, SIZE, 25000, KeyframeCodecId.WEBP, KeypointModelId.MEDIAPIPE_478_V1, 300, DIMS
+        SIZE, SIZE, 25000, KeyframeCodecId.WEBP, KeypointModelId.MEDIAPIPE_478_V2, 300, DIMS
     )
 
 
 def _params(count: int, seed: int = 0) -> list[np.ndarray]:
-    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1).truncated(DIMS)
+    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V2).truncated(DIMS)
     rng = np.random.default_rng(seed)
     walk = np.cumsum(rng.normal(0, model.delta_std * 0.5, (count, model.num_params)), axis=0)
     return list(model.param_mean + walk)
@@ -49,7 +49,7 @@ def _params(count: int, seed: int = 0) -> list[np.ndarray]:
 
 def _stream(count: int) -> list[Packet]:
     """A keyframe then `count` keypoint packets, as StreamEncoder would send them."""
-    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1).truncated(DIMS)
+    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V2).truncated(DIMS)
     encoder = KeypointEncoder(model, STEP_PX, REFRESH)
     params = _params(count)
     yy, xx = np.mgrid[0:SIZE, 0:SIZE]
@@ -168,7 +168,7 @@ def test_gc_keyframes_decode_with_one_codec_made_before_the_first(
     gc_header = replace(header, keyframe_codec=KeyframeCodecId.GC)
     decoder = StreamDecoder(gc_header, DecoderConfig(renderer="meshwarp"))
     assert made == [KeyframeCodecId.GC]
-    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1).truncated(DIMS)
+    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V2).truncated(DIMS)
     encoder = KeypointEncoder(model, STEP_PX, REFRESH)
     gc = decoder._keyframe_codec(KeyframeCodecId.GC)
     image = np.full((SIZE, SIZE, 3), 90, dtype=np.uint8)
@@ -188,7 +188,7 @@ def test_gc_keyframes_decode_with_one_codec_made_before_the_first(
 
 
 def _keyframe(params: np.ndarray, reference_id: int, seq: int, value: int = 128) -> Packet:
-    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1).truncated(DIMS)
+    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V2).truncated(DIMS)
     encoder = KeypointEncoder(model, STEP_PX, REFRESH)
     image = np.full((SIZE, SIZE, 3), value, dtype=np.uint8)
     payload = KeyframePayload(
@@ -212,7 +212,7 @@ def test_keyframe_outside_the_bank_is_dropped_as_corrupt(header: StreamHeader) -
 def test_keyframes_fill_the_slots_they_name(header: StreamHeader) -> None:
     decoder = StreamDecoder(header)
     packets = _stream(3)
-    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1).truncated(DIMS)
+    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V2).truncated(DIMS)
     turned = _params(1)[0].copy()
     turned[1] += 0.5  # a head turn of about 30 degrees
     decoder.receive_packet(packets[0])
@@ -241,7 +241,7 @@ class _ScriptedDetector(LandmarkDetector):
 
 def _talking_head(count: int) -> list[Landmarks]:
     """Landmarks of a head that turns from side to side and moves its face, at 25 fps."""
-    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1)
+    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V2)
     rng = np.random.default_rng(3)
     faces = []
     for index, walk in enumerate(np.cumsum(rng.normal(0, 0.15, (count, 8)), axis=0)):

@@ -145,7 +145,7 @@ def test_any_sequence_moves_stream_time_by_at_most_the_step_limit(
 
 def _compact_timeline() -> KeypointTimeline:
     header = StreamHeader(
-        256, 256, 25000, KeyframeCodecId.WEBP, KeypointModelId.MEDIAPIPE_478_V1, 300, 32
+        256, 256, 25000, KeyframeCodecId.WEBP, KeypointModelId.MEDIAPIPE_478_V2, 300, 32
     )
     return KeypointTimeline.for_stream(header)
 

@@ -9,7 +9,7 @@ this by decoding, so the result is exact by construction, never by assumption.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import constriction
@@ -62,10 +62,13 @@ def encode_symbols(symbols: np.ndarray, model: SymbolModel) -> bytes:
     return _trim(full, symbols, lambda data: decode_symbols(data, model))
 
 
-def _trim(full: bytes, symbols: np.ndarray, decode: Callable[[bytes], np.ndarray]) -> bytes:
-    """The shortest prefix of `full` that `decode` still reads back as exactly `symbols`."""
+def _trim(
+    full: bytes, symbols: np.ndarray, decode: Callable[[bytes], np.ndarray], min_bytes: int = 0
+) -> bytes:
+    """The shortest prefix of `full`, of at least min_bytes, that `decode` still reads back as
+    exactly `symbols`."""
     best = full
-    for length in range(len(full) - 1, -1, -1):
+    for length in range(len(full) - 1, min(min_bytes, len(full)) - 1, -1):
         try:
             if np.array_equal(decode(full[:length]), symbols):
                 best = full[:length]
@@ -147,12 +150,58 @@ def decode_categorical(data: bytes, probabilities: np.ndarray) -> np.ndarray:
     return symbols
 
 
-class CategoricalDecoder:
-    """Decodes bytes made by encode_categorical a batch at a time, for context models whose
-    later distributions depend on the symbols decoded so far.
+def encode_parts(
+    parts: Sequence[tuple[np.ndarray, SymbolModel | np.ndarray]], min_bytes: int = 0
+) -> bytes:
+    """Range-code several vectors of symbols into one stream, each under its own model.
 
-    Decoding all symbols in successive batches reads exactly what one decode_categorical call
-    with all the distributions would.
+    parts: (symbols, model) in coding order; model is a SymbolModel (symbols in +-max_abs) or
+    (S, K) categorical probabilities (symbols in 0..K-1, as encode_categorical). A
+    StagedDecoder reads them back in the same order, so a later part's model may depend on the
+    symbols of an earlier one. Trimmed to the fewest bytes (at least min_bytes, where the
+    coder's output is that long) that decode exactly.
+    """
+    encoder = constriction.stream.queue.RangeEncoder()
+    for symbols, model in parts:
+        symbols = np.asarray(symbols, dtype=np.int32).ravel()
+        if isinstance(model, SymbolModel):
+            if symbols.size and int(np.abs(symbols).max()) > model.max_abs:
+                raise ValueError(f"symbol out of range +-{model.max_abs}")
+            if symbols.size:
+                encoder.encode(symbols, model.family(), model.means, model.scales)
+            continue
+        probabilities = _check_categorical(model)
+        if len(symbols) != len(probabilities):
+            raise ValueError(f"{len(symbols)} symbols but {len(probabilities)} distributions")
+        if (
+            symbols.size
+            and not 0 <= int(symbols.min()) <= int(symbols.max()) < probabilities.shape[1]
+        ):
+            raise ValueError(f"symbol out of range 0..{probabilities.shape[1] - 1}")
+        if symbols.size:
+            encoder.encode(
+                symbols, constriction.stream.model.Categorical(perfect=False), probabilities
+            )
+    full = _words_to_bytes(encoder.get_compressed())
+    expected = [np.asarray(symbols, dtype=np.int32).ravel() for symbols, _ in parts]
+
+    def decode(data: bytes) -> np.ndarray:
+        decoder = StagedDecoder(data)
+        decoded = [
+            decoder.symbols(model) if isinstance(model, SymbolModel) else decoder.categorical(model)
+            for _, model in parts
+        ]
+        return np.concatenate([np.zeros(0, np.int32), *decoded])
+
+    return _trim(full, np.concatenate([np.zeros(0, np.int32), *expected]), decode, min_bytes)
+
+
+class StagedDecoder:
+    """Decodes bytes made by encode_categorical, encode_symbols or encode_parts a batch at a
+    time, for context models whose later distributions depend on the symbols decoded so far.
+
+    Decoding all symbols in successive batches reads exactly what one call with all the
+    distributions would.
     """
 
     def __init__(self, data: bytes) -> None:
@@ -160,9 +209,11 @@ class CategoricalDecoder:
         self._family = constriction.stream.model.Categorical(perfect=False)
         self._decoder = constriction.stream.queue.RangeDecoder(_bytes_to_words(data))
 
-    def decode(self, probabilities: np.ndarray) -> np.ndarray:
+    def categorical(self, probabilities: np.ndarray) -> np.ndarray:
         """(S,) int32 next symbols, symbol i under `probabilities[i]` ((S, K) float64)."""
         probabilities = _check_categorical(probabilities)
+        if not len(probabilities):
+            return np.zeros(0, np.int32)
         try:
             symbols = self._decoder.decode(self._family, probabilities)
         except (ValueError, RuntimeError, AssertionError) as error:
@@ -174,3 +225,26 @@ class CategoricalDecoder:
                 f"from {self._size} bytes"
             )
         return symbols
+
+    def symbols(self, model: SymbolModel) -> np.ndarray:
+        """(S,) int32 next symbols under `model` (S = len(model.means)), in +-model.max_abs."""
+        if not len(model.means):
+            return np.zeros(0, np.int32)
+        try:
+            symbols = self._decoder.decode(model.family(), model.means, model.scales)
+        except (ValueError, RuntimeError, AssertionError) as error:
+            raise BitstreamError(f"range decoder failed on {self._size} bytes: {error}") from None
+        symbols = np.asarray(symbols, dtype=np.int32)
+        if int(np.abs(symbols).max()) > model.max_abs:
+            raise BitstreamError(
+                f"range decoder read a symbol outside +-{model.max_abs} from {self._size} bytes"
+            )
+        return symbols
+
+
+class CategoricalDecoder(StagedDecoder):
+    """A StagedDecoder of categorical batches only (decode = categorical)."""
+
+    def decode(self, probabilities: np.ndarray) -> np.ndarray:
+        """(S,) int32 next symbols, symbol i under `probabilities[i]` ((S, K) float64)."""
+        return self.categorical(probabilities)

@@ -145,9 +145,9 @@ def decode_landmarks(
     """(T, N, 3) face and (T, 2, 2) shoulders that the receiver decodes for each frame of the
     track (NaN where no face was found), under the stream settings of `config`.
 
-    Each frame's landmarks go through the sender's own fit and quantiser
-    (StreamEncoder.sent_keypoints). Intra and predicted keypoint packets decode to the same
-    quantiser values on a lossless link, so no range coding is needed to get them.
+    Each frame's landmarks go through the sender's own fit, quantiser and keypoint coder
+    (StreamEncoder.coded_keypoints: the rate-distortion quantiser depends on the frames
+    coded before), as on a lossless link; frames without a face are not coded.
     """
     from talkcodec.codec import StreamEncoder
 
@@ -159,7 +159,7 @@ def decode_landmarks(
     scale = config.size_px / track.size
     for index in np.flatnonzero(track.found):
         sent = Landmarks(face=track.face[index] * scale, shoulders=track.shoulders[index] * scale)
-        decoded = encoder.sent_keypoints(sent).decoded
+        decoded = encoder.coded_keypoints(sent).decoded
         face[index], shoulders[index] = decoded.face / scale, decoded.shoulders / scale
     return face, shoulders
 

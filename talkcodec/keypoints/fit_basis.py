@@ -5,6 +5,9 @@
 Writes keypoints-mediapipe478-v1.safetensors (the mediapipe face mesh) and
 keypoints-fan68-v1.safetensors (the 68-point layout of face-alignment, learned from the same
 tracks through the usual mapping of the 68 points onto face-mesh vertices).
+
+The files it writes have no entropy-coder tables yet: count them next with
+`python -m talkcodec.entropy.fit_contexts` (the keypoint coder refuses a model without them).
 """
 
 from __future__ import annotations
@@ -138,8 +141,8 @@ def main(argv: list[str] | None = None) -> None:
         "command": "python -m talkcodec.keypoints.fit_basis " + " ".join(argv),
     }
     for model_id, indices in (
-        (KeypointModelId.MEDIAPIPE_478_V1, None),
-        (KeypointModelId.FAN_68_V1, np.asarray(FAN68_FROM_MEDIAPIPE478)),
+        (KeypointModelId.MEDIAPIPE_478_V2, None),
+        (KeypointModelId.FAN_68_V2, np.asarray(FAN68_FROM_MEDIAPIPE478)),
     ):
         model = fit_model(model_id, tracks, indices, seed=args.seed)
         path = args.out / KEYPOINT_MODEL_FILES[model_id]
@@ -147,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"wrote {path}: {model.num_points} points, nominal scale {model.nominal_scale:.1f} px"
         )
+    print("now count the keypoint coder's tables: python -m talkcodec.entropy.fit_contexts")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,13 @@ from talkcodec.keypoints.landmarks import Landmarks
 REFERENCE_SIZE_PX = 256
 POSE_DIMS = 6  # rotation vector (3), log scale (1), shift x, y (2)
 SHOULDER_DIMS = 4
+# Rotations about the image's x and y axes (pitch, yaw) move the face points in the image
+# about 0.35 times as far as an in-plane rotation of the same angle (measured with
+# image_weights on the shipped basis): their step is this much coarser.
+OUT_OF_PLANE_FACTOR = 2.5
+# Shoulders are not face points: in image_weights a shoulder coordinate weighs this much (px^2
+# per px^2), so a coder that trades accuracy for bits keeps them only roughly.
+SHOULDER_WEIGHT = 0.02
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,9 @@ class KeypointModel:
     param_mean, param_std: (P,) statistics of the parameter vector over the training frames.
     delta_std: (P,) standard deviation of frame-to-frame parameter changes at 25 fps.
     nominal_scale: median s in pixels at 256 (a typical face's RMS radius).
+    residual_counts: (G, C, S) int64 or None, the entropy coder's table of predicted-frame
+        residuals by parameter group, context and symbol, counted on the training clips
+        (`python -m talkcodec.entropy.fit_contexts`; the layout is the coder's).
     """
 
     model_id: KeypointModelId
@@ -43,6 +53,7 @@ class KeypointModel:
     param_std: np.ndarray
     delta_std: np.ndarray
     nominal_scale: float
+    residual_counts: np.ndarray | None = None
 
     @property
     def num_points(self) -> int:
@@ -72,23 +83,44 @@ class KeypointModel:
             self.param_std[keep],
             self.delta_std[keep],
             self.nominal_scale,
+            self.residual_counts,
         )
 
     def quantisation_steps(self, step_px: float, shoulder_factor: float = 4.0) -> np.ndarray:
         """(P,) quantiser step of each parameter such that one step moves points ~step_px.
 
-        Rotation, log scale and expression move points by about nominal_scale per unit; shifts
-        are in pixels; shoulders are coarser since they matter less and jitter more.
+        Rotation, log scale and expression move points by about nominal_scale per unit (pitch
+        and yaw mostly in depth, so their steps are OUT_OF_PLANE_FACTOR coarser); shifts are in
+        pixels; shoulders are coarser since they matter less and jitter more.
         """
         angular = step_px / self.nominal_scale
         return np.concatenate(
             [
-                np.full(4, angular),
+                np.full(2, angular * OUT_OF_PLANE_FACTOR),
+                np.full(2, angular),
                 np.full(2, step_px),
                 np.full(self.expression_dims, angular),
                 np.full(SHOULDER_DIMS, step_px * shoulder_factor),
             ]
         )
+
+    def image_weights(self) -> np.ndarray:
+        """(P,) mean squared 2-D motion of the face points per unit of each parameter.
+
+        In px^2 at 256 per unit^2, at the training mean of the parameters (central differences).
+        Shoulder coordinates weigh SHOULDER_WEIGHT. A coder uses them to weigh each parameter's
+        quantisation error by what it does to the picture.
+        """
+        base = self.param_mean.astype(np.float64)
+        weights = np.full(self.num_params, SHOULDER_WEIGHT)
+        delta = 1e-4
+        for index in range(self.num_params - SHOULDER_DIMS):
+            up, down = base.copy(), base.copy()
+            up[index] += delta
+            down[index] -= delta
+            motion = (self._face_points(up) - self._face_points(down))[:, :2] / (2 * delta)
+            weights[index] = float(np.mean(np.sum(motion**2, axis=1)))
+        return weights
 
     # -- fitting and reconstruction -------------------------------------------------------
 
@@ -119,16 +151,20 @@ class KeypointModel:
     def reconstruct(self, params: np.ndarray, crop_size: int) -> Landmarks:
         """Landmarks in crop pixels from (P,) parameters (z relative to the head centre)."""
         params = np.asarray(params, dtype=np.float64)
-        rotation = cv2.Rodrigues(params[0:3].reshape(3, 1))[0]
-        scale = np.exp(params[3])
-        shift = np.array([params[4], params[5], 0.0])
-        coefficients = params[POSE_DIMS : POSE_DIMS + self.expression_dims]
-        face = scale * self.shape(coefficients) @ rotation.T + shift
+        face = self._face_points(params)
         from_ref = crop_size / REFERENCE_SIZE_PX
         shoulders = params[-SHOULDER_DIMS:].reshape(2, 2) * from_ref
         return Landmarks(
             face=(face * from_ref).astype(np.float32), shoulders=shoulders.astype(np.float32)
         )
+
+    def _face_points(self, params: np.ndarray) -> np.ndarray:
+        """(N, 3) float64 face points in pixels at 256 for (P,) float64 parameters."""
+        rotation = cv2.Rodrigues(params[0:3].reshape(3, 1))[0]
+        scale = np.exp(params[3])
+        shift = np.array([params[4], params[5], 0.0])
+        coefficients = params[POSE_DIMS : POSE_DIMS + self.expression_dims]
+        return scale * self.shape(coefficients) @ rotation.T + shift
 
     # -- files ----------------------------------------------------------------------------
 
@@ -141,6 +177,8 @@ class KeypointModel:
             "delta_std": self.delta_std.astype(np.float64),
             "nominal_scale": np.array([self.nominal_scale], dtype=np.float64),
         }
+        if self.residual_counts is not None:
+            tensors["residual_counts"] = self.residual_counts.astype(np.int64)
         info = {"model_id": str(int(self.model_id))} | (metadata or {})
         save_file(tensors, str(path), metadata=info)
 
@@ -155,6 +193,7 @@ class KeypointModel:
             param_std=tensors["param_std"],
             delta_std=tensors["delta_std"],
             nominal_scale=float(tensors["nominal_scale"][0]),
+            residual_counts=tensors.get("residual_counts"),
         )
 
 

@@ -10,15 +10,21 @@ from talkcodec.keypoints.model import KeypointModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 
+# The V2 models are the v1 bases (the same files) coded by the current keypoint coder.
 KEYPOINT_MODEL_FILES: dict[KeypointModelId, str] = {
-    KeypointModelId.MEDIAPIPE_478_V1: "keypoints-mediapipe478-v1.safetensors",
-    KeypointModelId.FAN_68_V1: "keypoints-fan68-v1.safetensors",
+    KeypointModelId.MEDIAPIPE_478_V2: "keypoints-mediapipe478-v1.safetensors",
+    KeypointModelId.FAN_68_V2: "keypoints-fan68-v1.safetensors",
+}
+# Ids whose keypoints an earlier coder wrote: named in the error, never decoded wrongly.
+RETIRED_KEYPOINT_MODELS: dict[KeypointModelId, KeypointModelId] = {
+    KeypointModelId.MEDIAPIPE_478_V1: KeypointModelId.MEDIAPIPE_478_V2,
+    KeypointModelId.FAN_68_V1: KeypointModelId.FAN_68_V2,
 }
 
 # Which keypoint model codes the landmarks of each detector backend.
 MODEL_FOR_DETECTOR: dict[str, KeypointModelId] = {
-    "mediapipe": KeypointModelId.MEDIAPIPE_478_V1,
-    "face-alignment": KeypointModelId.FAN_68_V1,
+    "mediapipe": KeypointModelId.MEDIAPIPE_478_V2,
+    "face-alignment": KeypointModelId.FAN_68_V2,
 }
 
 # The face-mesh vertex nearest to each of the 68 points of the iBUG/face-alignment layout
@@ -40,11 +46,17 @@ def weights_dir() -> Path:
 
 @cache
 def load_keypoint_model(model_id: int) -> KeypointModel:
-    """The shipped model for a wire id; BitstreamError for an unknown id."""
+    """The shipped model for a wire id; BitstreamError for an unknown or retired id."""
     try:
         known = KeypointModelId(model_id)
     except ValueError:
         raise BitstreamError(f"unknown keypoint model id {model_id}") from None
+    if known in RETIRED_KEYPOINT_MODELS:
+        raise BitstreamError(
+            f"keypoint model {known.name} was coded by an earlier keypoint coder that this "
+            f"build no longer has (it codes {RETIRED_KEYPOINT_MODELS[known].name}): "
+            "re-encode the source"
+        )
     path = weights_dir() / KEYPOINT_MODEL_FILES[known]
     if not path.is_file():
         raise FileNotFoundError(

@@ -91,7 +91,7 @@ def demo_frames(max_frames: int | None = None) -> tuple[list[np.ndarray], float]
         landmarks = detector.detect(portrait)
     if landmarks is None:
         raise DemoUnavailable("no face found in the demo portrait")
-    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1)
+    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V2)
     size = portrait.shape[0]
     portrait_params = model.fit(landmarks, size)
     renderer = MeshWarpRenderer()
@@ -111,7 +111,7 @@ def extract_track(clip: Path, seconds: float, fps: float = 25.0) -> np.ndarray:
     from talkcodec.keypoints.mediapipe_backend import MediapipeDetector
     from talkcodec.video import read_frames
 
-    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1)
+    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V2)
     rows: list[np.ndarray] = []
     with MediapipeDetector() as detector:
         frontend = FaceFrontend(detector, TRACK_CROP_PX)
@@ -140,7 +140,7 @@ def main() -> None:
         metadata={
             "source_clip": args.clip.name,
             "seconds": f"{args.seconds:g}",
-            "keypoint_model": KeypointModelId.MEDIAPIPE_478_V1.name,
+            "keypoint_model": KeypointModelId.MEDIAPIPE_478_V2.name,
             "layout": "rotation vector 3, log scale 1, shift 2 (px at 256), expression 48, "
             "shoulders 4 (px at 256)",
         },

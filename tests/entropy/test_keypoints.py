@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from talkcodec.bitstream import BitstreamError, KeypointModelId
 from talkcodec.entropy.keypoints import (
     MAX_INDEX,
+    RDO_LAMBDA_PX2,
     CodedKeypoints,
     KeypointDecoder,
     KeypointEncoder,
@@ -24,7 +26,7 @@ NUM_FRAMES = 100
 
 
 def keypoint_model() -> KeypointModel:
-    return load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1).truncated(32)
+    return load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V2).truncated(32)
 
 
 def random_walk(seed: int, num_frames: int = NUM_FRAMES) -> np.ndarray:
@@ -56,14 +58,56 @@ def test_decoder_reproduces_encoder_exactly(refresh: int, seed: int) -> None:
     assert_decoder_matches(KeypointDecoder(model, STEP_PX), coded)
 
 
-def test_decoded_params_are_within_half_a_step() -> None:
+def test_without_rdo_decoded_params_are_within_half_a_step() -> None:
     model = keypoint_model()
-    encoder = KeypointEncoder(model, STEP_PX, refresh_interval_frames=10)
+    encoder = KeypointEncoder(model, STEP_PX, refresh_interval_frames=10)  # rounds by default
     frames = random_walk(2)
     steps = encoder.quantiser.steps
     assert np.all(np.abs(frames) / steps < MAX_INDEX)  # nothing clamped in a realistic walk
     for params, frame in zip(frames, encode_all(encoder, frames), strict=True):
         assert np.all(np.abs(frame.decoded_params - params) <= steps / 2 * (1 + 1e-9))
+
+
+def test_rdo_keeps_a_neighbouring_index_or_the_previous_one_and_saves_bits() -> None:
+    model = keypoint_model()
+    frames = random_walk(2)
+    plain = encode_all(KeypointEncoder(model, STEP_PX, 10), frames)
+    encoder = KeypointEncoder(model, STEP_PX, 10, RDO_LAMBDA_PX2)
+    steps = encoder.quantiser.steps
+    coded = encode_all(encoder, frames)
+    assert np.all(np.abs(coded[0].decoded_params - frames[0]) <= steps / 2 * (1 + 1e-9))
+    kept = 0
+    for t in range(1, len(frames)):
+        decoded, previous = coded[t].decoded_params, coded[t - 1].decoded_params
+        neighbour = np.abs(decoded - frames[t]) < steps * (1 + 1e-9)
+        unchanged = decoded == previous
+        assert np.all(neighbour | unchanged), f"frame {t}"
+        kept += int(np.sum(unchanged & ~neighbour))
+    assert kept > 0  # some parameters did stay where they were, further than a step away
+    rdo_bytes = sum(len(frame.payload) for frame in coded)
+    assert rdo_bytes < 0.9 * sum(len(frame.payload) for frame in plain)
+    assert_decoder_matches(KeypointDecoder(model, STEP_PX), coded)
+
+
+def test_a_model_without_context_tables_is_rejected() -> None:
+    bare = dataclasses.replace(keypoint_model(), residual_counts=None)
+    message = "keypoint model has no residual_counts table; count it with"
+    with pytest.raises(ValueError, match=f"^{message}"):
+        KeypointEncoder(bare, STEP_PX)
+    with pytest.raises(ValueError, match=f"^{message}"):
+        KeypointDecoder(bare, STEP_PX)
+
+
+def test_large_changes_escape_and_still_decode_exactly() -> None:
+    model = keypoint_model()
+    encoder = KeypointEncoder(model, STEP_PX, refresh_interval_frames=0)
+    frames = np.stack([model.param_mean] * 4)
+    frames[1, 4] += 10 * encoder.quantiser.steps[4]  # shift x by 10 steps: past RESIDUAL_LIMIT
+    frames[2, 4] -= 500 * encoder.quantiser.steps[4]
+    frames[3, 6:10] += 7 * encoder.quantiser.steps[6:10]
+    coded = encode_all(encoder, frames)
+    assert [frame.intra for frame in coded] == [True, False, False, False]
+    assert_decoder_matches(KeypointDecoder(model, STEP_PX), coded)
 
 
 def test_clamped_params_decode_to_the_limit_on_both_sides() -> None:
@@ -164,10 +208,11 @@ def test_predicted_frames_are_much_smaller_than_intra_frames() -> None:
     coded = encode_all(KeypointEncoder(model, STEP_PX, 10), random_walk(9))
     intra_bytes = np.mean([len(frame.payload) for frame in coded if frame.intra])
     predicted_bytes = np.mean([len(frame.payload) for frame in coded if not frame.intra])
-    # Measured about 29 bytes intra and 10 predicted for 42 parameters at 0.3 px.
+    # Measured about 29 bytes intra and 8 predicted for 42 parameters at 0.3 px.
     assert predicted_bytes < 0.5 * intra_bytes
 
 
+@settings(deadline=None)  # the first example also loads the model
 @given(st.binary(max_size=64), st.booleans(), st.integers(0, 3))
 def test_corrupt_payloads_raise_bitstream_error_or_decode_finite(
     payload: bytes, intra: bool, frames_before: int
@@ -198,3 +243,9 @@ def test_non_positive_step_is_rejected(step_px: float) -> None:
 def test_negative_refresh_interval_is_rejected() -> None:
     with pytest.raises(ValueError, match="refresh_interval_frames must be >= 0"):
         KeypointEncoder(keypoint_model(), STEP_PX, refresh_interval_frames=-1)
+
+
+@pytest.mark.parametrize("rdo_lambda", [-0.1, math.nan])
+def test_negative_rdo_lambda_is_rejected(rdo_lambda: float) -> None:
+    with pytest.raises(ValueError, match=f"^rdo_lambda_px2 must be >= 0, got {rdo_lambda}$"):
+        KeypointEncoder(keypoint_model(), STEP_PX, rdo_lambda_px2=rdo_lambda)

@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from talkcodec.bitstream import BitstreamError
-from talkcodec.entropy.rangecoder import SymbolModel, decode_symbols, encode_symbols
+from talkcodec.entropy.rangecoder import (
+    StagedDecoder,
+    SymbolModel,
+    decode_symbols,
+    encode_parts,
+    encode_symbols,
+)
 
 KINDS = ("laplace", "gaussian")
 
@@ -151,3 +157,59 @@ def test_bit_flipped_bytes_decode_or_raise_bitstream_error(
         bit = data.draw(st.integers(0, 8 * len(encoded) - 1))
         encoded[bit // 8] ^= 1 << (bit % 8)
     assert_decodes_or_bitstream_error(bytes(encoded), model)
+
+
+@st.composite
+def mixed_parts(draw: st.DrawFn) -> list[tuple[np.ndarray, SymbolModel | np.ndarray]]:
+    """A categorical part, then a Laplace or Gaussian part, then another categorical part."""
+    first, second = draw(models_and_symbols(max_symbols=20)), draw(models_and_symbols(20))
+    parts: list[tuple[np.ndarray, SymbolModel | np.ndarray]] = []
+    for model, symbols in (first, second):
+        count, size = len(symbols), draw(st.integers(2, 16))
+        weights = draw(st.lists(st.integers(1, 1000), min_size=count * size, max_size=count * size))
+        probabilities = np.array(weights, dtype=np.float64).reshape(count, size)
+        categories = draw(st.lists(st.integers(0, size - 1), min_size=count, max_size=count))
+        parts += [(np.array(categories, dtype=np.int32), probabilities), (symbols, model)]
+    return parts[:3]
+
+
+def decode_parts(data: bytes, parts: list[tuple[np.ndarray, SymbolModel | np.ndarray]]) -> list:
+    decoder = StagedDecoder(data)
+    return [
+        decoder.symbols(model) if isinstance(model, SymbolModel) else decoder.categorical(model)
+        for _, model in parts
+    ]
+
+
+@given(mixed_parts())
+@settings(max_examples=60)
+def test_parts_round_trip_exactly_and_are_trimmed(parts: list) -> None:
+    data = encode_parts(parts)
+    for decoded, (symbols, _) in zip(decode_parts(data, parts), parts, strict=True):
+        assert np.array_equal(decoded, symbols)
+    if data:  # one byte less no longer decodes to the same symbols
+        try:
+            shorter = decode_parts(data[:-1], parts)
+        except BitstreamError:
+            return
+        assert not all(
+            np.array_equal(decoded, symbols)
+            for decoded, (symbols, _) in zip(shorter, parts, strict=True)
+        )
+
+
+def test_parts_with_nothing_to_code_are_empty() -> None:
+    empty = SymbolModel("laplace", np.zeros(0), np.ones(0), max_abs=10)
+    parts = [(np.zeros(0, np.int32), np.ones((0, 3))), (np.zeros(0, np.int32), empty)]
+    assert encode_parts(parts) == b""
+    assert [len(symbols) for symbols in decode_parts(b"", parts)] == [0, 0]
+
+
+def test_parts_reject_symbols_outside_their_models() -> None:
+    model = SymbolModel("laplace", np.zeros(1), np.ones(1), max_abs=5)
+    with pytest.raises(ValueError, match=r"^symbol out of range \+-5$"):
+        encode_parts([(np.array([6]), model)])
+    with pytest.raises(ValueError, match=r"^symbol out of range 0\.\.2$"):
+        encode_parts([(np.array([3]), np.ones((1, 3)))])
+    with pytest.raises(ValueError, match="^2 symbols but 1 distributions$"):
+        encode_parts([(np.array([0, 1]), np.ones((1, 3)))])

@@ -28,7 +28,7 @@ from talkcodec.keypoints.landmarks import Landmarks
 from talkcodec.keypoints.registry import load_keypoint_model
 
 SIZE = 256
-MODEL_FOR_POINTS = {478: KeypointModelId.MEDIAPIPE_478_V1, 68: KeypointModelId.FAN_68_V1}
+MODEL_FOR_POINTS = {478: KeypointModelId.MEDIAPIPE_478_V2, 68: KeypointModelId.FAN_68_V2}
 ENTRY = {name: index for index, name in enumerate(DESCRIPTOR_NAMES)}
 
 

@@ -180,7 +180,9 @@ def test_decoded_landmarks_are_what_the_stream_decodes() -> None:
     assert np.isnan(decoded_face[1]).all()
 
     step_px = round(config.keypoint_step_px * 1000) / 1000
-    encoder = KeypointEncoder(model, step_px, config.refresh_interval_frames)
+    encoder = KeypointEncoder(
+        model, step_px, config.refresh_interval_frames, config.keypoint_rdo_lambda_px2
+    )
     decoder = KeypointDecoder(model, step_px)
     for index in (0, 2, 3, 4):  # intra first, then predicted packets
         coded = encoder.encode(model.fit(sent[index], config.size_px))

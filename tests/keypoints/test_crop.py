@@ -121,7 +121,7 @@ def test_full_square_of_a_square_frame_extracts_the_frame_itself() -> None:
 
 def synthetic_face(centre_xy: tuple[float, float], radius_px: float = 60.0) -> np.ndarray:
     """(478, 2) face points: the shipped mean shape, scaled and placed in the frame."""
-    mean_shape = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1).mean_shape
+    mean_shape = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V2).mean_shape
     return mean_shape[:, :2] * radius_px + np.asarray(centre_xy)
 
 

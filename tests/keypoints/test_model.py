@@ -11,16 +11,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from safetensors import safe_open
 
-from talkcodec.bitstream import KeypointModelId
+from talkcodec.bitstream import BitstreamError, KeypointModelId
 from talkcodec.keypoints.landmarks import Landmarks
 from talkcodec.keypoints.model import (
     POSE_DIMS,
     SHOULDER_DIMS,
+    SHOULDER_WEIGHT,
     KeypointModel,
     landmark_error_px,
     similarity_fit,
 )
-from talkcodec.keypoints.registry import load_keypoint_model
+from talkcodec.keypoints.registry import KEYPOINT_MODEL_FILES, load_keypoint_model
 
 seeds = st.integers(0, 2**32 - 1)
 
@@ -95,7 +96,7 @@ def model_params(model: KeypointModel, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([rotation_vector, [log_scale], shift, expression, shoulders])
 
 
-@pytest.mark.parametrize("model_id", list(KeypointModelId))
+@pytest.mark.parametrize("model_id", list(KEYPOINT_MODEL_FILES))
 @pytest.mark.parametrize("crop_size", [256, 512])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_fit_recovers_landmarks_and_params_made_by_the_model(
@@ -116,7 +117,7 @@ def test_fit_recovers_landmarks_and_params_made_by_the_model(
 
 
 def test_reconstruct_places_the_face_by_pose() -> None:
-    model = load_keypoint_model(KeypointModelId.FAN_68_V1).truncated(0)
+    model = load_keypoint_model(KeypointModelId.FAN_68_V2).truncated(0)
     params = np.zeros(model.num_params)
     params[3] = np.log(40.0)
     params[4:6] = [100.0, 120.0]
@@ -139,7 +140,7 @@ def test_landmark_error_is_measured_in_pixels_at_256() -> None:
 
 @pytest.mark.parametrize(
     ("model_id", "num_points"),
-    [(KeypointModelId.MEDIAPIPE_478_V1, 478), (KeypointModelId.FAN_68_V1, 68)],
+    [(KeypointModelId.MEDIAPIPE_478_V2, 478), (KeypointModelId.FAN_68_V2, 68)],
 )
 def test_shipped_models_load_with_sane_statistics(
     model_id: KeypointModelId, num_points: int
@@ -161,11 +162,32 @@ def test_shipped_models_load_with_sane_statistics(
     np.testing.assert_allclose(model.mean_shape.mean(axis=0), 0, atol=1e-6)
     assert np.sqrt((model.mean_shape**2).sum(axis=1).mean()) == pytest.approx(1, rel=1e-6)
     np.testing.assert_allclose((model.basis**2).sum(axis=(1, 2)), num_points, rtol=1e-5)
+    # The entropy coder's table: counts of predicted-frame symbols on the training clips.
+    assert model.residual_counts is not None
+    assert model.residual_counts.ndim == 3
+    assert np.all(model.residual_counts >= 0)
+    assert model.residual_counts.sum() > 100_000
+
+
+def test_image_weights_measure_how_far_each_parameter_moves_the_face() -> None:
+    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V2).truncated(32)
+    weights = model.image_weights()
+    assert weights.shape == (model.num_params,)
+    # A shift moves every point by exactly as many pixels; shoulders weigh SHOULDER_WEIGHT.
+    np.testing.assert_allclose(weights[4:6], 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(weights[-SHOULDER_DIMS:], SHOULDER_WEIGHT)
+    # Pitch and yaw move the face mostly in depth: far less in the image than roll does.
+    assert np.all(weights[0:2] < 0.25 * weights[2])
+    # With the steps of quantisation_steps, one step of any face parameter moves the points
+    # by about step_px in the image (pitch and yaw included, thanks to their coarser step).
+    step_px = 0.3
+    motion = np.sqrt(weights * model.quantisation_steps(step_px) ** 2)[:-SHOULDER_DIMS]
+    assert np.all((0.7 * step_px < motion) & (motion < 1.1 * step_px))
 
 
 @pytest.mark.parametrize("kept", [0, 1, 32, 48])
 def test_truncated_keeps_pose_first_expressions_and_shoulders(kept: int) -> None:
-    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1)
+    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V2)
     small = model.truncated(kept)
     assert small.expression_dims == kept
     assert small.num_params == POSE_DIMS + kept + SHOULDER_DIMS
@@ -178,20 +200,20 @@ def test_truncated_keeps_pose_first_expressions_and_shoulders(kept: int) -> None
 
 @pytest.mark.parametrize("kept", [49, -1])
 def test_truncated_rejects_impossible_sizes(kept: int) -> None:
-    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1)
+    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V2)
     with pytest.raises(ValueError, match=r"^expression_dims must be 0\.\.48$"):
         model.truncated(kept)
 
 
 def test_fit_rejects_the_wrong_number_of_points() -> None:
-    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1)
-    fan = load_keypoint_model(KeypointModelId.FAN_68_V1)
+    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V2)
+    fan = load_keypoint_model(KeypointModelId.FAN_68_V2)
     landmarks = fan.reconstruct(fan.param_mean, crop_size=256)
     with pytest.raises(ValueError, match="^model expects 478 points, got 68$"):
         model.fit(landmarks, crop_size=256)
 
 
-@pytest.mark.parametrize("model_id", list(KeypointModelId))
+@pytest.mark.parametrize("model_id", list(KEYPOINT_MODEL_FILES))
 def test_save_load_round_trip(model_id: KeypointModelId, tmp_path: Path) -> None:
     model = load_keypoint_model(model_id)
     path = tmp_path / "model.safetensors"
@@ -201,7 +223,13 @@ def test_save_load_round_trip(model_id: KeypointModelId, tmp_path: Path) -> None
 
     assert loaded.model_id == model_id
     assert loaded.nominal_scale == model.nominal_scale
-    for name in ("mean_shape", "basis", "param_mean", "param_std", "delta_std"):
+    for name in ("mean_shape", "basis", "param_mean", "param_std", "delta_std", "residual_counts"):
         assert np.array_equal(getattr(loaded, name), getattr(model, name)), name
     with safe_open(str(path), framework="numpy") as stored:
         assert stored.metadata() == {"model_id": str(int(model_id)), "source": "test"}
+
+
+@pytest.mark.parametrize("retired", [KeypointModelId.MEDIAPIPE_478_V1, KeypointModelId.FAN_68_V1])
+def test_retired_models_say_so_and_never_decode_wrongly(retired: KeypointModelId) -> None:
+    with pytest.raises(BitstreamError, match=f"keypoint model {retired.name} was coded by an "):
+        load_keypoint_model(retired)

@@ -44,7 +44,7 @@ GRADIENT = np.stack(
 def replay_encoder(frames: int = 2000) -> StreamEncoder:
     """The real StreamEncoder in its replay mode (no face detector): the landmarks of a random
     walk of the keypoint model, one per frame, on camera frames that are already the crop."""
-    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V1).truncated(DIMS)
+    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V2).truncated(DIMS)
     rng = np.random.default_rng(0)
     walk = np.cumsum(rng.normal(0, model.delta_std * 0.5, (frames, model.num_params)), axis=0)
     landmarks = [model.reconstruct(model.param_mean + step, SIZE) for step in walk]

@@ -14,7 +14,7 @@ from talkcodec.transport.control import (
     parse_control,
 )
 
-HEADER = StreamHeader(256, 256, 25000, KeyframeCodecId.WEBP, KeypointModelId.MEDIAPIPE_478_V1,
+HEADER = StreamHeader(256, 256, 25000, KeyframeCodecId.WEBP, KeypointModelId.MEDIAPIPE_478_V2,
                       300, 32)  # fmt: skip
 
 
