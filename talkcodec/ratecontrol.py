@@ -25,7 +25,7 @@ import numpy as np
 from talkcodec.bitstream import PTS_MODULO
 from talkcodec.keyframe import KeyframeCodec
 
-BURST_S = 2.0
+BURST_S = 4.0
 WINDOW_S = 5.0
 WINDOW_START_S = 1.0
 # What a .tkc file spends once: magic, version, header length and a revision-3 stream header.

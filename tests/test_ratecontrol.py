@@ -17,10 +17,12 @@ from talkcodec.ratecontrol import BURST_S, FILE_PREAMBLE_BYTES, WINDOW_S, RateCa
 def test_the_first_keyframe_may_take_the_burst_and_no_more() -> None:
     cap = RateCap(max_kbps=2, fps=25)  # 250 bytes/s
     assert cap.available(0) == pytest.approx(250 * BURST_S - FILE_PREAMBLE_BYTES)
-    cap.spend(0, 500)  # a keyframe of 2 s of budget
+    burst_ms = round(BURST_S * 1000)
+    cap.spend(0, 250 * BURST_S)  # a keyframe of the whole burst
     # Frames find room only once the time covered catches up with what was spent.
-    assert cap.available(40) < 0 and cap.available(1960) < 0
-    assert cap.available(2160) == pytest.approx(250 * 2.2 - 500 - FILE_PREAMBLE_BYTES)
+    assert cap.available(40) < 0 and cap.available(burst_ms - 40) < 0
+    later = cap.available(burst_ms + 160)  # covering BURST_S + 0.2 s
+    assert later == pytest.approx(250 * 0.2 - FILE_PREAMBLE_BYTES)
 
 
 def test_windows_after_the_first_second_hold_the_rate() -> None:
