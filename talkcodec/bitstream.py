@@ -546,9 +546,13 @@ _COMPACT_LENGTH = 0x08  # a varint payload length follows: another packet comes 
 _COMPACT_SEQ_HIGH = 0x07
 _COMPACT_TIME_FIELD = struct.Struct("!I")
 COMPACT_HEADER_BYTES = 2
-# Wire codes of the 2-bit kind field (explicit, like every id); 2 and 3 are reserved.
+# Wire codes of the 2-bit kind field (explicit, like every id); 3 is reserved.
 _COMPACT_KIND_CODES = {PacketKind.KEYPOINTS: 0, PacketKind.KEYFRAME: 1}
 _COMPACT_KINDS = {code: kind for kind, code in _COMPACT_KIND_CODES.items()}
+# Code 2: a continuation, a 1-byte header (no seq byte) for the KEYPOINTS packet whose seq is
+# one past the KEYPOINTS packet before it in the same message; bits 2..0 are reserved, zero.
+_COMPACT_CONTINUATION = 2
+_COMPACT_CONTINUATION_RESERVED = 0x07
 # A bundle (one message holding several packets) holds at most this many: a second of frames
 # at 32 fps, far above any latency budget, and a bound on what one message can make a reader do.
 MAX_BUNDLE_PACKETS = 32
@@ -665,19 +669,26 @@ class PacketWriter:
         if len(packets) == 1:
             return self.pack(packets[0])
         last = len(packets) - 1
-        return b"".join(self._pack_compact(p, last=i == last) for i, p in enumerate(packets))
+        return b"".join(
+            self._pack_compact(p, last=i == last, after=packets[i - 1] if i else None)
+            for i, p in enumerate(packets)
+        )
 
-    def _pack_compact(self, packet: Packet, last: bool) -> bytes:
+    def _pack_compact(self, packet: Packet, last: bool, after: Packet | None = None) -> bytes:
+        """One compact packet; `after`: the packet before it in the same message, if any."""
         if packet.seq >= COMPACT_SEQ_MODULO:
             raise ValueError(
                 f"compact seq must be in 0..{COMPACT_SEQ_MODULO - 1}, got {packet.seq}"
             )
         timed = self.clock.needs_time(packet)
-        first = _COMPACT_KIND_CODES[packet.kind] << _COMPACT_KIND_SHIFT | packet.seq >> 8
-        first |= _COMPACT_INTRA if packet.is_intra else 0
-        first |= _COMPACT_TIME if timed else 0
-        first |= 0 if last else _COMPACT_LENGTH
-        parts = [bytes((first, packet.seq & 0xFF))]
+        flags = _COMPACT_INTRA if packet.is_intra else 0
+        flags |= _COMPACT_TIME if timed else 0
+        flags |= 0 if last else _COMPACT_LENGTH
+        if _continues(after, packet):
+            parts = [bytes((_COMPACT_CONTINUATION << _COMPACT_KIND_SHIFT | flags,))]
+        else:
+            first = _COMPACT_KIND_CODES[packet.kind] << _COMPACT_KIND_SHIFT | packet.seq >> 8
+            parts = [bytes((first | flags, packet.seq & 0xFF))]
         if timed:
             parts.append(_COMPACT_TIME_FIELD.pack(packet.pts_ms))
             self.clock.note_time(packet.kind, packet.seq, packet.pts_ms)
@@ -704,7 +715,8 @@ class PacketReader:
         packets: list[Packet] = []
         offset = 0
         while True:
-            packet, offset, more = _parse_compact(data, offset, clock)
+            after = packets[-1] if packets else None
+            packet, offset, more = _parse_compact(data, offset, clock, after)
             packets.append(packet)
             if not more:
                 break
@@ -718,18 +730,47 @@ class PacketReader:
         return packets
 
 
-def _parse_compact(data: bytes, offset: int, clock: ImpliedClock) -> tuple[Packet, int, bool]:
-    """(packet, offset after it, whether another packet follows) at data[offset:]."""
-    if len(data) - offset < COMPACT_HEADER_BYTES:
-        raise BitstreamError(
-            f"compact packet header needs {COMPACT_HEADER_BYTES} bytes, got {len(data) - offset}"
-        )
-    first, low = data[offset], data[offset + 1]
-    kind = _COMPACT_KINDS.get(first >> _COMPACT_KIND_SHIFT)
-    if kind is None:
-        raise UnknownPacketKind(f"unknown compact packet kind {first >> _COMPACT_KIND_SHIFT}")
-    seq = (first & _COMPACT_SEQ_HIGH) << 8 | low
-    offset += COMPACT_HEADER_BYTES
+def _continues(after: Packet | None, packet: Packet) -> bool:
+    """Whether `packet` may take a continuation header after `after` in one message."""
+    return (
+        after is not None
+        and after.kind is PacketKind.KEYPOINTS
+        and packet.kind is PacketKind.KEYPOINTS
+        and packet.seq == (after.seq + 1) % COMPACT_SEQ_MODULO
+    )
+
+
+def _parse_compact(
+    data: bytes, offset: int, clock: ImpliedClock, after: Packet | None
+) -> tuple[Packet, int, bool]:
+    """(packet, offset after it, whether another packet follows) at data[offset:]; `after`:
+    the packet before it in the same message, if any."""
+    if offset >= len(data):
+        raise BitstreamError(f"compact packet header needs {COMPACT_HEADER_BYTES} bytes, got 0")
+    first = data[offset]
+    code = first >> _COMPACT_KIND_SHIFT
+    if code == _COMPACT_CONTINUATION:
+        if after is None or after.kind is not PacketKind.KEYPOINTS:
+            raise BitstreamError(
+                "continuation packet must follow a keypoints packet in its message"
+            )
+        if first & _COMPACT_CONTINUATION_RESERVED:
+            raise BitstreamError(
+                f"continuation packet sets reserved bits: 0x{first & 0x07:02x}, expected 0"
+            )
+        kind, seq = PacketKind.KEYPOINTS, (after.seq + 1) % COMPACT_SEQ_MODULO
+        offset += 1
+    else:
+        if len(data) - offset < COMPACT_HEADER_BYTES:
+            raise BitstreamError(
+                f"compact packet header needs {COMPACT_HEADER_BYTES} bytes, "
+                f"got {len(data) - offset}"
+            )
+        known = _COMPACT_KINDS.get(code)
+        if known is None:
+            raise UnknownPacketKind(f"unknown compact packet kind {code}")
+        kind, seq = known, (first & _COMPACT_SEQ_HIGH) << 8 | data[offset + 1]
+        offset += COMPACT_HEADER_BYTES
     if first & _COMPACT_TIME:
         if len(data) - offset < _COMPACT_TIME_FIELD.size:
             raise BitstreamError(

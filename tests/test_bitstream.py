@@ -355,8 +355,9 @@ def test_compact_bundle_layout() -> None:
         Packet(PacketKind.KEYPOINTS, 3, 80, b"\xdd"),
     )
     data = PacketWriter(GOLDEN_HEADER).pack_bundle(bundle)
-    # every packet but the last carries LENGTH (0x08) and a varint payload length
-    assert data == bytes.fromhex("38 01 00000000 02 aabb 08 02 01 cc 00 03 dd")
+    # every packet but the last carries LENGTH (0x08) and a varint payload length; those that
+    # follow a keypoints packet with the next seq take a 1-byte continuation header (kind 2)
+    assert data == bytes.fromhex("38 01 00000000 02 aabb 88 01 cc 80 dd")
     assert tuple(PacketReader(GOLDEN_HEADER).parse(data)) == bundle
 
 
@@ -513,7 +514,22 @@ ERROR_CASES: list[tuple[Callable[[bytes], object], bytes, str]] = [
         "packet flags 0x03 set reserved bits: expected only bits 0x01, found 0x02",
     ),
     (_parse_bundle, b"\x00", "compact packet header needs 2 bytes, got 1"),
-    (_parse_bundle, bytes.fromhex("80 00"), "unknown compact packet kind 2"),
+    (
+        _parse_bundle,
+        bytes.fromhex("80 00"),
+        "continuation packet must follow a keypoints packet in its message",
+    ),
+    (
+        _parse_bundle,
+        bytes.fromhex("78 00 00000000 00 80"),  # after a keyframe
+        "continuation packet must follow a keypoints packet in its message",
+    ),
+    (
+        _parse_bundle,
+        bytes.fromhex("38 00 00000000 00 81"),
+        "continuation packet sets reserved bits: 0x01, expected 0",
+    ),
+    (_parse_bundle, bytes.fromhex("c0 00"), "unknown compact packet kind 3"),
     (_parse_bundle, bytes.fromhex("10 00 0000"), "compact packet pts_ms needs 4 bytes, got 2"),
     (
         _parse_bundle,

@@ -380,8 +380,8 @@ def test_capture_jitter_costs_no_timestamp_bytes_and_bundles_decode_whole() -> N
         message = writer.pack_bundle(pair)
         sizes.append(len(message) - sum(len(p.payload) for p in pair))
         frames += decoder.decode(message, channel=PacketKind.KEYPOINTS)
-    assert sizes[0] == 2 + 4 + 2 + 1  # the intra packet timed, the next one's length
-    assert set(sizes[1:]) == {2 + 1 + 2}  # two headers and a length byte
+    assert sizes[0] == 2 + 4 + 1 + 1  # the intra packet timed, its length, a continuation
+    assert set(sizes[1:]) == {2 + 1 + 1}  # a header, a length byte, a continuation
     assert [frame.pts_ms for frame in frames] == [p.pts_ms for p in keypoints]
     assert decoder.stats.keypoint_frames == count and decoder.stats.lost == 0
 
