@@ -113,7 +113,7 @@ class CallSender:
         packets = self.encoder.encode(captured.image, captured.pts_ms)
         self.stats.encode_ms.append((time.perf_counter() - started) * 1000)
         self.stats.frames_encoded += 1
-        self.stats.frames_without_face += not packets
+        self.stats.frames_without_face += self.encoder.last_landmarks is None
         if self._on_encoded is not None and self.encoder.last_crop is not None:
             self._on_encoded(captured.pts_ms, self.encoder.last_crop)
         return packets
@@ -195,6 +195,9 @@ class CallSender:
         return {
             "frames_encoded": self.stats.frames_encoded,
             "frames_without_face": self.stats.frames_without_face,
+            "frames_not_sent_rate_cap": (
+                self.encoder.rate_cap.skipped_frames if self.encoder.rate_cap is not None else 0
+            ),
             "frames_dropped_at_capture": self.stats.frames_dropped_at_capture,
             "encode_ms": {
                 "median": float(np.median(encode_ms)) if encode_ms else None,
