@@ -470,7 +470,7 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plots(points: list[dict], size: int) -> list[Path]:
+def _plots(points: list[dict], size: int, name: str) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -519,14 +519,16 @@ def _plots(points: list[dict], size: int) -> list[Path]:
         axes[1].legend(fontsize=8)
         figure.suptitle(f"{label} against rate, {size}x{size}, mean over clips")
         figure.tight_layout()
-        path = RESULTS / f"bandwidth-{size}-{metric.replace('_', '-')}.png"
+        path = RESULTS / f"{name}-{metric.replace('_', '-')}.png"
         figure.savefig(path, dpi=110)
         plt.close(figure)
         paths.append(path)
     return paths
 
 
-def _strip(rows: list[dict], references: dict[str, np.ndarray], size: int) -> Path | None:
+def _strip(
+    rows: list[dict], references: dict[str, np.ndarray], size: int, name: str
+) -> Path | None:
     """reference | H.264 | talkcodec (default point) at the H.264 rate nearest talkcodec's."""
     sheets = []
     for clip, reference in references.items():
@@ -552,7 +554,7 @@ def _strip(rows: list[dict], references: dict[str, np.ndarray], size: int) -> Pa
         sheets.append(np.concatenate(labelled, axis=0))
     if not sheets:
         return None
-    path = RESULTS / f"bandwidth-{size}-strip.png"
+    path = RESULTS / f"{name}-strip.png"
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(sheets, axis=0), cv2.COLOR_RGB2BGR))
     return path
 
@@ -584,8 +586,16 @@ def run(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict[str, np.
         metas = [f.result() for f in tqdm(futures, desc="reference crops", unit="clip")]
         metas = [m for m in metas if m is not None]
         strip_clips = {m["clip"] for m in metas[:STRIP_CLIPS]}
-        tasks = [(m, _talkcodec_points()) for m in metas]
-        tasks += [(m, _baseline_points(codec)) for codec in BASELINE_CODECS for m in metas]
+        talkcodec_points = [
+            p for p in _talkcodec_points() if p["keyframe_codec"] in args.keyframe_codecs
+        ]
+        tasks = [(m, talkcodec_points) for m in metas] if "talkcodec" in args.codecs else []
+        tasks += [
+            (m, _baseline_points(codec))
+            for codec in BASELINE_CODECS
+            if codec in args.codecs
+            for m in metas
+        ]
         futures = [
             pool.submit(
                 evaluate_points,
@@ -618,6 +628,8 @@ def _run_config(args: argparse.Namespace) -> dict:
         "frames": args.frames,
         "akd_every_n_frames": args.akd_every,
         "workers": args.workers,
+        "codecs": list(args.codecs),
+        "talkcodec_keyframe_codecs": list(args.keyframe_codecs),
         "baseline_target_kbps": list(BASELINE_KBPS),
         "baseline_options": {
             n: {"encoder": c.encoder, **c.options} for n, c in BASELINE_CODECS.items()
@@ -639,7 +651,21 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="square side of the test crops (px)")
     parser.add_argument("--akd-every", type=int, default=5, help="AKD on every Nth frame")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    codecs = ["talkcodec", *BASELINE_CODECS]
+    parser.add_argument(
+        "--codecs", nargs="+", choices=codecs, default=codecs,
+        help="a subset of the codecs (results then go to bandwidth-SIZE-CODECS...)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--keyframe-codecs", nargs="+", choices=["webp", "gc"], default=["webp", "gc"],
+        help="the talkcodec points' keyframe codecs",
+    )  # fmt: skip
     args = parser.parse_args()
+    name = f"bandwidth-{args.size}"
+    if sorted(args.codecs) != sorted(codecs) or len(args.keyframe_codecs) < 2:
+        name += "-" + "-".join(args.codecs)
+        if "talkcodec" in args.codecs and len(args.keyframe_codecs) < 2:
+            name += "-" + "-".join(args.keyframe_codecs)
     started = time.perf_counter()
     metas, rows, references = run(args)
     points = _mean_points(rows)
@@ -654,9 +680,9 @@ def main() -> None:
         "matched_h264": _matched_h264(points),
         "run_time_s": time.perf_counter() - started,
     }
-    common.write_results(f"bandwidth-{args.size}", _json_safe(report), _markdown(report))
-    _plots(points, args.size)
-    _strip(rows, references, args.size)
+    common.write_results(name, _json_safe(report), _markdown(report))
+    _plots(points, args.size, name)
+    _strip(rows, references, args.size, name)
     print(_markdown(report))
 
 
