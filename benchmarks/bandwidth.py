@@ -84,8 +84,10 @@ NOTES = [
     "most 10 s), so these short clips overstate what references cost in a long call.",
     "Wire rates add per-packet transport headers (see talkcodec/transport/overhead.py): "
     "RTP/SRTP/UDP/IPv4 per <=1200-byte RTP packet for the classical codecs, "
-    "SCTP/DTLS/UDP/IPv4 per data-channel message (plus talkcodec's 8-byte packet header) for "
-    "talkcodec. RTP payload descriptors, header extensions, RTCP and SCTP SACKs are not counted.",
+    "SCTP/DTLS/UDP/IPv4 per data-channel message for talkcodec, whose messages are sent as the "
+    "live sender sends them (compact packets, keyframes fragmented, keypoints bundled within "
+    "the default --bundle-ms of 40). RTP payload descriptors, header extensions, RTCP and SCTP "
+    "SACKs are not counted.",
     "BD-rate (talkcodec.bdrate): log-rate against quality interpolated piecewise-cubically "
     "(PCHIP, as in JVET's current test conditions) and averaged over the quality range both "
     "curves share, on the clip-averaged curves; each curve is reduced to its Pareto front "
@@ -403,12 +405,22 @@ def _matched_cell(row: dict, key: str) -> str:
     return f"{value:.1f}" if value is not None else row.get(f"{key}_bound", "n/a")
 
 
+def _subset_flags(report: dict) -> str:
+    """The --codecs / --keyframe-codecs flags of a run over a subset ("" for the full run)."""
+    config = report["config"]
+    codecs = config.get("codecs", [])
+    flags = "" if len(codecs) == 1 + len(BASELINE_CODECS) else " --codecs " + " ".join(codecs)
+    keyframes = config.get("talkcodec_keyframe_codecs", ["webp", "gc"])
+    return flags + ("" if len(keyframes) == 2 else " --keyframe-codecs " + " ".join(keyframes))
+
+
 def _markdown(report: dict) -> str:
     size, points = report["config"]["size_px"], report["points"]
     lines = [
         f"# Bandwidth: talkcodec against classical codecs, {size}x{size}",
         "",
-        f"`python benchmarks/bandwidth.py --size {size}`: {len(report['clips'])} clips from "
+        f"`python benchmarks/bandwidth.py --size {size}{_subset_flags(report)}`: "
+        f"{len(report['clips'])} clips from "
         f"`{report['config']['data']}`, fixed face crop, {report['config']['fps']:g} fps, first "
         f"{report['config']['frames']} frames; every rate measured. Means over clips.",
         "",
