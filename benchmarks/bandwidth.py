@@ -482,7 +482,7 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plots(points: list[dict], size: int, name: str) -> list[Path]:
+def _plots(points: list[dict], size: int, results_name: str) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -531,7 +531,7 @@ def _plots(points: list[dict], size: int, name: str) -> list[Path]:
         axes[1].legend(fontsize=8)
         figure.suptitle(f"{label} against rate, {size}x{size}, mean over clips")
         figure.tight_layout()
-        path = RESULTS / f"{name}-{metric.replace('_', '-')}.png"
+        path = RESULTS / f"{results_name}-{metric.replace('_', '-')}.png"
         figure.savefig(path, dpi=110)
         plt.close(figure)
         paths.append(path)
@@ -539,7 +539,7 @@ def _plots(points: list[dict], size: int, name: str) -> list[Path]:
 
 
 def _strip(
-    rows: list[dict], references: dict[str, np.ndarray], size: int, name: str
+    rows: list[dict], references: dict[str, np.ndarray], size: int, results_name: str
 ) -> Path | None:
     """reference | H.264 | talkcodec (default point) at the H.264 rate nearest talkcodec's."""
     sheets = []
@@ -566,7 +566,7 @@ def _strip(
         sheets.append(np.concatenate(labelled, axis=0))
     if not sheets:
         return None
-    path = RESULTS / f"{name}-strip.png"
+    path = RESULTS / f"{results_name}-strip.png"
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(sheets, axis=0), cv2.COLOR_RGB2BGR))
     return path
 
