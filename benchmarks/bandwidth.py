@@ -497,6 +497,8 @@ def _plots(points: list[dict], size: int, results_name: str) -> list[Path]:
         ):
             for codec, name in CODEC_NAMES.items():
                 chosen = [p for p in points if p["codec"] == codec]
+                if not chosen:  # a run over a subset of the codecs
+                    continue
                 if codec == "talkcodec":
                     axis.scatter(
                         [p[rate] for p in chosen],
