@@ -144,3 +144,19 @@ def test_not_a_video_gives_one_line_error(
     assert main(["encode", str(path), "-o", str(tmp_path / "o.tkc")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"talkcodec: error: cannot read video {path}")
+
+
+def test_a_stream_of_the_retired_keypoint_coder_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The golden file of revision 1 codes keypoints with MEDIAPIPE_478_V1: `info` reads it,
+    `decode` says why it cannot decode it rather than decoding wrong keypoints."""
+    old = Path(__file__).parent / "golden" / "tkc_three_packets_v1.bin"
+    assert main(["info", str(old)]) == 0
+    capsys.readouterr()
+    assert main(["decode", str(old), "-o", str(tmp_path / "old.mp4")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "talkcodec: error: keypoint model MEDIAPIPE_478_V1 was coded by an earlier keypoint "
+        "coder that this build no longer has (it codes MEDIAPIPE_478_V2): re-encode the source"
+    ]
