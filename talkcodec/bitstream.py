@@ -730,6 +730,27 @@ class PacketReader:
         return packets
 
 
+def compact_packet_kind(first_byte: int) -> PacketKind | None:
+    """The kind a compact packet's first byte names (None: a continuation or a reserved
+    code); for tools that work on the bytes (talkcodec.fuzzing)."""
+    return _COMPACT_KINDS.get(first_byte >> _COMPACT_KIND_SHIFT)
+
+
+def compact_first_byte(kind: PacketKind, low_bits: int) -> int:
+    """A compact packet's first byte naming `kind`, with `low_bits` (flags and seq bits 10..8,
+    the low 6 bits) kept."""
+    return _COMPACT_KIND_CODES[kind] << _COMPACT_KIND_SHIFT | low_bits & 0x3F
+
+
+def compact_timed(first_byte: int) -> bool:
+    """Whether a (non-continuation) compact packet with this first byte carries pts_ms."""
+    return bool(first_byte & _COMPACT_TIME)
+
+
+def compact_with_time_flag(first_byte: int) -> int:
+    return first_byte | _COMPACT_TIME
+
+
 def _continues(after: Packet | None, packet: Packet) -> bool:
     """Whether `packet` may take a continuation header after `after` in one message."""
     return (
@@ -814,6 +835,15 @@ def _encode_tkc_preamble(header: StreamHeader) -> bytes:
     header_bytes = bytes(header)
     preamble = _TKC_PREAMBLE.pack(TKC_MAGIC, _tkc_version(header), len(header_bytes))
     return preamble + header_bytes
+
+
+def tkc_record_bytes(packet_format: PacketFormat, payload_bytes: int, timed: bool) -> int:
+    """The bytes a .tkc record of one packet takes: its length field, packet header (a COMPACT
+    packet's pts_ms only when `timed`) and payload; what _encode_tkc_record writes."""
+    if packet_format is PacketFormat.FIXED:
+        return _TKC_RECORD_LENGTH.size + PACKET_HEADER_BYTES + payload_bytes
+    size = COMPACT_HEADER_BYTES + _COMPACT_TIME_FIELD.size * timed + payload_bytes
+    return size + len(encode_varint(size))
 
 
 def _encode_tkc_record(writer: PacketWriter, packet: Packet) -> bytes:

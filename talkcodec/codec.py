@@ -19,11 +19,9 @@ import numpy as np
 
 from talkcodec.bank import BankMirror, describe
 from talkcodec.bitstream import (
-    COMPACT_HEADER_BYTES,
     MAX_KEYPOINT_PAYLOAD_BYTES,
     MAX_PTS_JUMP_MS,
     MAX_PTS_STEP_MS,
-    PACKET_HEADER_BYTES,
     PTS_MODULO,
     Arrival,
     BitstreamError,
@@ -37,8 +35,8 @@ from talkcodec.bitstream import (
     PacketKind,
     PacketReader,
     StreamHeader,
-    encode_varint,
     signed_difference,
+    tkc_record_bytes,
 )
 from talkcodec.config import PACKET_FORMATS, DecoderConfig, EncoderConfig
 from talkcodec.entropy.keypoints import KeypointDecoder, KeypointEncoder
@@ -240,12 +238,8 @@ class StreamEncoder:
         return self.rate_cap is None or self.rate_cap.available(pts_ms) >= size
 
     def _record_bytes(self, packet: Packet, timed: bool) -> int:
-        """What `packet` costs in a .tkc record: payload, packet header (with the time, in a
-        COMPACT packet that carries one) and record length."""
-        if self.header.packet_format is PacketFormat.FIXED:
-            return 4 + PACKET_HEADER_BYTES + len(packet.payload)
-        size = COMPACT_HEADER_BYTES + 4 * timed + len(packet.payload)
-        return size + len(encode_varint(size))
+        """What `packet` costs in a .tkc record (its time counted when `timed`)."""
+        return tkc_record_bytes(self.header.packet_format, len(packet.payload), timed)
 
     def _timed(self, packet: Packet) -> tuple[Packet, bool]:
         """`packet` with its capture time snapped to the implied one when that is within a

@@ -14,6 +14,7 @@ decoder and the generator see the damage too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import random
 import signal
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from talkcodec.bitstream import (
+    COMPACT_HEADER_BYTES,
     MAX_PTS_STEP_MS,
     PACKET_HEADER_BYTES,
     TKC_VERSION_FIXED_LENGTHS,
@@ -36,6 +38,10 @@ from talkcodec.bitstream import (
     StreamHeader,
     TkcFile,
     TkcReader,
+    compact_first_byte,
+    compact_packet_kind,
+    compact_timed,
+    compact_with_time_flag,
     encode_varint,
     read_varint,
 )
@@ -47,8 +53,6 @@ _U32_MAX = 0xFFFF_FFFF
 # Offsets inside a FIXED packet (kind | flags | seq | pts_ms | payload) and a COMPACT one
 # (kind, flags and seq high bits | seq low byte | pts_ms when TIME is set | payload).
 _FIXED_KIND, _FIXED_FLAGS, _FIXED_SEQ, _FIXED_PTS = 0, 1, 2, 4
-_COMPACT_TIME_BIT = 0x10
-_COMPACT_KIND_CODES = {0: PacketKind.KEYPOINTS, 1: PacketKind.KEYFRAME}
 
 
 class CaseTimeout(Exception):
@@ -93,8 +97,9 @@ class TkcRecords:
             offset = end
         return cls(preamble, tuple(records))
 
-    @property
+    @functools.cached_property
     def compact(self) -> bool:
+        """Whether the header names COMPACT packets (parsed once: every record asks)."""
         return StreamHeader.parse(self.preamble[_PREAMBLE_BYTES:]).packet_format is (
             PacketFormat.COMPACT
         )
@@ -117,19 +122,19 @@ class TkcRecords:
         """The packet kind a packet's first byte names (None: none this reader knows)."""
         if not self.compact:
             return packet[_FIXED_KIND]
-        return _COMPACT_KIND_CODES.get(packet[0] >> 6)
+        return compact_packet_kind(packet[0])
 
     def header_bytes(self, packet: bytes) -> int:
         """How many bytes of `packet` come before its payload."""
         if not self.compact:
             return PACKET_HEADER_BYTES
-        return 6 if packet[0] & _COMPACT_TIME_BIT else 2
+        return COMPACT_HEADER_BYTES + 4 * compact_timed(packet[0])
 
     def packet_fields(self, packet: bytes) -> list[tuple[int, int]]:
         """(offset, size) of the packet header's fields, then of the keyframe payload's codec,
         reference_id and keypoints_len (garbage in keypoint packets)."""
         if self.compact:
-            fields = [(0, 1), (1, 1)] + ([(2, 4)] if packet[0] & _COMPACT_TIME_BIT else [])
+            fields = [(0, 1), (1, 1)] + ([(2, 4)] if compact_timed(packet[0]) else [])
         else:
             fields = [(_FIXED_KIND, 1), (_FIXED_FLAGS, 1), (_FIXED_SEQ, 2), (_FIXED_PTS, 4)]
         payload = self.header_bytes(packet)
@@ -140,9 +145,9 @@ class TkcRecords:
         stamp = struct.pack("!I", pts_ms)
         if not self.compact:
             return _patch(packet, _FIXED_PTS, stamp)
-        if packet[0] & _COMPACT_TIME_BIT:
+        if compact_timed(packet[0]):
             return _patch(packet, 2, stamp)
-        return bytes([packet[0] | _COMPACT_TIME_BIT, packet[1]]) + stamp + packet[2:]
+        return bytes([compact_with_time_flag(packet[0]), packet[1]]) + stamp + packet[2:]
 
     def indices_of(self, kind: PacketKind) -> list[int]:
         return [i for i, r in enumerate(self.records) if self.kind_of(self.packet(r)) == kind]
@@ -286,7 +291,8 @@ def _garbage_record(stream: TkcRecords, rng: random.Random) -> bytes:
     packet = bytearray(rng.randbytes(rng.randint(PACKET_HEADER_BYTES, 300)))
     if rng.random() < 0.5:
         if stream.compact:
-            packet[0] = rng.choice(list(_COMPACT_KIND_CODES)) << 6 | packet[0] & 0x37
+            kind = rng.choice([PacketKind.KEYPOINTS, PacketKind.KEYFRAME])
+            packet[0] = compact_first_byte(kind, packet[0] & 0x37)
         else:
             packet[0] = rng.choice([PacketKind.KEYFRAME, PacketKind.KEYPOINTS])
             packet[1] &= 0x01

@@ -50,6 +50,7 @@ class RateCap:
         self.skipped_frames = 0
         self._start_ms: int | None = None
         self._recent: deque[tuple[float, int]] = deque()  # (ms since start, bytes)
+        self._recent_bytes = 0  # the sum of _recent's bytes, kept as it changes
 
     def _elapsed_ms(self, pts_ms: int) -> float:
         if self._start_ms is None:
@@ -64,13 +65,13 @@ class RateCap:
         window_start_ms = elapsed_ms + self.frame_ms - WINDOW_S * 1000
         if window_start_ms >= WINDOW_START_S * 1000:
             while self._recent and self._recent[0][0] < window_start_ms:
-                self._recent.popleft()
-            in_window = sum(size for _, size in self._recent)
-            left = min(left, self.bytes_per_s * WINDOW_S - in_window)
+                self._recent_bytes -= self._recent.popleft()[1]
+            left = min(left, self.bytes_per_s * WINDOW_S - self._recent_bytes)
         return left
 
     def spend(self, pts_ms: int, size: int) -> None:
         self.spent_bytes += size
+        self._recent_bytes += size
         self._recent.append((self._elapsed_ms(pts_ms), size))
 
     def compress_keyframe(self, codec: KeyframeCodec, image: np.ndarray, max_bytes: float) -> bytes:
