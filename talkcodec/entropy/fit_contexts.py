@@ -23,7 +23,6 @@ import numpy as np
 from safetensors import safe_open
 from tqdm import tqdm
 
-from talkcodec.bitstream import KeypointModelId
 from talkcodec.entropy.keypoints import (
     CONTEXT_THRESHOLDS,
     ESCAPE,
@@ -39,7 +38,7 @@ from talkcodec.entropy.keypoints import (
 from talkcodec.keypoints.dataset import LandmarkTrack, list_clips, load_tracks
 from talkcodec.keypoints.landmarks import Landmarks
 from talkcodec.keypoints.model import REFERENCE_SIZE_PX, KeypointModel
-from talkcodec.keypoints.registry import FAN68_FROM_MEDIAPIPE478, KEYPOINT_MODEL_FILES
+from talkcodec.keypoints.registry import KEYPOINT_MODEL_FILES, MODEL_MESH_POINTS
 
 logger = logging.getLogger(__name__)
 
@@ -125,10 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tracks = load_tracks(list_clips(args.data), fps=args.fps, size=REFERENCE_SIZE_PX)
-    for model_id, indices in (
-        (KeypointModelId.MEDIAPIPE_478_V2, None),
-        (KeypointModelId.FAN_68_V2, np.asarray(FAN68_FROM_MEDIAPIPE478)),
-    ):
+    for model_id, points in MODEL_MESH_POINTS.items():
+        indices = None if points is None else np.asarray(points)
         path = args.weights / KEYPOINT_MODEL_FILES[model_id]
         model = KeypointModel.load(path, model_id)
         with safe_open(str(path), "np") as stored:

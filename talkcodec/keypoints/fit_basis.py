@@ -29,7 +29,7 @@ from talkcodec.keypoints.model import (
     KeypointModel,
     similarity_fit,
 )
-from talkcodec.keypoints.registry import FAN68_FROM_MEDIAPIPE478, KEYPOINT_MODEL_FILES
+from talkcodec.keypoints.registry import KEYPOINT_MODEL_FILES, MODEL_MESH_POINTS
 
 logger = logging.getLogger(__name__)
 
@@ -140,10 +140,8 @@ def main(argv: list[str] | None = None) -> None:
         "seed": str(args.seed),
         "command": "python -m talkcodec.keypoints.fit_basis " + " ".join(argv),
     }
-    for model_id, indices in (
-        (KeypointModelId.MEDIAPIPE_478_V2, None),
-        (KeypointModelId.FAN_68_V2, np.asarray(FAN68_FROM_MEDIAPIPE478)),
-    ):
+    for model_id, points in MODEL_MESH_POINTS.items():
+        indices = None if points is None else np.asarray(points)
         model = fit_model(model_id, tracks, indices, seed=args.seed)
         path = args.out / KEYPOINT_MODEL_FILES[model_id]
         model.save(path, metadata)

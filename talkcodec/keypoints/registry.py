@@ -39,6 +39,14 @@ FAN68_FROM_MEDIAPIPE478: tuple[int, ...] = (
 )  # fmt: skip
 
 
+# The face-mesh vertices each shipped model is fitted on (None: all 478): what the scripts that
+# fit a model's basis and its coding tables on train/ (fit_basis, entropy.fit_contexts) take.
+MODEL_MESH_POINTS: dict[KeypointModelId, tuple[int, ...] | None] = {
+    KeypointModelId.MEDIAPIPE_478_V2: None,
+    KeypointModelId.FAN_68_V2: FAN68_FROM_MEDIAPIPE478,
+}
+
+
 def weights_dir() -> Path:
     """Where shipped weights are read from: the repository's weights/ folder."""
     return WEIGHTS_DIR
