@@ -159,6 +159,15 @@ class StreamEncoder:
         """Intra-code the next keypoint packet, so a receiver that lost one resumes at once."""
         self._refresh_wanted = True
 
+    def set_target_kbps(self, target_kbps: float | None) -> None:
+        """Keep the stream under target_kbps from the next frame on, below its --max-kbps (the
+        live sender's rate adaptation: RateCap.set_target_kbps). A stream without --max-kbps
+        gets a rate cap with no ceiling of its own when first given a target."""
+        if target_kbps is not None and self.rate_cap is None:
+            self.rate_cap = RateCap(None, self.config.fps)
+        if self.rate_cap is not None:
+            self.rate_cap.set_target_kbps(target_kbps)
+
     def encode(self, frame: np.ndarray, pts_ms: int) -> list[Packet]:
         """Packets for one camera frame ((H, W, 3) uint8 RGB); none when no face is found.
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from talkcodec.bitstream import DEFAULT_BANK_SIZE, MAX_BANK_SIZE, PacketFormat
 from talkcodec.transport.fragmentation import DEFAULT_FRAGMENT_BYTES
+from talkcodec.transport.link import LinkConfig
 
 PACKET_FORMATS = {"compact": PacketFormat.COMPACT, "fixed": PacketFormat.FIXED}
 
@@ -130,18 +131,61 @@ class SenderConfig:
     bundle_ms: how long a frame's keypoints may wait for the next frames' so that they travel
     in one data-channel message (each message costs ~93 bytes of headers on the wire); 0 sends
     each frame at once. A bundle holds the frames captured within bundle_ms of its first.
+    adapt_rate: follow the receiver's reports (talkcodec.ratecontrol.RateAdapter): on loss or
+    a growing delay, lower the stream's rate (the rate cap's target, under --max-kbps) and
+    bundle longer (up to the playout buffer's 200 ms). link: send through a modelled
+    bottleneck (talkcodec.transport.link) instead of straight onto the channels; None: not.
     """
 
     simulate_loss: float = 0.0
     loss_seed: int = 0
     fragment_bytes: int = DEFAULT_FRAGMENT_BYTES
     bundle_ms: float = 40.0
+    adapt_rate: bool = True
+    link: LinkConfig | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.simulate_loss < 1:
             raise ValueError(f"simulate_loss must be in [0, 1), got {self.simulate_loss}")
         if not 0 <= self.bundle_ms <= 1000:
             raise ValueError(f"bundle_ms must be in 0..1000, got {self.bundle_ms}")
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """The call's Opus audio (talkcodec/audio): what the sender encodes and how the receiver
+    plays it out.
+
+    bitrate_kbps: Opus target (VBR, voip mode). frame_ms: audio per RTP packet; each packet
+    costs ~58 bytes of RTP/SRTP/UDP/IPv4 headers, so 40 ms frames halve the headers of 20 ms
+    ones for 20 ms more latency. fec: Opus in-band FEC tuned for expected_loss_pct. aiortc's
+    decoder (FFmpeg's libopus wrapper) never decodes the FEC data itself, but the encoder's
+    loss-robust mode measured better intelligibility with and without loss
+    (benchmarks/results/audio.md), so it stays on; browsers decode the FEC too.
+    simulate_loss: probability of dropping each audio packet before it is sent (seeded by
+    loss_seed). max_sync_delay_ms: the most the receiver holds audio back to meet the picture.
+    """
+
+    enabled: bool = True
+    bitrate_kbps: float = 10.0
+    frame_ms: int = 40
+    fec: bool = True
+    expected_loss_pct: int = 10
+    simulate_loss: float = 0.0
+    loss_seed: int = 1
+    max_sync_delay_ms: float = 400.0
+
+    def __post_init__(self) -> None:
+        if self.frame_ms not in (10, 20, 40, 60):
+            raise ValueError(f"audio frame_ms must be 10, 20, 40 or 60, got {self.frame_ms}")
+        if not 6 <= self.bitrate_kbps <= 128:
+            raise ValueError(f"audio bitrate_kbps must be in 6..128, got {self.bitrate_kbps}")
+        if not 0 <= self.expected_loss_pct <= 100:
+            raise ValueError(
+                f"audio expected_loss_pct must be in 0..100, got {self.expected_loss_pct}"
+            )
+        if not 0 <= self.simulate_loss < 1:
+            raise ValueError(f"audio simulate_loss must be in [0, 1), got {self.simulate_loss}")
 
 
 @dataclass(frozen=True)

@@ -78,9 +78,19 @@ def read_frames(
 
 
 class VideoWriter:
-    """Writes RGB frames to an H.264 mp4 (near-lossless by default: crf 12)."""
+    """Writes RGB frames to an H.264 mp4 (near-lossless by default: crf 12), and with
+    audio_rate a mono AAC track (96 kbit/s) from int16 blocks; audio is one continuous run of
+    samples from the file's start (the caller pads gaps)."""
 
-    def __init__(self, path: str | Path, width: int, height: int, fps: float, crf: int = 12):
+    def __init__(
+        self,
+        path: str | Path,
+        width: int,
+        height: int,
+        fps: float,
+        crf: int = 12,
+        audio_rate: int | None = None,
+    ):
         self._container = av.open(str(path), mode="w")
         rate = Fraction(fps).limit_denominator(1001)
         self._stream = self._container.add_stream("libx264", rate=rate)
@@ -88,15 +98,45 @@ class VideoWriter:
         self._stream.height = height
         self._stream.pix_fmt = "yuv420p"
         self._stream.options = {"crf": str(crf), "preset": "veryfast"}
+        self._audio = None
+        self._audio_samples = 0
+        if audio_rate is not None:
+            self._audio = self._container.add_stream("aac", rate=audio_rate, layout="mono")
+            self._audio.bit_rate = 96_000
+            self._resampler = av.AudioResampler(
+                format="fltp", layout="mono", rate=audio_rate, frame_size=1024
+            )
 
     def write(self, image: np.ndarray) -> None:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
 
+    def write_audio(self, samples: np.ndarray) -> None:
+        """(N,) int16 mono samples, following the previous ones."""
+        if self._audio is None:
+            raise ValueError("this writer was opened without an audio track")
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(samples, np.int16)[None], format="s16", layout="mono"
+        )
+        frame.sample_rate = self._audio.rate
+        frame.pts = self._audio_samples
+        self._audio_samples += len(samples)
+        self._encode_audio(self._resampler.resample(frame))
+
+    def _encode_audio(self, frames: list[av.AudioFrame]) -> None:
+        assert self._audio is not None
+        for frame in frames:
+            for packet in self._audio.encode(frame):
+                self._container.mux(packet)
+
     def close(self) -> None:
         for packet in self._stream.encode():
             self._container.mux(packet)
+        if self._audio is not None:
+            self._encode_audio(self._resampler.resample(None))
+            for packet in self._audio.encode():
+                self._container.mux(packet)
         self._container.close()
 
     def __enter__(self) -> VideoWriter:

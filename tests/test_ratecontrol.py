@@ -1,8 +1,10 @@
 """The rate cap (`--max-kbps`, talkcodec.ratecontrol): its two promises on hand-made spending,
-and on a real dev clip through the encoder."""
+and on a real dev clip through the encoder; its live target, and the rate adapter that sets it
+from synthetic receiver reports."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,19 @@ import pytest
 from talkcodec.cli import main, stream_info
 from talkcodec.config import EncoderConfig
 from talkcodec.keyframe import WebPCodec
-from talkcodec.ratecontrol import BURST_S, FILE_PREAMBLE_BYTES, WINDOW_S, RateCap
+from talkcodec.ratecontrol import (
+    BURST_S,
+    FILE_PREAMBLE_BYTES,
+    MIN_PAYLOAD_KBPS,
+    MIN_TARGET_KBPS,
+    TARGET_BURST_S,
+    WINDOW_S,
+    RateAdapter,
+    RateCap,
+    RatePlan,
+    header_kbps,
+    plan_wire_rate,
+)
 
 
 def test_the_first_keyframe_may_take_the_burst_and_no_more() -> None:
@@ -60,3 +74,144 @@ def test_max_kbps_caps_a_real_clip(dev_clip: Path, tmp_path: Path) -> None:
     assert info.duration_s == pytest.approx(6.0, abs=0.05)
     assert output.stat().st_size * 8 / info.duration_s <= 2000
     assert info.frames > 0.6 * 150  # most frames still go out
+
+
+# -- the live target and the rate adapter -------------------------------------------------------
+
+
+def test_a_target_holds_a_cap_without_ceiling_to_its_rate() -> None:
+    cap = RateCap(max_kbps=None, fps=25)
+    assert cap.available(0) == math.inf  # no ceiling and no target: no limit
+    cap.set_target_kbps(8)  # 1000 bytes/s; the bucket starts empty
+    spent = 0
+    for pts in range(0, 10_000, 40):
+        if cap.available(pts) >= 60:
+            cap.spend(pts, 60)
+            spent += 60
+    # 10 s at 1000 B/s, less the bucket's first fill; never more than the target allows.
+    assert 1000 * 10 - 60 - 1000 * TARGET_BURST_S <= spent <= 1000 * 10
+    cap.set_target_kbps(2)  # lower: the bucket holds at most TARGET_BURST_S of 250 B/s
+    assert cap.available(20_000) == pytest.approx(250 * TARGET_BURST_S)
+    cap.set_target_kbps(None)
+    assert cap.available(20_040) == math.inf
+
+
+def test_the_users_cap_bounds_any_target() -> None:
+    cap = RateCap(max_kbps=2, fps=25)  # 250 bytes/s
+    cap.set_target_kbps(64)
+    cap.available(0)
+    ceiling = cap.available(10_000)
+    plain = RateCap(max_kbps=2, fps=25)
+    plain.available(0)
+    assert ceiling == pytest.approx(plain.available(10_000))  # the target's bucket is larger
+    with pytest.raises(ValueError, match="target_kbps must be > 0, got 0"):
+        cap.set_target_kbps(0)
+
+
+def test_an_encoder_without_a_cap_gets_one_for_its_first_target() -> None:
+    from talkcodec.codec import StreamEncoder
+    from talkcodec.keypoints.replay import ReplayDetector
+
+    encoder = StreamEncoder(EncoderConfig(crop=False), detector=ReplayDetector([]))
+    assert encoder.rate_cap is None
+    encoder.set_target_kbps(None)
+    assert encoder.rate_cap is None
+    encoder.set_target_kbps(6.5)
+    assert encoder.rate_cap is not None and encoder.rate_cap.target_kbps == 6.5
+    assert encoder.rate_cap.bytes_per_s == math.inf  # no ceiling of its own
+
+
+class _Reports:
+    """Synthetic receiver reports, one a second, fed to an adapter."""
+
+    def __init__(self, adapter: RateAdapter) -> None:
+        self.adapter = adapter
+        self.now_s = 0.0
+        self.sent_bytes = 0
+
+    def report(
+        self,
+        received_kbps: float,
+        loss: float = 0.0,
+        delay_ms: int | None = 10,
+        sent_kbps: float | None = None,
+    ) -> float | None:
+        self.now_s += 1.0
+        self.sent_bytes += round((received_kbps if sent_kbps is None else sent_kbps) * 125)
+        return self.adapter.update(self.now_s, received_kbps, loss, delay_ms, self.sent_bytes)
+
+
+def test_a_clear_link_sets_no_target() -> None:
+    reports = _Reports(RateAdapter())
+    for _ in range(5):
+        assert reports.report(received_kbps=11, loss=0.01, delay_ms=5) is None
+    assert [step.action for step in reports.adapter.history] == ["idle"] * 5
+
+
+def test_loss_backs_off_from_the_rate_in_use_then_holds_then_probes_up() -> None:
+    reports = _Reports(RateAdapter())
+    # 25 % lost of the 11 kbit/s sent: 11 x (1 - 0.25 / 2); the link carried 8.
+    assert reports.report(received_kbps=8, loss=0.25, sent_kbps=11) == pytest.approx(9.625)
+    assert reports.report(received_kbps=6) == pytest.approx(9.625)  # the report after holds
+    assert reports.report(received_kbps=6, loss=0.05) == pytest.approx(9.625)  # some loss holds
+    # Clear, and near (here above) the 8 kbit/s the link carried: 3 % of it a second.
+    assert reports.report(received_kbps=6) == pytest.approx(9.625 + 0.03 * 8)
+    assert reports.report(received_kbps=6) == pytest.approx(9.625 + 0.06 * 8)
+    # Loss again: from the rate in use, the target (the 30 kbit/s sent cannot have been).
+    assert reports.report(received_kbps=30, loss=0.5) == pytest.approx((9.625 + 0.48) * 0.75)
+    actions = [step.action for step in reports.adapter.history]
+    assert actions == ["decrease", "hold", "hold", "increase", "increase", "decrease"]
+
+
+def test_a_growing_queue_backs_off_to_what_arrived_and_a_standing_one_holds() -> None:
+    reports = _Reports(RateAdapter())
+    reports.report(received_kbps=20, delay_ms=20)
+    assert reports.report(received_kbps=8, delay_ms=180) == pytest.approx(0.85 * 8)  # +160 ms
+    reports.report(received_kbps=6, delay_ms=150)  # the hold after a decrease
+    for _ in range(3):  # high but not growing: the queue drains, hold
+        assert reports.report(received_kbps=6, delay_ms=160) == pytest.approx(6.8)
+    # Drained, and far below the 8 kbit/s the link carried: 8 % a second.
+    assert reports.report(received_kbps=6, delay_ms=20) == pytest.approx(6.8 * 1.08)
+
+
+def test_the_delay_of_the_senders_own_change_is_not_the_links() -> None:
+    reports = _Reports(RateAdapter())
+    assert reports.report(received_kbps=8, loss=0.2) == pytest.approx(7.2)
+    reports.adapter.ignore_delay(2)  # e.g. the sender bundles longer: +160 ms latency
+    reports.report(received_kbps=6, delay_ms=180)  # the hold after a decrease
+    assert reports.report(received_kbps=6, delay_ms=300) > 7.2  # not read as a growing queue
+    assert reports.report(received_kbps=6, delay_ms=300) > 7.2  # read again: high, holds
+    assert reports.report(received_kbps=6, delay_ms=360) == pytest.approx(0.85 * 6)  # growing
+
+
+def test_a_report_that_saw_nothing_changes_nothing() -> None:
+    """Nothing arrived (a keyframe still in flight, a sender that stalled): no evidence either
+    way, so no target is set and none grows."""
+    reports = _Reports(RateAdapter())
+    assert reports.report(received_kbps=0, delay_ms=None, sent_kbps=40) is None
+    reports.report(received_kbps=8, loss=0.2)  # 8 kbit/s sent, 20 % lost: 7.2
+    reports.report(received_kbps=6)  # the hold after a decrease
+    assert reports.report(received_kbps=0, delay_ms=None, sent_kbps=6) == pytest.approx(7.2)
+    assert reports.adapter.history[-1].action == "hold"
+
+
+def test_the_target_stays_within_the_ceiling_and_the_floor() -> None:
+    reports = _Reports(RateAdapter(max_kbps=10))
+    assert reports.report(received_kbps=64, loss=0.2) == 10
+    for _ in range(20):
+        assert reports.report(received_kbps=64) == 10
+    assert reports.report(received_kbps=0.5, loss=0.9) == MIN_TARGET_KBPS
+
+
+def test_plans_bundle_longer_as_the_wire_rate_falls() -> None:
+    # 25 fps, bundles of 2 frames (40 ms): 12.5 messages/s of 95 header bytes, 9.5 kbit/s.
+    assert header_kbps(25, 40) == pytest.approx(12.5 * 95 * 8 / 1000)
+    assert plan_wire_rate(64, 25, 40, 200) == RatePlan(40, pytest.approx(64 - 9.5))
+    # At 6.8 kbit/s the headers may take 3.4: bundles of 6 frames (4.2 messages/s, 3.2 kbit/s).
+    low = plan_wire_rate(6.8, 25, 40, 200)
+    assert low.bundle_ms == pytest.approx(200) and low.payload_kbps == pytest.approx(
+        6.8 - 3.17, abs=0.01
+    )
+    assert plan_wire_rate(13, 25, 40, 200).bundle_ms == pytest.approx(80)
+    # A FIXED stream cannot bundle: the payload gets what is left, at least MIN_PAYLOAD_KBPS.
+    assert plan_wire_rate(6.8, 25, 0, 0) == RatePlan(0, MIN_PAYLOAD_KBPS)

@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from talkcodec.config import DecoderConfig, EncoderConfig, ReceiverConfig
+    from collections.abc import Callable
+
+    from talkcodec.audio.receive import AudioReceiver
+    from talkcodec.audio.sources import AudioSource
+    from talkcodec.config import AudioConfig, DecoderConfig, EncoderConfig, ReceiverConfig
     from talkcodec.generator.backends.base import RefinerBackend
     from talkcodec.runtime.receiver import CallReceiver, FrameSink
     from talkcodec.runtime.sinks import InputFrames
@@ -48,7 +52,8 @@ def _add_sender_options(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--simulate-loss", type=float, default=0.0, metavar="P",
-        help="drop each keypoint packet with probability P before sending (seeded)",
+        help="drop each keypoint message and each audio packet with probability P before "
+        "sending (seeded)",
     )  # fmt: skip
     parser.add_argument("--loss-seed", type=int, default=0, help="seed of --simulate-loss")
     parser.add_argument(
@@ -60,6 +65,61 @@ def _add_sender_options(parser: argparse.ArgumentParser) -> None:
         help="let a frame's keypoints wait up to MS for the next frames' so they share one "
         "data-channel message (fewer header bytes on the wire, MS more latency; 0: send each "
         "frame at once)",
+    )  # fmt: skip
+    _add_rate_options(parser)
+
+
+def _add_rate_options(parser: argparse.ArgumentParser) -> None:
+    """Rate adaptation, and the modelled bottleneck to try it on (talkcodec.transport.link)."""
+    from talkcodec.transport.link import LinkConfig
+
+    parser.add_argument(
+        "--no-rate-adaptation", action="store_true",
+        help="keep the stream's rate whatever the receiver reports (loss, growing delay)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--link-kbps", type=float, default=0.0, metavar="K",
+        help="send through a modelled bottleneck of K kbit/s on the wire (0: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--link-queue-ms", type=float, default=LinkConfig.queue_ms, metavar="MS",
+        help="the bottleneck's drop-tail queue, in ms of sending at its rate",
+    )  # fmt: skip
+    parser.add_argument(
+        "--link-loss", type=float, default=0.0, metavar="P",
+        help="the bottleneck loses each packet with probability P (reliable ones are resent)",
+    )  # fmt: skip
+    parser.add_argument("--link-loss-seed", type=int, default=0, help="seed of --link-loss")
+    parser.add_argument(
+        "--link-delay-ms", type=float, default=0.0, metavar="MS",
+        help="the bottleneck's one-way propagation delay",
+    )  # fmt: skip
+    parser.add_argument(
+        "--link-step", action="append", default=[], metavar="AT_S:KBPS",
+        help="from AT_S seconds into the call on, the bottleneck carries KBPS (repeatable; "
+        "e.g. --link-kbps 64 --link-step 10:8)",
+    )  # fmt: skip
+
+
+def _add_audio_options(parser: argparse.ArgumentParser) -> None:
+    from talkcodec.config import AudioConfig
+
+    parser.add_argument(
+        "--no-audio", action="store_true",
+        help="send no sound (by default: the microphone with --camera, the file's soundtrack "
+        "with --video, a synthesised voice with --demo)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--microphone", default=None, metavar="DEVICE",
+        help="sound input name or index for --camera (default: the system's default input)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--audio-kbps", type=float, default=AudioConfig.bitrate_kbps, metavar="K",
+        help="Opus bitrate (VBR, voip)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--audio-frame-ms", type=int, default=AudioConfig.frame_ms, choices=(10, 20, 40, 60),
+        help="audio per RTP packet (longer: fewer header bytes, more latency)",
     )  # fmt: skip
 
 
@@ -84,6 +144,7 @@ def add_live_commands(commands: argparse._SubParsersAction) -> None:
     _add_source_options(send, demo=True)
     add_encoder_options(send)
     _add_sender_options(send)
+    _add_audio_options(send)
     add_signaling_arguments(send)
     send.add_argument("--stats", type=Path, default=None, help="write sender stats JSON here")
 
@@ -99,6 +160,7 @@ def add_live_commands(commands: argparse._SubParsersAction) -> None:
     _add_source_options(call, demo=True)
     add_encoder_options(call)
     _add_sender_options(call)
+    _add_audio_options(call)
     _add_receiver_options(call)
     call.add_argument(
         "-o", "--output", type=Path, default=DEFAULT_CALL_OUTPUT,
@@ -149,13 +211,15 @@ def _open_source(args: argparse.Namespace, fps: float, default_camera: bool) -> 
     from talkcodec.runtime.sources import ArraySource, CameraSource, VideoFileSource
 
     if getattr(args, "demo", False):
-        from talkcodec.runtime.demo import demo_frames
+        from talkcodec.runtime.demo import demo_clip
 
-        frames, demo_fps = demo_frames()
+        clip = demo_clip()
         duration = args.duration
         if duration is None and not args.loop:
             duration = DEFAULT_DEMO_DURATION_S
-        return ArraySource(frames, demo_fps, loop=True, max_duration_s=duration)
+        source = ArraySource(clip.frames, clip.fps, loop=True, max_duration_s=duration)
+        source.demo_mouth_open = clip.mouth_open  # type: ignore[attr-defined]  # its voice's
+        return source
     if args.video is not None:
         return VideoFileSource(args.video, fps, loop=args.loop, max_duration_s=args.duration)
     if args.camera is not None:
@@ -168,6 +232,53 @@ def _open_source(args: argparse.Namespace, fps: float, default_camera: bool) -> 
         raise LiveCallError(
             f"no input: {error}; give --video FILE, or --demo for an animated portrait"
         ) from None
+
+
+def _audio_config(args: argparse.Namespace) -> AudioConfig:
+    from talkcodec.config import AudioConfig
+
+    return AudioConfig(
+        enabled=not args.no_audio,
+        bitrate_kbps=args.audio_kbps,
+        frame_ms=args.audio_frame_ms,
+        simulate_loss=args.simulate_loss,
+        loss_seed=args.loss_seed + 1,
+    )
+
+
+def _open_audio(
+    args: argparse.Namespace, source: FrameSource, config: AudioConfig
+) -> AudioSource | None:
+    """The sound that goes with `source`; None (said in one line) when there is none."""
+    from talkcodec.audio.sources import AudioUnavailable, DemoVoice, FileAudio, Microphone
+
+    if not config.enabled:
+        return None
+    try:
+        mouth = getattr(source, "demo_mouth_open", None)
+        if mouth is not None:
+            return DemoVoice(mouth, source.fps, source)
+        if args.video is not None:
+            return FileAudio(args.video, source, loop=args.loop)
+        return Microphone(args.microphone)
+    except AudioUnavailable as error:
+        print(f"no audio: {error}")
+        return None
+
+
+def _play_audio(args: argparse.Namespace) -> Callable[[AudioReceiver], None]:
+    """What the receiver does with sound: play it on the sound output unless --headless."""
+    from talkcodec.audio.sources import AudioUnavailable
+
+    def on_audio(audio: AudioReceiver) -> None:
+        if args.headless:
+            return
+        try:
+            audio.add_device()
+        except AudioUnavailable as error:
+            print(error)
+
+    return on_audio
 
 
 def _receiver_config(args: argparse.Namespace) -> ReceiverConfig:
@@ -228,6 +339,26 @@ def _print_summary(results: dict[str, Any]) -> None:
             f"{sender['frames_without_face']} without a face), keyframes {sender['keyframes']}, "
             f"encode median {sender['encode_ms']['median'] or 0:.1f} ms"
         )
+    _print_audio_summary(results)
+
+
+def _print_audio_summary(results: dict[str, Any]) -> None:
+    receiver = results.get("receiver") or {}
+    audio = receiver.get("audio")
+    if audio is not None:
+        offset = receiver["av_offset_ms"]
+
+        def ms(value: float | None) -> str:
+            return "-" if value is None else f"{value:+.0f} ms"
+
+        print(
+            f"audio: {audio['packets_received']} packets ({audio['packets_lost']} lost), "
+            f"{audio['kbit_s']:.2f} kbit/s payload, {audio['wire_kbit_s']:.2f} on the wire, "
+            f"{audio['concealed_ms']:.0f} ms concealed; A/V offset median {ms(offset['median'])}"
+            f" (p5 {ms(offset['p5'])}, p95 {ms(offset['p95'])}; + = sound leads)"
+        )
+    elif "sender" in results and (results["sender"] or {}).get("audio") is None:
+        print("audio: none sent")
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -241,6 +372,25 @@ def _sender_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         loss_seed=args.loss_seed,
         fragment_bytes=args.fragment_bytes,
         bundle_ms=args.bundle_ms,
+        adapt_rate=not args.no_rate_adaptation,
+        link=_link_config(args),
+    )
+
+
+def _link_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from talkcodec.transport.link import LinkConfig, RateStep
+
+    if not args.link_kbps:
+        if args.link_step or args.link_loss:
+            raise LiveCallError("--link-step and --link-loss need --link-kbps")
+        return None
+    return LinkConfig(
+        rate_kbps=args.link_kbps,
+        queue_ms=args.link_queue_ms,
+        loss=args.link_loss,
+        loss_seed=args.link_loss_seed,
+        delay_ms=args.link_delay_ms,
+        steps=tuple(RateStep.parse(step) for step in args.link_step),
     )
 
 
@@ -250,7 +400,9 @@ def _run_send(args: argparse.Namespace, config: EncoderConfig) -> None:
     from talkcodec.transport.signaling import create_signaling
 
     sender_config = _sender_config(args)
+    audio_config = _audio_config(args)
     source = _open_source(args, config.fps, default_camera=False)
+    audio_source = _open_audio(args, source, audio_config)
     encoder = StreamEncoder(config)
     try:
         results = asyncio.run(
@@ -260,15 +412,16 @@ def _run_send(args: argparse.Namespace, config: EncoderConfig) -> None:
                 create_signaling(args),
                 sender_config,
                 ice_servers=args.ice_server,
+                audio_source=audio_source,
+                audio_config=audio_config,
             )
         )
     finally:
         encoder.close()
     _print_summary(results)
     if args.stats is not None:
-        _write_stats(
-            args.stats, results, _config_record(args, encoder=config, sender=sender_config)
-        )
+        record = _config_record(args, encoder=config, sender=sender_config, audio=audio_config)
+        _write_stats(args.stats, results, record)
 
 
 def _run_receive(args: argparse.Namespace) -> None:
@@ -288,7 +441,7 @@ def _run_receive(args: argparse.Namespace) -> None:
             def fps() -> float:
                 return receiver.decoder.header.fps if receiver.decoder else 25.0
 
-            chosen.append(RecordSink(args.output, fps, overlay))
+            chosen.append(RecordSink(args.output, fps, overlay, audio=receiver.audio is not None))
         return chosen
 
     results = asyncio.run(
@@ -298,6 +451,7 @@ def _run_receive(args: argparse.Namespace) -> None:
             sinks,
             ice_servers=args.ice_server,
             backend=backend,
+            on_audio=_play_audio(args),
         )
     )
     _print_summary(results)
@@ -312,8 +466,10 @@ def _run_call(args: argparse.Namespace, config: EncoderConfig) -> None:
 
     sender_config = _sender_config(args)
     receiver_config = _receiver_config(args)
+    audio_config = _audio_config(args)
     backend = warm_up_renderer(receiver_config.decoder, config.size_px)
     source = _open_source(args, config.fps, default_camera=True)
+    audio_source = _open_audio(args, source, audio_config)
     inputs = InputFrames()
     encoder = StreamEncoder(config)
     try:
@@ -327,16 +483,18 @@ def _run_call(args: argparse.Namespace, config: EncoderConfig) -> None:
                 on_encoded=inputs.add,
                 ice_servers=args.ice_server,
                 backend=backend,
+                audio_source=audio_source,
+                audio_config=audio_config,
+                on_audio=_play_audio(args),
             )
         )
     finally:
         encoder.close()
     stats_path = args.output.with_suffix(".json")
-    _write_stats(
-        stats_path,
-        results,
-        _config_record(args, encoder=config, sender=sender_config, receiver=receiver_config),
+    record = _config_record(
+        args, encoder=config, sender=sender_config, receiver=receiver_config, audio=audio_config
     )
+    _write_stats(stats_path, results, record)
     _print_summary(results)
     print(f"wrote {args.output} (input | received) and {stats_path}")
 
@@ -347,5 +505,7 @@ def _call_sinks(
     from talkcodec.runtime.sinks import SideBySideSink
 
     overlay = None if args.no_overlay else receiver.stats.overlay_lines
-    side_by_side = SideBySideSink(args.output, inputs, config.size_px, config.fps, overlay)
+    side_by_side = SideBySideSink(
+        args.output, inputs, config.size_px, config.fps, overlay, audio=receiver.audio is not None
+    )
     return [*_window_sinks(args, receiver), side_by_side]

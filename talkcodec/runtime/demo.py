@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -76,9 +77,37 @@ def retarget(model: KeypointModel, portrait: np.ndarray, track: np.ndarray) -> n
     return frames
 
 
+# Face-mesh points of the inner lips (upper, lower) and of the face's top and chin.
+_INNER_LIPS = (13, 14)
+_FACE_TOP_CHIN = (10, 152)
+
+
+@dataclass(frozen=True)
+class DemoClip:
+    """frames: (512, 512, 3) uint8 RGB, forwards then backwards (a looping demo never jumps).
+    mouth_open: (F,) the inner lips' distance over the face's height in each frame, which the
+    demo voice (talkcodec.audio.sources.DemoVoice) follows."""
+
+    frames: list[np.ndarray]
+    fps: float
+    mouth_open: np.ndarray
+
+
+def mouth_opening(face: np.ndarray) -> float:
+    """Inner-lip distance over face height of (478, 3) face-mesh points."""
+    lips = abs(face[_INNER_LIPS[1], 1] - face[_INNER_LIPS[0], 1])
+    height = abs(face[_FACE_TOP_CHIN[1], 1] - face[_FACE_TOP_CHIN[0], 1])
+    return float(lips / max(height, 1e-6))
+
+
 def demo_frames(max_frames: int | None = None) -> tuple[list[np.ndarray], float]:
-    """The animated portrait: (512, 512, 3) uint8 RGB frames played forwards then backwards
-    (so a looping demo never jumps), and their frame rate."""
+    """The animated portrait's frames and their frame rate (demo_clip without the mouth)."""
+    clip = demo_clip(max_frames)
+    return clip.frames, clip.fps
+
+
+def demo_clip(max_frames: int | None = None) -> DemoClip:
+    """The animated portrait, with how open its mouth is in each frame."""
     from skimage import data
 
     from talkcodec.keypoints.mediapipe_backend import MediapipeDetector
@@ -96,11 +125,10 @@ def demo_frames(max_frames: int | None = None) -> tuple[list[np.ndarray], float]
     portrait_params = model.fit(landmarks, size)
     renderer = MeshWarpRenderer()
     renderer.set_reference(portrait, model.reconstruct(portrait_params, size))
-    frames = [
-        renderer.render(model.reconstruct(params, size))
-        for params in retarget(model, portrait_params, track)
-    ]
-    return frames + frames[-2:0:-1], fps
+    meshes = [model.reconstruct(params, size) for params in retarget(model, portrait_params, track)]
+    frames = [renderer.render(mesh) for mesh in meshes]
+    mouth = np.array([mouth_opening(mesh.face) for mesh in meshes])
+    return DemoClip(frames + frames[-2:0:-1], fps, np.concatenate([mouth, mouth[-2:0:-1]]))
 
 
 def extract_track(clip: Path, seconds: float, fps: float = 25.0) -> np.ndarray:

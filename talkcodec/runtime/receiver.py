@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from talkcodec.generator.backends.base import RefinerBackend
 from talkcodec.runtime.playout import PlayoutBuffer
 from talkcodec.transport.control import (
     LATENCY_UNKNOWN_MS,
+    AudioClock,
     KeyframeRequest,
     KeyframeRequestReason,
     ReceiverReport,
@@ -35,7 +37,16 @@ from talkcodec.transport.control import (
 )
 from talkcodec.transport.fragmentation import Reassembler
 from talkcodec.transport.peer import CallChannels
-from talkcodec.transport.stats import CallStats, percentile, wall_clock_ms
+from talkcodec.transport.stats import (
+    CallStats,
+    ReportInterval,
+    latency_ms,
+    percentile,
+    wall_clock_ms,
+)
+
+if TYPE_CHECKING:
+    from talkcodec.audio.receive import AudioReceiver
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +54,12 @@ logger = logging.getLogger(__name__)
 FrameSink = Callable[[np.ndarray, int], None]
 # Packets held while waiting for the stream header (a few seconds at 25 fps).
 _MAX_PENDING_BEFORE_HEADER = 128
+# No frame shown for _STUCK_S while _STUCK_LATE_PACKETS or more keypoint packets came late: a
+# damaged packet moved the decoder's timeline ahead of the stream (KeypointTimeline accepts a
+# plausible jump of up to MAX_PTS_STEP_MS), and only a fresh start -- a keyframe with its intra
+# packet -- resets it sooner than the stream catches up, so the receiver asks for one.
+_STUCK_S = 0.5
+_STUCK_LATE_PACKETS = 5
 
 
 class CallReceiver:
@@ -60,6 +77,8 @@ class CallReceiver:
         self.sinks = list(sinks or [])
         self.stats = CallStats()
         self.decoder: StreamDecoder | None = None
+        # The call's sound (talkcodec.audio.receive), set by whoever takes the audio track.
+        self.audio: AudioReceiver | None = None
         self._backend = backend
         self._making_decoder: asyncio.Task[None] | None = None
         self._reassembler = Reassembler()
@@ -70,10 +89,14 @@ class CallReceiver:
         self._stopped = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="talkcodec-render")
         self._last_shown_pts: int | None = None
+        # When the last frame was shown (monotonic s), and the decoder's late packets then.
+        self._shown_at_s = time.monotonic()
+        self._late_when_shown = 0
         self._loss_since_pts: int | None = None
         self._next_keyframe_request = time.monotonic() + self.config.keyframe_request_interval_s
         self._next_refresh_request = 0.0
         self._decoder_counts_seen = 0
+        self._report_interval = ReportInterval()  # what the next report's last fields cover
         channels.keyframe.on("message", self._on_keyframe)
         channels.keypoints.on("message", self._on_keypoints)
         channels.control.on("message", self._on_control)
@@ -137,6 +160,9 @@ class CallReceiver:
             if self.decoder is None and self._making_decoder is None:
                 making = asyncio.get_running_loop().create_task(self._make_decoder(control.header))
                 self._making_decoder = making
+        elif isinstance(control, AudioClock):
+            if self.audio is not None:
+                self.audio.set_clock(control.origin_ms)
         else:
             self.stats.count_drop("unexpected_control")
 
@@ -199,7 +225,8 @@ class CallReceiver:
             self.config.request_refresh
             and decoder is not None
             and not decoder.keypoints_synchronised
-            and decoder.stats.keypoint_frames > 0
+            # Keypoints came: decoded ones, or undecodable ones when the first were lost.
+            and decoder.stats.keypoint_frames + decoder.stats.undecodable > 0
             and now >= self._next_refresh_request
         ):
             self._next_refresh_request = now + self.config.refresh_request_interval_s
@@ -211,17 +238,27 @@ class CallReceiver:
         while True:
             await asyncio.sleep(0.1)
             now = time.monotonic()
-            if (self.decoder is None or self.decoder.needs_keyframe) and (
+            decoder = self.decoder
+            stuck = (
+                decoder is not None
+                and decoder.stats.late - self._late_when_shown >= _STUCK_LATE_PACKETS
+                and now - self._shown_at_s >= _STUCK_S
+            )
+            if (decoder is None or decoder.needs_keyframe or stuck) and (
                 now >= self._next_keyframe_request
             ):
                 self._next_keyframe_request = now + self.config.keyframe_request_interval_s
                 self.stats.keyframe_requests += 1
-                self._send_control(bytes(KeyframeRequest(KeyframeRequestReason.NO_REFERENCE)))
+                reason = KeyframeRequestReason.NO_REFERENCE
+                if decoder is not None and not decoder.needs_keyframe:
+                    reason = KeyframeRequestReason.DECODE_ERROR  # stuck: nothing decodes
+                self._send_control(bytes(KeyframeRequest(reason)))
             if now >= next_report:
                 next_report = now + self.config.report_interval_s
                 self._send_control(bytes(self.report()))
 
     def report(self) -> ReceiverReport:
+        """The report to send now; it closes a report interval (what arrived since the last)."""
         decoder_stats = self.decoder.stats if self.decoder is not None else None
         recent = self.stats.latencies_ms[-100:]
 
@@ -233,13 +270,21 @@ class CallReceiver:
         if decoder_stats is not None:
             dropped += decoder_stats.corrupt + decoder_stats.unknown_kind
             dropped += decoder_stats.implausible + decoder_stats.wrong_channel
+        lost = decoder_stats.lost if decoder_stats else 0
+        received = decoder_stats.keypoint_frames + decoder_stats.late if decoder_stats else 0
+        interval = self._report_interval.close(time.monotonic(), self.stats, lost, received)
+        delay_ms = interval.queuing_delay_ms
         return ReceiverReport(
             rendered=len(self.stats.displayed_pts_ms),
-            lost=decoder_stats.lost if decoder_stats else 0,
+            lost=lost,
             late=decoder_stats.late if decoder_stats else 0,
             dropped=dropped,
             latency_p50_ms=ms(50),
             latency_p95_ms=ms(95),
+            interval_ms=min(interval.interval_ms, 0xFFFF),
+            received_wire_bps=min(interval.received_wire_bps, 0xFFFF_FFFF),
+            queuing_delay_ms=LATENCY_UNKNOWN_MS if delay_ms is None else min(delay_ms, 0xFFFE),
+            lost_per_256=interval.lost_per_256,
         )
 
     # -- in the worker thread -------------------------------------------------------------
@@ -264,11 +309,16 @@ class CallReceiver:
         image = decoder.render(newest)
         for sink in self.sinks:
             sink(image, newest.pts_ms)
-        self.stats.count_display(newest.pts_ms, wall_clock_ms())
+        shown_ms = wall_clock_ms()
+        self.stats.count_display(newest.pts_ms, shown_ms)
+        latency = latency_ms(newest.pts_ms, shown_ms)
+        if self.audio is not None and latency is not None:
+            self.audio.note_video(latency)
         if self._loss_since_pts is not None:
             self.stats.recoveries_ms.append((newest.pts_ms - self._loss_since_pts) % (1 << 32))
             self._loss_since_pts = None
         self._last_shown_pts = newest.pts_ms
+        self._shown_at_s, self._late_when_shown = time.monotonic(), decoder.stats.late
 
     def summary(self) -> dict[str, object]:
         summary = self.stats.summary()
@@ -309,4 +359,7 @@ class CallReceiver:
             "abandoned": self._reassembler.abandoned,
             "in_progress": self._reassembler.pending,
         }
+        if self.audio is not None:
+            summary["audio"] = self.audio.summary(self.stats.elapsed_s())
+            summary["av_offset_ms"] = self.audio.playout.offset_summary()
         return summary

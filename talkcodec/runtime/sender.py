@@ -13,11 +13,13 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from talkcodec.bitstream import (
+    PTS_MODULO,
     BitstreamError,
     Packet,
     PacketFormat,
@@ -26,9 +28,13 @@ from talkcodec.bitstream import (
 )
 from talkcodec.codec import StreamEncoder
 from talkcodec.config import SenderConfig
+from talkcodec.ratecontrol import RateAdapter, header_kbps, plan_wire_rate
+from talkcodec.runtime.playout import DEFAULT_MAX_HOLD_MS
 from talkcodec.runtime.sources import CapturedFrame, LatestFrame
 from talkcodec.transport.bundling import Bundler
 from talkcodec.transport.control import (
+    LATENCY_UNKNOWN_MS,
+    AudioClock,
     KeyframeRequest,
     ReceiverReport,
     RefreshRequest,
@@ -36,8 +42,13 @@ from talkcodec.transport.control import (
     parse_control,
 )
 from talkcodec.transport.fragmentation import fragment
+from talkcodec.transport.link import Link
+from talkcodec.transport.overhead import RTP_AUDIO_PACKET_OVERHEAD_BYTES
 from talkcodec.transport.peer import CallChannels
-from talkcodec.transport.stats import ChannelCounter
+from talkcodec.transport.stats import MEDIA_CHANNELS, ChannelCounter
+
+if TYPE_CHECKING:
+    from talkcodec.audio.track import OpusTrack
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +93,27 @@ class CallSender:
         compact = encoder.header.packet_format is PacketFormat.COMPACT
         self._bundler = Bundler(encoder.header.fps, self.config.bundle_ms if compact else 0.0)
         self._bundle_timer: asyncio.TimerHandle | None = None
+        # A modelled bottleneck the sends cross (tests, benchmarks), and the rate adaptation:
+        # it may bundle longer than configured, up to what the receiver's playout holds.
+        self.link = Link(self.config.link) if self.config.link is not None else None
+        self._configured_bundle_ms = self._bundler.bundle_ms
+        self._longest_bundle_ms = DEFAULT_MAX_HOLD_MS if compact else 0.0
+        self._adapter = self._make_adapter() if self.config.adapt_rate else None
+        self._payload_target_kbps: float | None = None  # for the encoder, in its thread
+        self._simulated_mark = (0, 0)  # (simulated_lost_packets, bundled_frames) at last report
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="talkcodec-encode")
+        # The call's audio track (talkcodec.audio.track), when it has sound.
+        self.audio_track: OpusTrack | None = None
         channels.control.on("message", self._on_control)
 
     def send_header(self) -> None:
         self._send("control", bytes(StreamHeaderMessage(self.encoder.header)))
+        if self.audio_track is not None and self.audio_track.clock_origin_ms is not None:
+            self.send_audio_clock(self.audio_track.clock_origin_ms)
+
+    def send_audio_clock(self, origin_ms: float) -> None:
+        """Tell the receiver where the audio track's first sample sits on the media clock."""
+        self._send("control", bytes(AudioClock(round(origin_ms) % PTS_MODULO)))
 
     async def run(self, slot: LatestFrame) -> None:
         """Encode and send frames until the source closes the slot."""
@@ -110,6 +137,7 @@ class CallSender:
         if captured is None:
             return None
         started = time.perf_counter()
+        self.encoder.set_target_kbps(self._payload_target_kbps)
         packets = self.encoder.encode(captured.image, captured.pts_ms)
         self.stats.encode_ms.append((time.perf_counter() - started) * 1000)
         self.stats.frames_encoded += 1
@@ -158,7 +186,10 @@ class CallSender:
         channel = getattr(self.channels, channel_name)
         if channel.readyState != "open":
             return
-        channel.send(data)
+        if self.link is not None:
+            self.link.send_datachannel(channel, data)
+        else:
+            channel.send(data)
         self.stats.channels.setdefault(channel_name, ChannelCounter()).add(len(data))
 
     def _on_control(self, message: bytes | str) -> None:
@@ -182,8 +213,73 @@ class CallSender:
             self.encoder.request_refresh()
         elif isinstance(control, ReceiverReport):
             self.stats.last_report = control
+            self._adapt(control)
         else:
             self.stats.control_errors += 1  # a stream header only ever flows the other way
+
+    def _make_adapter(self) -> RateAdapter:
+        """The rate adapter, never above --max-kbps (as wire kbit/s: plus message headers)."""
+        user_kbps = self.encoder.config.max_kbps
+        fps = self.encoder.header.fps
+        ceiling_kbps = user_kbps + header_kbps(fps, self._configured_bundle_ms)
+        return RateAdapter(max_kbps=ceiling_kbps if user_kbps > 0 else None)
+
+    def _adapt(self, report: ReceiverReport) -> None:
+        """Feed a report to the rate adapter and apply its target: the keypoint bundling here,
+        the encoder's rate cap before its next frame (_encode_next, in the worker thread)."""
+        adapter = self._adapter
+        if adapter is None or report.interval_ms == 0:
+            return
+        channels = self.stats.channels
+        media = [channels[name] for name in MEDIA_CHANNELS if name in channels]
+        delay_ms = report.queuing_delay_ms
+        target_kbps = adapter.update(
+            time.monotonic(),
+            received_kbps=report.received_wire_bps / 1000,
+            loss_fraction=self._network_loss(report),
+            queuing_delay_ms=None if delay_ms == LATENCY_UNKNOWN_MS else delay_ms,
+            sent_wire_bytes=sum(counter.wire_bytes for counter in media),
+        )
+        if target_kbps is None:
+            return
+        fps = self.encoder.header.fps
+        plan = plan_wire_rate(target_kbps, fps, self._configured_bundle_ms, self._longest_bundle_ms)
+        self._payload_target_kbps = plan.payload_kbps
+        if plan.bundle_ms != self._bundler.bundle_ms:
+            self.flush_bundle()
+            self._bundler = Bundler(fps, plan.bundle_ms)
+            adapter.ignore_delay()  # the frames' latency moves by the change
+
+    def _network_loss(self, report: ReceiverReport) -> float:
+        """The report's loss less this sender's own --simulate-loss drops since the last one
+        (those measure loss recovery; they say nothing about the link)."""
+        lost, sent = self.stats.simulated_lost_packets, self.stats.bundled_frames
+        own_lost, own_sent = lost - self._simulated_mark[0], sent - self._simulated_mark[1]
+        self._simulated_mark = (lost, sent)
+        own_loss = own_lost / own_sent if own_sent else 0.0
+        return max(0.0, report.lost_per_256 / 256 - own_loss)
+
+    def _adaptation_summary(self, adapter: RateAdapter) -> dict[str, object]:
+        return {
+            "target_kbps": adapter.target_kbps,
+            "payload_target_kbps": self._payload_target_kbps,
+            "decreases": sum(step.action == "decrease" for step in adapter.history),
+            "history": [asdict(step) for step in adapter.history],
+        }
+
+    def _audio_summary(self, track: OpusTrack) -> dict[str, object]:
+        stats, config = track.stats, track.config
+        elapsed_s = stats.chunks_read * config.frame_ms / 1000 or 1e-6
+        wire_bytes = stats.payload_bytes + stats.packets_sent * RTP_AUDIO_PACKET_OVERHEAD_BYTES
+        return {
+            "packets_sent": stats.packets_sent,
+            "payload_bytes": stats.payload_bytes,
+            "simulated_losses": stats.simulated_losses,
+            "kbit_s": round(stats.payload_bytes * 8 / elapsed_s / 1000, 3),
+            "wire_kbit_s": round(wire_bytes * 8 / elapsed_s / 1000, 3),
+            "bitrate_kbps": config.bitrate_kbps,
+            "frame_ms": config.frame_ms,
+        }
 
     def summary(self) -> dict[str, object]:
         encode_ms = self.stats.encode_ms
@@ -217,6 +313,11 @@ class CallSender:
             "keyframe_requests_received": self.stats.keyframe_requests,
             "refresh_requests_received": self.stats.refresh_requests,
             "control_errors": self.stats.control_errors,
+            "audio": None if self.audio_track is None else self._audio_summary(self.audio_track),
+            "rate_adaptation": (
+                None if self._adapter is None else self._adaptation_summary(self._adapter)
+            ),
+            "link": None if self.link is None else self.link.summary(),
             "last_receiver_report": None if report is None else {
                 "rendered": report.rendered,
                 "lost": report.lost,

@@ -14,12 +14,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from talkcodec.audio.sources import SAMPLE_RATE
 from talkcodec.bitstream import PTS_MODULO
 from talkcodec.video import VideoWriter
 
 logger = logging.getLogger(__name__)
 
 WINDOW_TITLE = "talkcodec"
+MAX_EARLY_AUDIO_BLOCKS = 250  # sound held until the first frame (a few seconds)
+MAX_AUDIO_GAP_SAMPLES = 60 * SAMPLE_RATE
 
 
 def display_available() -> bool:
@@ -57,31 +60,81 @@ class WindowSink:
         cv2.destroyAllWindows()
 
 
+def _held(
+    blocks: list[tuple[np.ndarray, float]], block: tuple[np.ndarray, float]
+) -> list[tuple[np.ndarray, float]]:
+    """Sound blocks waiting for the recording to start, the newest MAX_EARLY_AUDIO_BLOCKS."""
+    return [*blocks[-MAX_EARLY_AUDIO_BLOCKS + 1 :], block]
+
+
 class _TimedWriter:
     """Writes frames into their capture-time slots at `fps`, repeating the last one through
-    gaps, so the recording plays in real time whatever was skipped or lost."""
+    gaps, so the recording plays in real time whatever was skipped or lost. With `audio`, sound
+    goes on the same timeline (media time - the first frame's pts), silence filling its gaps;
+    sound from before the first frame is not recorded. Frames and sound may come from
+    different threads."""
 
-    def __init__(self, path: Path, width: int, height: int, fps: float) -> None:
-        self._writer = VideoWriter(path, width, height, fps)
+    def __init__(self, path: Path, width: int, height: int, fps: float, audio: bool) -> None:
+        self._writer = VideoWriter(
+            path, width, height, fps, audio_rate=SAMPLE_RATE if audio else None
+        )
         self._fps = fps
         self._first_pts: int | None = None
         self._written = 0
         self._last: np.ndarray | None = None
+        self._lock = threading.Lock()
+        self._audio = audio
+        self._audio_written = 0  # samples
+        self._early_audio: list[tuple[np.ndarray, float]] = []  # before the first frame
 
     def write(self, image: np.ndarray, pts_ms: int) -> None:
-        if self._first_pts is None:
-            self._first_pts = pts_ms
-        slot = round(((pts_ms - self._first_pts) % PTS_MODULO) * self._fps / 1000)
-        while self._last is not None and self._written < slot:
-            self._writer.write(self._last)
-            self._written += 1
-        if self._written <= slot:
-            self._writer.write(image)
-            self._written += 1
-        self._last = image
+        with self._lock:
+            if self._first_pts is None:
+                self._first_pts = pts_ms
+                early, self._early_audio = self._early_audio, []
+                for samples, media_ms in early:
+                    self._place_audio(samples, media_ms)
+            slot = round(((pts_ms - self._first_pts) % PTS_MODULO) * self._fps / 1000)
+            while self._last is not None and self._written < slot:
+                self._writer.write(self._last)
+                self._written += 1
+            if self._written <= slot:
+                self._writer.write(image)
+                self._written += 1
+            self._last = image
+
+    def write_audio(self, samples: np.ndarray, media_ms: float) -> None:
+        """(N,) int16 mono samples whose first is at media time media_ms (Unix ms)."""
+        if not self._audio:
+            return
+        with self._lock:
+            if self._first_pts is None:
+                self._early_audio = [
+                    *self._early_audio[-MAX_EARLY_AUDIO_BLOCKS:],
+                    (samples, media_ms),
+                ]
+                return
+            self._place_audio(samples, media_ms)
+
+    def _place_audio(self, samples: np.ndarray, media_ms: float) -> None:
+        assert self._first_pts is not None
+        offset_ms = (media_ms - self._first_pts + PTS_MODULO / 2) % PTS_MODULO - PTS_MODULO / 2
+        position = round(offset_ms * SAMPLE_RATE / 1000)
+        skip = max(0, self._audio_written - position)  # before the start, or already written
+        samples = samples[skip:]
+        if not len(samples):
+            return
+        gap = position + skip - self._audio_written
+        if gap > MAX_AUDIO_GAP_SAMPLES:  # a clock jump, not a pause: do not fill hours
+            gap = 0
+        if gap > 0:
+            self._writer.write_audio(np.zeros(gap, np.int16))
+        self._writer.write_audio(samples)
+        self._audio_written += gap + len(samples)
 
     def close(self) -> None:
-        self._writer.close()
+        with self._lock:
+            self._writer.close()
 
 
 class RecordSink:
@@ -93,17 +146,30 @@ class RecordSink:
         path: Path,
         fps: float | Callable[[], float],
         overlay: Callable[[], list[str]] | None,
+        audio: bool = False,
     ):
         self._path = path
         self._fps = fps
         self._writer: _TimedWriter | None = None
         self._overlay = overlay
+        self._audio = audio
+        self._early_audio: list[tuple[np.ndarray, float]] = []  # before the writer opens
 
     def __call__(self, image: np.ndarray, pts_ms: int) -> None:
         if self._writer is None:
             fps = self._fps() if callable(self._fps) else self._fps
-            self._writer = _TimedWriter(self._path, image.shape[1], image.shape[0], fps)
+            writer = _TimedWriter(self._path, image.shape[1], image.shape[0], fps, self._audio)
+            for samples, media_ms in self._early_audio:
+                writer.write_audio(samples, media_ms)
+            self._early_audio = []
+            self._writer = writer
         self._writer.write(draw_overlay(image, self._overlay()) if self._overlay else image, pts_ms)
+
+    def write_audio(self, samples: np.ndarray, media_ms: float) -> None:
+        if self._writer is None:
+            self._early_audio = _held(self._early_audio, (samples, media_ms))
+        else:
+            self._writer.write_audio(samples, media_ms)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -139,8 +205,9 @@ class SideBySideSink:
         size_px: int,
         fps: float,
         overlay: Callable[[], list[str]] | None,
+        audio: bool = False,
     ):
-        self._writer = _TimedWriter(path, 2 * size_px, size_px, fps)
+        self._writer = _TimedWriter(path, 2 * size_px, size_px, fps, audio)
         self._inputs = inputs
         self._overlay = overlay
 
@@ -150,6 +217,9 @@ class SideBySideSink:
             sent = np.zeros_like(image)
         received = draw_overlay(image, self._overlay()) if self._overlay else image
         self._writer.write(np.concatenate([sent, received], axis=1), pts_ms)
+
+    def write_audio(self, samples: np.ndarray, media_ms: float) -> None:
+        self._writer.write_audio(samples, media_ms)
 
     def close(self) -> None:
         self._writer.close()

@@ -77,6 +77,12 @@ class FrameSource(ABC):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        # Unix time in ms (float) at which frame 0 of a paced source was due: the origin of
+        # its timeline, which a file's soundtrack shares (None until the source starts, and
+        # for live cameras).
+        self.origin_wall_ms: float | None = None
+        # Frames in one pass of a looping source (None until known).
+        self.pass_frames: int | None = None
 
     @property
     @abstractmethod
@@ -118,9 +124,12 @@ class FrameSource(ABC):
         """Release the device or file."""
 
 
-def _paced(frames: Iterator[np.ndarray], fps: float, stop: threading.Event) -> Iterator[np.ndarray]:
-    """Yield each frame at its time in a real-time schedule of `fps` frames per second."""
+def _paced(frames: Iterator[np.ndarray], fps: float, source: FrameSource) -> Iterator[np.ndarray]:
+    """Yield each frame at its time in a real-time schedule of `fps` frames per second,
+    starting now (recorded as source.origin_wall_ms)."""
+    stop = source._stop
     start = time.monotonic()
+    source.origin_wall_ms = time.time() * 1000
     for index, frame in enumerate(frames):
         delay = start + index / fps - time.monotonic()
         if delay > 0 and stop.wait(delay):
@@ -144,6 +153,7 @@ class ArraySource(FrameSource):
         self._images = list(frames)
         self._fps = fps
         self.loop = loop
+        self.pass_frames = len(self._images)
 
     @property
     def fps(self) -> float:
@@ -156,7 +166,7 @@ class ArraySource(FrameSource):
                 return
 
     def _frames(self) -> Iterator[np.ndarray]:
-        return _paced(self._all(), self._fps, self._stop)
+        return _paced(self._all(), self._fps, self)
 
 
 class VideoFileSource(FrameSource):
@@ -183,13 +193,16 @@ class VideoFileSource(FrameSource):
         from talkcodec.video import read_frames
 
         while True:
+            count = 0
             for _, image in read_frames(self.path, self._fps):
+                count += 1
                 yield image
+            self.pass_frames = count
             if not self.loop:
                 return
 
     def _frames(self) -> Iterator[np.ndarray]:
-        return _paced(self._all(), self._fps, self._stop)
+        return _paced(self._all(), self._fps, self)
 
 
 class CameraSource(FrameSource):

@@ -1,8 +1,9 @@
 """Control messages on the `control` channel (ordered, reliable), documented in
 docs/bitstream.md.
 
-The sender sends STREAM_HEADER once the channel opens; the receiver sends KEYFRAME_REQUEST,
-REFRESH_REQUEST and RECEIVER_REPORT. Every message is kind u8 | body.
+The sender sends STREAM_HEADER once the channel opens and AUDIO_CLOCK once its audio starts;
+the receiver sends KEYFRAME_REQUEST, REFRESH_REQUEST and RECEIVER_REPORT. Every message is
+kind u8 | body.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class ControlKind(IntEnum):
     KEYFRAME_REQUEST = 2
     REFRESH_REQUEST = 3
     RECEIVER_REPORT = 4
+    AUDIO_CLOCK = 5
 
 
 class KeyframeRequestReason(IntEnum):
@@ -118,10 +120,16 @@ class RefreshRequest:
 @dataclass(frozen=True)
 class ReceiverReport:
     """kind u8 = 4 | rendered u32 | lost u32 | late u32 | dropped u32 | latency_p50_ms u16 |
-    latency_p95_ms u16: receiver to sender, about once a second; counts since the call began.
+    latency_p95_ms u16 | interval_ms u16 | received_wire_bps u32 | queuing_delay_ms u16 |
+    lost_per_256 u8: receiver to sender, about once a second (30 bytes).
 
-    dropped counts messages thrown away as oversized, malformed or of an unknown kind. A latency
-    of 65535 means none measured yet.
+    rendered..dropped count since the call began; dropped counts messages thrown away as
+    oversized, malformed or of an unknown kind. A latency of 65535 means none measured yet.
+    The last four describe the interval_ms since the previous report (0: none yet, they say
+    nothing), for the sender's rate adaptation: the media channels' wire bits per second that
+    arrived, the queuing delay (median capture-to-display latency of the interval minus the
+    lowest latency of recent intervals; 65535: no frame shown) and the keypoint packets lost
+    per 256 expected.
     """
 
     rendered: int
@@ -130,29 +138,33 @@ class ReceiverReport:
     dropped: int
     latency_p50_ms: int = LATENCY_UNKNOWN_MS
     latency_p95_ms: int = LATENCY_UNKNOWN_MS
+    interval_ms: int = 0
+    received_wire_bps: int = 0
+    queuing_delay_ms: int = LATENCY_UNKNOWN_MS
+    lost_per_256: int = 0
     kind: ClassVar[ControlKind] = ControlKind.RECEIVER_REPORT
-    _FMT: ClassVar[struct.Struct] = struct.Struct("!BIIIIHH")
+    _FMT: ClassVar[struct.Struct] = struct.Struct("!BIIIIHHHIHB")
+    _LIMITS: ClassVar[dict[str, int]] = {
+        "rendered": _U32_MAX,
+        "lost": _U32_MAX,
+        "late": _U32_MAX,
+        "dropped": _U32_MAX,
+        "latency_p50_ms": _U16_MAX,
+        "latency_p95_ms": _U16_MAX,
+        "interval_ms": _U16_MAX,
+        "received_wire_bps": _U32_MAX,
+        "queuing_delay_ms": _U16_MAX,
+        "lost_per_256": 255,
+    }
 
     def __post_init__(self) -> None:
-        for name in ("rendered", "lost", "late", "dropped"):
+        for name, limit in self._LIMITS.items():
             value = getattr(self, name)
-            if not 0 <= value <= _U32_MAX:
-                raise ValueError(f"{name} must be in 0..{_U32_MAX}, got {value}")
-        for name in ("latency_p50_ms", "latency_p95_ms"):
-            value = getattr(self, name)
-            if not 0 <= value <= _U16_MAX:
-                raise ValueError(f"{name} must be in 0..{_U16_MAX}, got {value}")
+            if not 0 <= value <= limit:
+                raise ValueError(f"{name} must be in 0..{limit}, got {value}")
 
     def __bytes__(self) -> bytes:
-        return self._FMT.pack(
-            self.kind,
-            self.rendered,
-            self.lost,
-            self.late,
-            self.dropped,
-            self.latency_p50_ms,
-            self.latency_p95_ms,
-        )
+        return self._FMT.pack(self.kind, *(getattr(self, name) for name in self._LIMITS))
 
     @classmethod
     def parse(cls, data: bytes) -> ReceiverReport:
@@ -161,13 +173,43 @@ class ReceiverReport:
         return cls(*cls._FMT.unpack(data)[1:])
 
 
-ControlMessage = StreamHeaderMessage | KeyframeRequest | RefreshRequest | ReceiverReport
+@dataclass(frozen=True)
+class AudioClock:
+    """kind u8 = 5 | origin_ms u32: sender to receiver, once the audio track's first packet is
+    handed to WebRTC (and again with every stream header). origin_ms is the media-clock time
+    (the clock of packets' pts_ms: Unix ms modulo 2**32) of the audio stream's first decoded
+    sample, i.e. of RTP-relative timestamp 0; a sample at RTP-relative timestamp n (48 kHz)
+    is at origin_ms + n / 48.
+    """
+
+    origin_ms: int
+    kind: ClassVar[ControlKind] = ControlKind.AUDIO_CLOCK
+    _FMT: ClassVar[struct.Struct] = struct.Struct("!BI")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.origin_ms <= _U32_MAX:
+            raise ValueError(f"origin_ms must be in 0..{_U32_MAX}, got {self.origin_ms}")
+
+    def __bytes__(self) -> bytes:
+        return self._FMT.pack(self.kind, self.origin_ms)
+
+    @classmethod
+    def parse(cls, data: bytes) -> AudioClock:
+        _expect_kind("audio clock", data, cls.kind)
+        _expect_size("audio clock", data, cls._FMT.size)
+        return cls(cls._FMT.unpack(data)[1])
+
+
+ControlMessage = (
+    StreamHeaderMessage | KeyframeRequest | RefreshRequest | ReceiverReport | AudioClock
+)
 
 _PARSERS: dict[ControlKind, type[ControlMessage]] = {
     ControlKind.STREAM_HEADER: StreamHeaderMessage,
     ControlKind.KEYFRAME_REQUEST: KeyframeRequest,
     ControlKind.REFRESH_REQUEST: RefreshRequest,
     ControlKind.RECEIVER_REPORT: ReceiverReport,
+    ControlKind.AUDIO_CLOCK: AudioClock,
 }
 
 

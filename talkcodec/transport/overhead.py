@@ -11,6 +11,11 @@ RTP video track (per RTP packet):
     of at most 1200 payload bytes: libwebrtc and aiortc both keep RTP packets near a 1200-byte
     budget so they fit a 1280-byte IPv6 minimum MTU with tunnels.
 
+RTP audio track (per Opus packet, one packet per audio frame): the RTP video figure plus 8 bytes
+    of header extensions, as aiortc sends them: the RFC 8285 one-byte-header block (4 bytes)
+    holding sdes:mid (1 + 1 byte for a one-character mid), padded to 4 (ssrc-audio-level is
+    only sent with frames aiortc encodes itself, not with ready Opus packets).
+
 Data channel (per SCTP packet):
     IPv4 20 + UDP 8 + DTLS 1.2 record 37 (RFC 6347 section 4.1: 13-byte record header; plus
     the 8-byte explicit nonce and 16-byte tag of AES-GCM, RFC 5288, the cipher suites
@@ -47,6 +52,8 @@ SCTP_MAX_USER_DATA_BYTES = (
 RTP_PACKET_OVERHEAD_BYTES = (
     IPV4_HEADER_BYTES + UDP_HEADER_BYTES + RTP_HEADER_BYTES + SRTP_AUTH_TAG_BYTES
 )  # 50
+RTP_AUDIO_EXTENSION_BYTES = 8
+RTP_AUDIO_PACKET_OVERHEAD_BYTES = RTP_PACKET_OVERHEAD_BYTES + RTP_AUDIO_EXTENSION_BYTES  # 58
 SCTP_PACKET_OVERHEAD_BYTES = (
     IPV4_HEADER_BYTES
     + UDP_HEADER_BYTES
@@ -84,14 +91,30 @@ def rtp_frame_cost(frame_bytes: int) -> WireCost:
     return WireCost(frame_bytes, packets, frame_bytes + packets * RTP_PACKET_OVERHEAD_BYTES)
 
 
+def rtp_audio_packet_cost(payload_bytes: int) -> WireCost:
+    """One Opus packet on the audio track."""
+    if payload_bytes < 0:
+        raise ValueError(f"a packet cannot have {payload_bytes} bytes")
+    return WireCost(payload_bytes, 1, payload_bytes + RTP_AUDIO_PACKET_OVERHEAD_BYTES)
+
+
 def datachannel_message_cost(message_bytes: int) -> WireCost:
     """One data-channel message: DATA chunks of at most 1172 bytes, each padded to 4 bytes,
     one per SCTP packet. An empty message still takes one packet (WebRTC sends a 1-byte
     placeholder chunk for it, RFC 8831 section 6.6; counted here as a padded 4-byte chunk)."""
+    packets = datachannel_packet_bytes(message_bytes)
+    return WireCost(message_bytes, len(packets), sum(packets))
+
+
+def datachannel_packet_bytes(message_bytes: int) -> list[int]:
+    """The wire bytes of each SCTP packet that carries one data-channel message, in sending
+    order (what datachannel_message_cost adds up; a link model sends them one by one)."""
     user_bytes = max(message_bytes, 1)
     packets = _fragments(user_bytes, SCTP_MAX_USER_DATA_BYTES)
-    padded = sum(-(-chunk // 4) * 4 for chunk in _chunk_sizes(user_bytes, packets))
-    return WireCost(message_bytes, packets, padded + packets * SCTP_PACKET_OVERHEAD_BYTES)
+    return [
+        -(-chunk // 4) * 4 + SCTP_PACKET_OVERHEAD_BYTES
+        for chunk in _chunk_sizes(user_bytes, packets)
+    ]
 
 
 def _chunk_sizes(message_bytes: int, packets: int) -> list[int]:

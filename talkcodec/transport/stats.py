@@ -10,6 +10,7 @@ clock) subtracts from its own.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +20,12 @@ from talkcodec.transport.overhead import datachannel_message_cost
 
 # A latency beyond this is a clock mismatch or a wrapped timestamp, not a measurement.
 _MAX_PLAUSIBLE_LATENCY_MS = 60_000
+# A report's queuing delay is measured from the lowest latency of this many recent report
+# intervals: long enough to outlast a spell of queueing, short enough to follow a path whose
+# base delay changed (a slower link takes longer to carry each message; the sender may let
+# frames wait longer for a bundle).
+DELAY_BASELINE_INTERVALS = 10
+MEDIA_CHANNELS = ("keyframe", "keypoints")
 
 
 def wall_clock_ms() -> int:
@@ -80,7 +87,7 @@ class CallStats:
     def elapsed_s(self) -> float:
         return max(time.monotonic() - self.started_s, 1e-6)
 
-    def rates(self, channels: tuple[str, ...] = ("keyframe", "keypoints")) -> dict[str, float]:
+    def rates(self, channels: tuple[str, ...] = MEDIA_CHANNELS) -> dict[str, float]:
         """Frames/s and kbit/s (payload and on the wire) over the call so far."""
         elapsed = self.elapsed_s()
         counters = [self.channels[name] for name in channels if name in self.channels]
@@ -147,3 +154,51 @@ class CallStats:
             f"{rates['fps']:.1f} fps  latency {latency}",
             f"{rates['payload_kbit_s']:.1f} kbit/s payload, {rates['wire_kbit_s']:.1f} on wire",
         ]
+
+
+@dataclass(frozen=True)
+class IntervalFigures:
+    """What a receiver saw in one report interval (ReceiverReport's last four fields):
+    queuing_delay_ms is None when no frame was shown in it."""
+
+    interval_ms: int
+    received_wire_bps: int
+    queuing_delay_ms: int | None
+    lost_per_256: int
+
+
+@dataclass
+class ReportInterval:
+    """The receiver's state between two reports: where the counters stood at the last one."""
+
+    started_s: float = field(default_factory=time.monotonic)
+    wire_bytes: int = 0
+    latencies_seen: int = 0
+    lost: int = 0
+    expected: int = 0
+    minima_ms: deque[int] = field(default_factory=lambda: deque(maxlen=DELAY_BASELINE_INTERVALS))
+
+    def close(self, now_s: float, stats: CallStats, lost: int, received: int) -> IntervalFigures:
+        """The figures of the interval that ends at now_s (the next one starts): media wire
+        bits per second, the interval's median latency above the recent lowest, and keypoint
+        packets lost per 256 expected (`lost`, `received`: the decoder's counts so far)."""
+        interval_s = max(now_s - self.started_s, 1e-3)
+        wire_bytes = sum(
+            stats.channels[c].wire_bytes for c in MEDIA_CHANNELS if c in stats.channels
+        )
+        latencies = stats.latencies_ms[self.latencies_seen :]
+        delay_ms = None
+        if latencies:
+            self.minima_ms.append(min(latencies))
+            delay_ms = max(0, round(float(np.median(latencies))) - min(self.minima_ms))
+        lost_now, expected_now = lost - self.lost, lost + received - self.expected
+        figures = IntervalFigures(
+            interval_ms=round(interval_s * 1000),
+            received_wire_bps=round((wire_bytes - self.wire_bytes) * 8 / interval_s),
+            queuing_delay_ms=delay_ms,
+            lost_per_256=min(255, 256 * lost_now // expected_now) if expected_now > 0 else 0,
+        )
+        self.started_s, self.wire_bytes = now_s, wire_bytes
+        self.latencies_seen += len(latencies)
+        self.lost, self.expected = lost, lost + received
+        return figures

@@ -26,8 +26,13 @@ HEADER = StreamHeader(256, 256, 25000, KeyframeCodecId.WEBP, KeypointModelId.MED
         (KeyframeRequest(KeyframeRequestReason.DECODE_ERROR), b"\x02\x02"),
         (RefreshRequest(0x1234), b"\x03\x12\x34"),
         (
-            ReceiverReport(1, 2, 3, 4, 40, 90),
-            b"\x04\x00\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x03\x00\x00\x00\x04\x00\x28\x00\x5a",
+            ReceiverReport(1, 2, 3, 4, 40, 90, 1000, 12345, 150, 26),
+            bytes.fromhex("04 00000001 00000002 00000003 00000004 0028 005a")
+            + bytes.fromhex("03e8 00003039 0096 1a"),  # 1000 ms, 12345 bit/s, 150 ms, 26/256
+        ),
+        (
+            ReceiverReport(0, 0, 0, 0),  # the first report: nothing measured yet
+            bytes.fromhex("04" + "00" * 16 + "ffff ffff 0000 00000000 ffff 00"),
         ),
     ],
 )
@@ -44,7 +49,8 @@ def test_exact_bytes_and_round_trip(message: object, wire: bytes) -> None:
         (b"\x02", "keyframe request needs exactly 2 bytes, got 1"),
         (b"\x02\x07", "unknown keyframe request reason 7"),
         (b"\x03\x00\x00\x00", "refresh request needs exactly 3 bytes, got 4"),
-        (b"\x04\x00", "receiver report needs exactly 21 bytes, got 2"),
+        (b"\x04\x00", "receiver report needs exactly 30 bytes, got 2"),
+        (b"\x04" + bytes(20), "receiver report needs exactly 30 bytes, got 21"),  # older receivers
         (b"\x01\x00", "stream header needs 13 bytes, got 1"),
     ],
 )
@@ -59,3 +65,5 @@ def test_values_that_cannot_be_encoded_raise_value_error() -> None:
         RefreshRequest(70000)
     with pytest.raises(ValueError, match="latency_p50_ms must be in 0..65535"):
         ReceiverReport(0, 0, 0, 0, latency_p50_ms=70000)
+    with pytest.raises(ValueError, match="lost_per_256 must be in 0..255, got 256"):
+        ReceiverReport(0, 0, 0, 0, lost_per_256=256)
