@@ -143,10 +143,19 @@ BACKOFF_FACTOR = 0.85
 # LOSS_HOLD and it the target holds (random loss of a few percent is not congestion).
 LOSS_BACKOFF = 0.10
 LOSS_HOLD = 0.02
-# Queuing delay (the receiver's latency above its recent lowest): above DELAY_HOLD_MS the
-# target holds; above it and DELAY_RISE_MS more than at the last report, the queue is growing.
+# The queue in the network, from the bytes sent and the bytes the receiver got (a cumulative
+# sum that drains QUEUE_DRIFT of what arrived each report, so that noise does not add up):
+# beyond QUEUE_BACKOFF_MS of what the link carries (less one message, the one on its way) in
+# two reports running, it has grown.
+QUEUE_BACKOFF_MS = 200
+QUEUE_DRIFT = 0.05
+# The receiver's queuing delay (its capture-to-display latency above the recent lowest): above
+# DELAY_HOLD_MS the target holds; above it and DELAY_RISE_MS more than at the last report, with
+# at least QUEUE_CONFIRM_MS of queue in the network, the queue is growing. (A receiver short of
+# CPU shows frames late without any queue: its latency alone is not enough to back off.)
 DELAY_HOLD_MS = 100
 DELAY_RISE_MS = 30
+QUEUE_CONFIRM_MS = 50
 # After the sender changed its own delay (frames wait longer for a bundle), the latency moves by
 # that much: the delay rules sit out this many reports.
 DELAY_SETTLE_REPORTS = 2
@@ -164,9 +173,21 @@ MIN_PAYLOAD_KBPS = 0.5
 
 
 @dataclass(frozen=True)
+class Feedback:
+    """One receiver report as the adapter reads it: the wire kbit/s that arrived over its
+    interval, the share of keypoint packets lost in it, and the display latency above its
+    recent lowest (None: unknown)."""
+
+    interval_s: float
+    received_kbps: float
+    loss_fraction: float = 0.0
+    queuing_delay_ms: int | None = None
+
+
+@dataclass(frozen=True)
 class AdaptationStep:
     """What one receiver report did: action is decrease, hold, increase or idle (no target
-    yet and nothing congested)."""
+    yet and nothing congested); queue_ms is the network queue the adapter estimated."""
 
     at_s: float
     action: str
@@ -175,19 +196,26 @@ class AdaptationStep:
     sent_kbps: float
     loss_fraction: float
     queuing_delay_ms: int | None
+    queue_ms: float
 
 
 class RateAdapter:
     """The live sender's congestion controller, after Google Congestion Control (delay- and
     loss-based): from each receiver report, the wire kbit/s the sender should stay under.
 
-    Congestion lowers the target, never above the target it had, and the next report holds: a
-    queuing delay above DELAY_HOLD_MS that grew by DELAY_RISE_MS since the last report to
+    Congestion lowers the target, never above the target it had, and the next report holds
+    (what it saw was sent before): a growing queue (over QUEUE_BACKOFF_MS of it in the network
+    in two reports running, or a receiver's queuing delay that grew by DELAY_RISE_MS to above
+    DELAY_HOLD_MS with some queue in the network) to
     BACKOFF_FACTOR times what the receiver got; loss above LOSS_BACKOFF to the rate in use
     times 1 - loss / 2 (GCC's loss rule). Some loss, a standing delay or a report that saw
-    nothing holds. Otherwise the target grows 8 % a second, or additively once near the capacity
-    the link showed when it last congested. The target stays None (no limit) until the first
-    congestion; it never exceeds max_kbps.
+    nothing holds. Otherwise the target grows 8 % a second, or additively once near the
+    capacity the link showed when it last congested. The target stays None (no limit) until
+    the first congestion; it never exceeds max_kbps.
+
+    The network queue is the bytes sent less the bytes received, summed over the reports: the
+    delay gradient of GCC, counted in bytes (a report interval lags the sender's by the
+    one-way delay, so a queue that grows by q ms leaves q ms of the rate unreceived).
     """
 
     def __init__(self, max_kbps: float | None = None, min_kbps: float = MIN_TARGET_KBPS) -> None:
@@ -197,7 +225,10 @@ class RateAdapter:
         self.capacity_kbps: float | None = None  # what the receiver got at the last congestion
         self.history: list[AdaptationStep] = []
         self._last_s: float | None = None
-        self._last_sent_bytes = 0
+        self._last_sent = (0, 0)  # (media wire bytes, messages) sent by the last report
+        self._message_bytes = 0.0  # the mean size of the messages sent since the one before
+        self._queued_bytes = 0.0
+        self._last_queue_ms = 0.0
         self._last_delay_ms: int | None = None
         self._hold_next = False
         self._delay_ignored = 0
@@ -208,42 +239,45 @@ class RateAdapter:
         self._delay_ignored = reports
 
     def update(
-        self,
-        now_s: float,
-        received_kbps: float,
-        loss_fraction: float,
-        queuing_delay_ms: int | None,
-        sent_wire_bytes: int,
+        self, now_s: float, feedback: Feedback, sent_wire_bytes: int, sent_messages: int
     ) -> float | None:
-        """The target after one report: what the receiver got (wire kbit/s) and lost in its
-        interval, its queuing delay (None: unknown), and the media wire bytes the sender has
-        sent so far (for the rate it sent since the last report)."""
+        """The target after one report; sent_wire_bytes, sent_messages: the media messages the
+        sender has handed over so far and their wire bytes (what it sent since the last report
+        is the difference)."""
         elapsed_s = 1.0 if self._last_s is None else max(now_s - self._last_s, 1e-3)
-        sent_kbps = (sent_wire_bytes - self._last_sent_bytes) * 8 / elapsed_s / 1000
-        self._last_s, self._last_sent_bytes = now_s, sent_wire_bytes
-        delay_ms = queuing_delay_ms if self._delay_ignored == 0 else None
+        sent_bytes = sent_wire_bytes - self._last_sent[0]
+        if sent_messages > self._last_sent[1]:
+            self._message_bytes = sent_bytes / (sent_messages - self._last_sent[1])
+        self._last_s, self._last_sent = now_s, (sent_wire_bytes, sent_messages)
+        queue_ms = self._queue_ms(feedback, sent_bytes)
+        standing_ms = min(queue_ms, self._last_queue_ms)  # the queue of two reports running
+        self._last_queue_ms = queue_ms
+        delay_ms = feedback.queuing_delay_ms if self._delay_ignored == 0 else None
         self._delay_ignored = max(0, self._delay_ignored - 1)
-        growing = (
+        delay_grew = (
             delay_ms is not None
             and self._last_delay_ms is not None
             and delay_ms > DELAY_HOLD_MS
             and delay_ms - self._last_delay_ms >= DELAY_RISE_MS
         )
         self._last_delay_ms = delay_ms
-        if growing:
+        received_kbps, loss = feedback.received_kbps, feedback.loss_fraction
+        sent_kbps = sent_bytes * 8 / elapsed_s / 1000
+        if self._hold_next:  # what this report saw was sent before the last decrease
+            action, self._hold_next = "hold", False
+        elif standing_ms > QUEUE_BACKOFF_MS or (delay_grew and queue_ms > QUEUE_CONFIRM_MS):
             action = "decrease"
             self._decrease(BACKOFF_FACTOR * received_kbps, received_kbps)
-        elif loss_fraction > LOSS_BACKOFF:  # from the rate in use: the target may be far above
+        elif loss > LOSS_BACKOFF:  # from the rate in use: the target may be far above it
             action = "decrease"
             used_kbps = min(sent_kbps, self.target_kbps or sent_kbps)
-            self._decrease(used_kbps * (1 - loss_fraction / 2), received_kbps)
+            self._decrease(used_kbps * (1 - loss / 2), received_kbps)
         elif (
-            self._hold_next
-            or loss_fraction > LOSS_HOLD
+            loss > LOSS_HOLD
             or (delay_ms or 0) > DELAY_HOLD_MS
             or received_kbps == 0  # nothing arrived (yet): no evidence the link is clear
         ):
-            action, self._hold_next = "hold", False
+            action = "hold"
         elif self.target_kbps is None:
             action = "idle"
         else:
@@ -253,10 +287,24 @@ class RateAdapter:
             self.capacity_kbps = max(self.capacity_kbps, received_kbps)
         self.history.append(
             AdaptationStep(
-                now_s, action, self.target_kbps, received_kbps, sent_kbps, loss_fraction, delay_ms
+                now_s, action, self.target_kbps, received_kbps, sent_kbps, loss, delay_ms,
+                round(queue_ms, 1),
             )
-        )
+        )  # fmt: skip
         return self.target_kbps
+
+    def _queue_ms(self, feedback: Feedback, sent_bytes: int) -> float:
+        """The network queue after this report, in ms of what arrives, less one message (the
+        one on its way when the receiver reported: at a low rate a large share of a second).
+        0 when nothing arrived: a queue then is not known to be the network's."""
+        received_bytes = feedback.received_kbps * 1000 / 8 * feedback.interval_s
+        arriving = sent_bytes * (1 - feedback.loss_fraction)  # lost bytes never will
+        self._queued_bytes = max(
+            0.0, self._queued_bytes + arriving - (1 + QUEUE_DRIFT) * received_bytes
+        )
+        if feedback.received_kbps <= 0:
+            return 0.0
+        return max(0.0, self._queued_bytes - self._message_bytes) * 8 / feedback.received_kbps
 
     def _decrease(self, target_kbps: float, capacity_kbps: float | None) -> None:
         if self.target_kbps is not None:

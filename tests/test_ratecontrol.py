@@ -20,6 +20,7 @@ from talkcodec.ratecontrol import (
     MIN_TARGET_KBPS,
     TARGET_BURST_S,
     WINDOW_S,
+    Feedback,
     RateAdapter,
     RateCap,
     RatePlan,
@@ -122,12 +123,14 @@ def test_an_encoder_without_a_cap_gets_one_for_its_first_target() -> None:
 
 
 class _Reports:
-    """Synthetic receiver reports, one a second, fed to an adapter."""
+    """Synthetic receiver reports, one a second, fed to an adapter with what the sender sent:
+    20 messages a second."""
 
     def __init__(self, adapter: RateAdapter) -> None:
         self.adapter = adapter
         self.now_s = 0.0
         self.sent_bytes = 0
+        self.sent_messages = 0
 
     def report(
         self,
@@ -136,9 +139,12 @@ class _Reports:
         delay_ms: int | None = 10,
         sent_kbps: float | None = None,
     ) -> float | None:
+        """One report; the sender sent sent_kbps (by default what arrived) since the last."""
         self.now_s += 1.0
         self.sent_bytes += round((received_kbps if sent_kbps is None else sent_kbps) * 125)
-        return self.adapter.update(self.now_s, received_kbps, loss, delay_ms, self.sent_bytes)
+        self.sent_messages += 20
+        feedback = Feedback(1.0, received_kbps, loss, delay_ms)
+        return self.adapter.update(self.now_s, feedback, self.sent_bytes, self.sent_messages)
 
 
 def test_a_clear_link_sets_no_target() -> None:
@@ -163,36 +169,60 @@ def test_loss_backs_off_from_the_rate_in_use_then_holds_then_probes_up() -> None
     assert actions == ["decrease", "hold", "hold", "increase", "increase", "decrease"]
 
 
-def test_a_growing_queue_backs_off_to_what_arrived_and_a_standing_one_holds() -> None:
+def test_a_growing_queue_backs_off_to_what_arrived_then_drains() -> None:
     reports = _Reports(RateAdapter())
-    reports.report(received_kbps=20, delay_ms=20)
-    assert reports.report(received_kbps=8, delay_ms=180) == pytest.approx(0.85 * 8)  # +160 ms
-    reports.report(received_kbps=6, delay_ms=150)  # the hold after a decrease
-    for _ in range(3):  # high but not growing: the queue drains, hold
+    reports.report(received_kbps=11)
+    # The link steps down to 8 kbit/s: 11 sent, 8 arrive, 3 kbit (375 B) more queue each
+    # second: 325 B after the drift, less the 69-byte message on its way, 256 ms at 8 kbit/s.
+    # One report may be noise; two running are a queue.
+    assert reports.report(received_kbps=8, sent_kbps=11) is None
+    assert reports.adapter.history[-1].queue_ms == pytest.approx(325 - 68.75, abs=0.1)
+    assert reports.report(received_kbps=8, sent_kbps=11) == pytest.approx(0.85 * 8)
+    assert reports.adapter.history[-1].queue_ms == pytest.approx(650 - 68.75, abs=0.1)
+    # The sender keeps under the target; the link drains the queue at 8, then carries 6.
+    reports.report(received_kbps=8, sent_kbps=6, delay_ms=150)  # the hold after a decrease
+    reports.report(received_kbps=8, sent_kbps=6, delay_ms=150)
+    assert reports.adapter.history[-1].queue_ms == pytest.approx(12.5)  # 350 + 750 - 1050 - 37.5
+    for _ in range(2):  # a standing delay on the receiver's side holds
         assert reports.report(received_kbps=6, delay_ms=160) == pytest.approx(6.8)
-    # Drained, and far below the 8 kbit/s the link carried: 8 % a second.
+    # Clear, and far below the 8 kbit/s the link carried: 8 % a second.
     assert reports.report(received_kbps=6, delay_ms=20) == pytest.approx(6.8 * 1.08)
+
+
+def test_a_late_display_without_a_queue_in_the_network_does_not_back_off() -> None:
+    """A receiver short of CPU shows frames later and later, but everything sent arrives."""
+    reports = _Reports(RateAdapter())
+    for delay_ms in (20, 150, 250, 400, 700):
+        assert reports.report(received_kbps=11, delay_ms=delay_ms) is None
+    assert [step.action for step in reports.adapter.history] == ["idle"] + ["hold"] * 4
+    # With some queue in the network (7.2 sent, 6 arriving: 112.5 B, less a 45-byte message on
+    # its way, 90 ms), a growing delay backs off; the same queue with a steady delay does not.
+    reports = _Reports(RateAdapter())
+    reports.report(received_kbps=6, delay_ms=150)
+    assert reports.report(received_kbps=6, delay_ms=200, sent_kbps=7.2) == pytest.approx(5.1)
+    assert reports.adapter.history[-1].queue_ms == pytest.approx(90)
+    reports = _Reports(RateAdapter())
+    reports.report(received_kbps=6, delay_ms=150)
+    assert reports.report(received_kbps=6, delay_ms=160, sent_kbps=7.2) is None
 
 
 def test_the_delay_of_the_senders_own_change_is_not_the_links() -> None:
     reports = _Reports(RateAdapter())
     assert reports.report(received_kbps=8, loss=0.2) == pytest.approx(7.2)
     reports.adapter.ignore_delay(2)  # e.g. the sender bundles longer: +160 ms latency
-    reports.report(received_kbps=6, delay_ms=180)  # the hold after a decrease
-    assert reports.report(received_kbps=6, delay_ms=300) > 7.2  # not read as a growing queue
+    reports.report(received_kbps=6, delay_ms=180, sent_kbps=6.8)  # the hold after a decrease
+    assert reports.report(received_kbps=6, delay_ms=300) > 7.2  # not read as a growing delay
     assert reports.report(received_kbps=6, delay_ms=300) > 7.2  # read again: high, holds
-    assert reports.report(received_kbps=6, delay_ms=360) == pytest.approx(0.85 * 6)  # growing
+    assert reports.adapter.history[-1].action == "hold"
 
 
 def test_a_report_that_saw_nothing_changes_nothing() -> None:
-    """Nothing arrived (a keyframe still in flight, a sender that stalled): no evidence either
-    way, so no target is set and none grows."""
+    """Nothing arrived (the first keyframe still in flight): no evidence either way, and what
+    arrives next settles the bytes it owed."""
     reports = _Reports(RateAdapter())
     assert reports.report(received_kbps=0, delay_ms=None, sent_kbps=40) is None
-    reports.report(received_kbps=8, loss=0.2)  # 8 kbit/s sent, 20 % lost: 7.2
-    reports.report(received_kbps=6)  # the hold after a decrease
-    assert reports.report(received_kbps=0, delay_ms=None, sent_kbps=6) == pytest.approx(7.2)
-    assert reports.adapter.history[-1].action == "hold"
+    assert reports.report(received_kbps=45, sent_kbps=8) is None
+    assert [step.action for step in reports.adapter.history] == ["hold", "idle"]
 
 
 def test_the_target_stays_within_the_ceiling_and_the_floor() -> None:

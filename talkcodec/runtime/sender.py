@@ -28,7 +28,7 @@ from talkcodec.bitstream import (
 )
 from talkcodec.codec import StreamEncoder
 from talkcodec.config import SenderConfig
-from talkcodec.ratecontrol import RateAdapter, header_kbps, plan_wire_rate
+from talkcodec.ratecontrol import Feedback, RateAdapter, header_kbps, plan_wire_rate
 from talkcodec.runtime.playout import DEFAULT_MAX_HOLD_MS
 from talkcodec.runtime.sources import CapturedFrame, LatestFrame
 from talkcodec.transport.bundling import Bundler
@@ -233,13 +233,15 @@ class CallSender:
         channels = self.stats.channels
         media = [channels[name] for name in MEDIA_CHANNELS if name in channels]
         delay_ms = report.queuing_delay_ms
-        target_kbps = adapter.update(
-            time.monotonic(),
+        feedback = Feedback(
+            interval_s=report.interval_ms / 1000,
             received_kbps=report.received_wire_bps / 1000,
             loss_fraction=self._network_loss(report),
             queuing_delay_ms=None if delay_ms == LATENCY_UNKNOWN_MS else delay_ms,
-            sent_wire_bytes=sum(counter.wire_bytes for counter in media),
         )
+        sent_wire_bytes = sum(counter.wire_bytes for counter in media)
+        sent_messages = sum(counter.messages for counter in media)
+        target_kbps = adapter.update(time.monotonic(), feedback, sent_wire_bytes, sent_messages)
         if target_kbps is None:
             return
         fps = self.encoder.header.fps

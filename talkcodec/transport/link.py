@@ -44,8 +44,11 @@ import numpy as np
 from talkcodec.transport.overhead import datachannel_packet_bytes
 
 Deliver = Callable[[], None]
-# A second counts as settled when its longest queue wait is under this (LinkStats.settled_s).
+# LinkStats.settled_s: a second counts as settled when its longest queue wait is under this,
+# and the seconds must stay so for at least SETTLED_MIN_S (the last second of a call, when the
+# sender stops, would pass alone).
 SETTLED_QUEUE_MS = 200.0
+SETTLED_MIN_S = 3
 
 
 @dataclass(frozen=True)
@@ -181,15 +184,17 @@ class LinkStats:
         """How long after after_s the link settled: until the start of the first second from
         which on every second's sent wire rate (new and retransmitted bytes handed over) stayed
         within the link's rate and its longest queue wait under max_queue_ms. None: it never
-        did (the last second still failed)."""
-        settled_from: int | None = None
+        did for the last SETTLED_MIN_S seconds or more."""
+        settled_from = len(self.seconds)
         for index in range(len(self.seconds) - 1, int(after_s) - 1, -1):
             second = self.seconds[index]
             sent_kbps = (second.offered_bytes + second.retransmitted_bytes) * 8 / 1000
             if sent_kbps > second.rate_kbps or second.queue_ms_max >= max_queue_ms:
                 break
             settled_from = index
-        return None if settled_from is None else max(0.0, settled_from - after_s)
+        if len(self.seconds) - settled_from < SETTLED_MIN_S:
+            return None
+        return max(0.0, settled_from - after_s)
 
 
 @dataclass(eq=False)

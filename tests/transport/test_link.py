@@ -9,7 +9,14 @@ from collections.abc import Callable
 
 import pytest
 
-from talkcodec.transport.link import Link, LinkConfig, RateStep
+from talkcodec.transport.link import (
+    SETTLED_MIN_S,
+    Link,
+    LinkConfig,
+    LinkSecond,
+    LinkStats,
+    RateStep,
+)
 from talkcodec.transport.overhead import datachannel_message_cost
 
 
@@ -201,3 +208,7 @@ def test_settled_is_the_start_of_the_last_run_of_good_seconds() -> None:
     assert [round(s.queue_ms_max) for s in seconds[5:8]] == [1200, 300, 0]
     assert link.stats.settled_s(after_s=1.0) == 6.0
     assert link.stats.settled_s(after_s=1.0, max_queue_ms=0) is None
+    # Good seconds must last SETTLED_MIN_S: a call's last second (the sender stopped) alone not.
+    busy, idle = LinkSecond(8, offered_bytes=2000), LinkSecond(8, offered_bytes=10)
+    assert LinkStats(seconds=[busy, busy, idle]).settled_s(after_s=0) is None
+    assert LinkStats(seconds=[busy, *[idle] * SETTLED_MIN_S]).settled_s(after_s=0) == 1.0
