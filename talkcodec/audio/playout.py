@@ -68,11 +68,13 @@ class AudioPlayout:
         self.stats = AudioPlayoutStats()
         self._origin_ms: float | None = None  # media time of pts 0, unwrapped
         self._queue: deque[tuple[int, np.ndarray]] = deque()  # (pts, samples) in pts order
-        self._unclocked: list[tuple[int, float]] = []  # (pts, arrival) before the clock came
+        # (pts, arrival) of frames that came before the clock
+        self._unclocked: deque[tuple[int, float]] = deque(maxlen=MAX_QUEUED_FRAMES)
         self._next_pts: int | None = None  # the next sample to play (None: paused)
         self._paused_at_pts: int | None = None
         self._frame_samples = 0
         self._arrivals_ms: deque[float] = deque(maxlen=RECENT)
+        self._required_ms: float | None = None  # p95 arrival + margin, kept as arrivals come
         self._video_latency_ms: float | None = None
         self.delay_ms: float | None = None
         self.last_latency_ms: float | None = None  # of the last frame played
@@ -88,7 +90,7 @@ class AudioPlayout:
         behind = signed_difference(round(now_ms) - origin_ms_mod, PTS_MODULO)
         self._origin_ms = round(now_ms) - behind
         for pts, arrival_ms in self._unclocked:
-            self._arrivals_ms.append(arrival_ms - self.media_ms(pts))
+            self._note_arrival(arrival_ms - self.media_ms(pts))
         self._unclocked.clear()
 
     def push(self, pts: int, samples: np.ndarray, now_ms: float) -> None:
@@ -103,9 +105,9 @@ class AudioPlayout:
         self._queue.append((pts, samples))
         self._frame_samples = self._frame_samples or len(samples)
         if self._origin_ms is None:
-            self._unclocked = [*self._unclocked[-MAX_QUEUED_FRAMES:], (pts, now_ms)]
+            self._unclocked.append((pts, now_ms))
         else:
-            self._arrivals_ms.append(now_ms - self.media_ms(pts))
+            self._note_arrival(now_ms - self.media_ms(pts))
 
     def note_video(self, latency_ms: float) -> None:
         """A picture was displayed with this capture-to-display latency: follow it, and measure
@@ -156,10 +158,15 @@ class AudioPlayout:
     def _frame_ms(self) -> float:
         return self._frame_samples * 1000 / SAMPLE_RATE if self._frame_samples else 20.0
 
+    def _note_arrival(self, latency_ms: float) -> None:
+        # Once per frame here rather than at every 5 ms tick.
+        self._arrivals_ms.append(latency_ms)
+        self._required_ms = float(np.percentile(self._arrivals_ms, 95)) + ARRIVAL_MARGIN_MS
+
     def _target_delay_ms(self) -> float | None:
-        if not self._arrivals_ms:
+        required = self._required_ms
+        if required is None:
             return None
-        required = float(np.percentile(self._arrivals_ms, 95)) + ARRIVAL_MARGIN_MS
         wanted = max(required, self._video_latency_ms or 0.0)
         return min(wanted, max(self.max_delay_ms, required))
 

@@ -26,7 +26,8 @@ from aiortc.rtp import RtpPacket
 from talkcodec.audio.playout import AudioPlayout, AudioSink
 from talkcodec.audio.sources import SAMPLE_RATE, AudioUnavailable
 from talkcodec.config import AudioConfig
-from talkcodec.transport.overhead import RTP_AUDIO_PACKET_OVERHEAD_BYTES
+from talkcodec.transport.overhead import rtp_audio_stream_cost
+from talkcodec.transport.stats import rates_kbit_s
 
 logger = logging.getLogger(__name__)
 
@@ -187,15 +188,13 @@ class AudioReceiver:
 
     def summary(self, elapsed_s: float) -> dict[str, object]:
         counts = self._buffer.counts if self._buffer else AudioPacketCounts()
-        wire = counts.payload_bytes + counts.packets * RTP_AUDIO_PACKET_OVERHEAD_BYTES
-        elapsed_s = max(elapsed_s, 1e-6)
+        cost = rtp_audio_stream_cost(counts.packets, counts.payload_bytes)
         return {
             "packets_received": counts.packets,
             "packets_lost": counts.lost,
             "packets_behind": counts.behind,
             "payload_bytes": counts.payload_bytes,
-            "kbit_s": round(counts.payload_bytes * 8 / elapsed_s / 1000, 3),
-            "wire_kbit_s": round(wire * 8 / elapsed_s / 1000, 3),
+            **rates_kbit_s(cost, elapsed_s),
             "played_on_device": self.played_on_device,
             **self.playout.summary(),
         }

@@ -40,7 +40,6 @@ from talkcodec.transport.peer import CallChannels
 from talkcodec.transport.stats import (
     CallStats,
     ReportInterval,
-    latency_ms,
     percentile,
     wall_clock_ms,
 )
@@ -309,9 +308,7 @@ class CallReceiver:
         image = decoder.render(newest)
         for sink in self.sinks:
             sink(image, newest.pts_ms)
-        shown_ms = wall_clock_ms()
-        self.stats.count_display(newest.pts_ms, shown_ms)
-        latency = latency_ms(newest.pts_ms, shown_ms)
+        latency = self.stats.count_display(newest.pts_ms, wall_clock_ms())
         if self.audio is not None and latency is not None:
             self.audio.note_video(latency)
         if self._loss_since_pts is not None:

@@ -43,9 +43,9 @@ from talkcodec.transport.control import (
 )
 from talkcodec.transport.fragmentation import fragment
 from talkcodec.transport.link import Link
-from talkcodec.transport.overhead import RTP_AUDIO_PACKET_OVERHEAD_BYTES
+from talkcodec.transport.overhead import rtp_audio_stream_cost
 from talkcodec.transport.peer import CallChannels
-from talkcodec.transport.stats import MEDIA_CHANNELS, ChannelCounter
+from talkcodec.transport.stats import MEDIA_CHANNELS, ChannelCounter, rates_kbit_s
 
 if TYPE_CHECKING:
     from talkcodec.audio.track import OpusTrack
@@ -100,7 +100,6 @@ class CallSender:
         self._longest_bundle_ms = DEFAULT_MAX_HOLD_MS if compact else 0.0
         self._adapter = self._make_adapter() if self.config.adapt_rate else None
         self._payload_target_kbps: float | None = None  # for the encoder, in its thread
-        self._simulated_mark = (0, 0)  # (simulated_lost_packets, bundled_frames) at last report
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="talkcodec-encode")
         # The call's audio track (talkcodec.audio.track), when it has sound.
         self.audio_track: OpusTrack | None = None
@@ -253,18 +252,11 @@ class CallSender:
             adapter.ignore_delay()  # the frames' latency moves by the change
 
     def _network_loss(self, report: ReceiverReport) -> float:
-        """The report's loss less this sender's own --simulate-loss drops since the last one
-        (those measure loss recovery; they say nothing about the link). With --simulate-loss
-        on, no loss is taken as the link's: the report's interval and the sender's do not line
-        up, and a random 20% over a dozen messages a second leaves residues up to 30% that
-        drove the rate to its floor (measured on dev clips); the delay signals still count."""
-        if self.config.simulate_loss:
-            return 0.0
-        lost, sent = self.stats.simulated_lost_packets, self.stats.bundled_frames
-        own_lost, own_sent = lost - self._simulated_mark[0], sent - self._simulated_mark[1]
-        self._simulated_mark = (lost, sent)
-        own_loss = own_lost / own_sent if own_sent else 0.0
-        return max(0.0, report.lost_per_256 / 256 - own_loss)
+        """The report's loss, taken as the link's, except with --simulate-loss on: the sender's
+        own drops measure loss recovery and say nothing about the link, and subtracting them
+        per report left residues up to 30% (the report's interval and the sender's do not line
+        up) that drove the rate to its floor on dev clips; the delay signals still count."""
+        return 0.0 if self.config.simulate_loss else report.lost_per_256 / 256
 
     def _adaptation_summary(self, adapter: RateAdapter) -> dict[str, object]:
         return {
@@ -276,14 +268,12 @@ class CallSender:
 
     def _audio_summary(self, track: OpusTrack) -> dict[str, object]:
         stats, config = track.stats, track.config
-        elapsed_s = stats.chunks_read * config.frame_ms / 1000 or 1e-6
-        wire_bytes = stats.payload_bytes + stats.packets_sent * RTP_AUDIO_PACKET_OVERHEAD_BYTES
+        cost = rtp_audio_stream_cost(stats.packets_sent, stats.payload_bytes)
         return {
             "packets_sent": stats.packets_sent,
             "payload_bytes": stats.payload_bytes,
             "simulated_losses": stats.simulated_losses,
-            "kbit_s": round(stats.payload_bytes * 8 / elapsed_s / 1000, 3),
-            "wire_kbit_s": round(wire_bytes * 8 / elapsed_s / 1000, 3),
+            **rates_kbit_s(cost, stats.chunks_read * config.frame_ms / 1000),
             "bitrate_kbps": config.bitrate_kbps,
             "frame_ms": config.frame_ms,
         }

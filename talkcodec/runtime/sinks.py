@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,11 +60,9 @@ class WindowSink:
         cv2.destroyAllWindows()
 
 
-def _held(
-    blocks: list[tuple[np.ndarray, float]], block: tuple[np.ndarray, float]
-) -> list[tuple[np.ndarray, float]]:
-    """Sound blocks waiting for the recording to start, the newest MAX_EARLY_AUDIO_BLOCKS."""
-    return [*blocks[-MAX_EARLY_AUDIO_BLOCKS + 1 :], block]
+def _early_audio() -> deque[tuple[np.ndarray, float]]:
+    """Sound blocks waiting for the recording to start: the newest MAX_EARLY_AUDIO_BLOCKS."""
+    return deque(maxlen=MAX_EARLY_AUDIO_BLOCKS)
 
 
 class _TimedWriter:
@@ -85,13 +83,13 @@ class _TimedWriter:
         self._lock = threading.Lock()
         self._audio = audio
         self._audio_written = 0  # samples
-        self._early_audio: list[tuple[np.ndarray, float]] = []  # before the first frame
+        self._early_audio = _early_audio()  # before the first frame
 
     def write(self, image: np.ndarray, pts_ms: int) -> None:
         with self._lock:
             if self._first_pts is None:
                 self._first_pts = pts_ms
-                early, self._early_audio = self._early_audio, []
+                early, self._early_audio = self._early_audio, _early_audio()
                 for samples, media_ms in early:
                     self._place_audio(samples, media_ms)
             slot = round(((pts_ms - self._first_pts) % PTS_MODULO) * self._fps / 1000)
@@ -109,10 +107,7 @@ class _TimedWriter:
             return
         with self._lock:
             if self._first_pts is None:
-                self._early_audio = [
-                    *self._early_audio[-MAX_EARLY_AUDIO_BLOCKS:],
-                    (samples, media_ms),
-                ]
+                self._early_audio.append((samples, media_ms))
                 return
             self._place_audio(samples, media_ms)
 
@@ -153,7 +148,7 @@ class RecordSink:
         self._writer: _TimedWriter | None = None
         self._overlay = overlay
         self._audio = audio
-        self._early_audio: list[tuple[np.ndarray, float]] = []  # before the writer opens
+        self._early_audio = _early_audio()  # before the writer opens
 
     def __call__(self, image: np.ndarray, pts_ms: int) -> None:
         if self._writer is None:
@@ -161,13 +156,13 @@ class RecordSink:
             writer = _TimedWriter(self._path, image.shape[1], image.shape[0], fps, self._audio)
             for samples, media_ms in self._early_audio:
                 writer.write_audio(samples, media_ms)
-            self._early_audio = []
+            self._early_audio.clear()
             self._writer = writer
         self._writer.write(draw_overlay(image, self._overlay()) if self._overlay else image, pts_ms)
 
     def write_audio(self, samples: np.ndarray, media_ms: float) -> None:
         if self._writer is None:
-            self._early_audio = _held(self._early_audio, (samples, media_ms))
+            self._early_audio.append((samples, media_ms))
         else:
             self._writer.write_audio(samples, media_ms)
 

@@ -98,6 +98,13 @@ def rtp_audio_packet_cost(payload_bytes: int) -> WireCost:
     return WireCost(payload_bytes, 1, payload_bytes + RTP_AUDIO_PACKET_OVERHEAD_BYTES)
 
 
+def rtp_audio_stream_cost(packets: int, payload_bytes: int) -> WireCost:
+    """Total cost of `packets` Opus packets holding payload_bytes in all."""
+    return WireCost(
+        payload_bytes, packets, payload_bytes + packets * RTP_AUDIO_PACKET_OVERHEAD_BYTES
+    )
+
+
 def datachannel_message_cost(message_bytes: int) -> WireCost:
     """One data-channel message: DATA chunks of at most 1172 bytes, each padded to 4 bytes,
     one per SCTP packet. An empty message still takes one packet (WebRTC sends a 1-byte

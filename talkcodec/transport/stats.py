@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from talkcodec.bitstream import PTS_MODULO
-from talkcodec.transport.overhead import datachannel_message_cost
+from talkcodec.transport.overhead import WireCost, datachannel_message_cost
 
 # A latency beyond this is a clock mismatch or a wrapped timestamp, not a measurement.
 _MAX_PLAUSIBLE_LATENCY_MS = 60_000
@@ -53,6 +53,15 @@ class ChannelCounter:
         self.wire_bytes += datachannel_message_cost(size).wire_bytes
 
 
+def rates_kbit_s(cost: WireCost, elapsed_s: float) -> dict[str, float]:
+    """kbit/s of a stream's payload and of its bytes on the wire over elapsed_s."""
+    elapsed_s = max(elapsed_s, 1e-6)
+    return {
+        "kbit_s": round(cost.payload_bytes * 8 / elapsed_s / 1000, 3),
+        "wire_kbit_s": round(cost.wire_bytes * 8 / elapsed_s / 1000, 3),
+    }
+
+
 def percentile(values: list[float] | list[int], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
@@ -78,11 +87,13 @@ class CallStats:
     def count_drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
-    def count_display(self, pts_ms: int, now_ms: int) -> None:
+    def count_display(self, pts_ms: int, now_ms: int) -> int | None:
+        """Count a displayed frame; its capture-to-display latency (None: implausible)."""
         self.displayed_pts_ms.append(pts_ms)
         latency = latency_ms(pts_ms, now_ms)
         if latency is not None:
             self.latencies_ms.append(latency)
+        return latency
 
     def elapsed_s(self) -> float:
         return max(time.monotonic() - self.started_s, 1e-6)
