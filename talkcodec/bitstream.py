@@ -11,7 +11,7 @@ import io
 import logging
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum, IntEnum, IntFlag
 from pathlib import Path
 from types import TracebackType
@@ -198,6 +198,9 @@ class Packet:
     # rather than implied by the frame rate (COMPACT ones): an implied time is only as good as
     # the packet it was implied from (KeypointTimeline).
     timed: bool = field(default=True, compare=False)
+    # Not on the wire either: whether the packet came in a message's repeat prefix (a copy
+    # of a packet sent in an earlier message, so a receiver that lost that one recovers it).
+    repeated: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", _to_enum(PacketKind, self.kind, "packet kind"))
@@ -553,6 +556,12 @@ _COMPACT_KINDS = {code: kind for kind, code in _COMPACT_KIND_CODES.items()}
 # one past the KEYPOINTS packet before it in the same message; bits 2..0 are reserved, zero.
 _COMPACT_CONTINUATION = 2
 _COMPACT_CONTINUATION_RESERVED = 0x07
+# Code 3 as a message's first byte: a repeat prefix, bits 4..0 the number of packets (1..31) at
+# the start of the message that repeat packets of an earlier message; bit 5 reserved, zero.
+_COMPACT_REPEAT = 3
+_COMPACT_REPEAT_COUNT = 0x1F
+_COMPACT_REPEAT_RESERVED = 0x20
+MAX_REPEATED_PACKETS = _COMPACT_REPEAT_COUNT
 # A bundle (one message holding several packets) holds at most this many: a second of frames
 # at 32 fps, far above any latency budget, and a bound on what one message can make a reader do.
 MAX_BUNDLE_PACKETS = 32
@@ -660,16 +669,25 @@ class PacketWriter:
             return bytes(packet)
         return self._pack_compact(packet, last=True)
 
-    def pack_bundle(self, packets: Sequence[Packet]) -> bytes:
-        """Several packets as one message: each but the last carries its payload length."""
+    def pack_bundle(self, packets: Sequence[Packet], repeats: int = 0) -> bytes:
+        """Several packets as one message: each but the last carries its payload length.
+
+        repeats: how many of the first packets repeat packets already sent (in an earlier
+        message): a repeat prefix says so, and a receiver that has them drops them."""
         if not 1 <= len(packets) <= MAX_BUNDLE_PACKETS:
             raise ValueError(f"a bundle holds 1..{MAX_BUNDLE_PACKETS} packets, got {len(packets)}")
         if self.packet_format is PacketFormat.FIXED and len(packets) > 1:
             raise ValueError("FIXED packets cannot be bundled: they carry no length")
+        if not 0 <= repeats < len(packets) or repeats > MAX_REPEATED_PACKETS:
+            raise ValueError(
+                f"repeats must be in 0..{min(len(packets) - 1, MAX_REPEATED_PACKETS)}, "
+                f"got {repeats}"
+            )
         if len(packets) == 1:
             return self.pack(packets[0])
         last = len(packets) - 1
-        return b"".join(
+        prefix = bytes((_COMPACT_REPEAT << _COMPACT_KIND_SHIFT | repeats,)) if repeats else b""
+        return prefix + b"".join(
             self._pack_compact(p, last=i == last, after=packets[i - 1] if i else None)
             for i, p in enumerate(packets)
         )
@@ -713,7 +731,7 @@ class PacketReader:
             return [Packet.parse(data)]
         clock = self.clock.copy()
         packets: list[Packet] = []
-        offset = 0
+        repeats, offset = _parse_repeat_prefix(data)
         while True:
             after = packets[-1] if packets else None
             packet, offset, more = _parse_compact(data, offset, clock, after)
@@ -726,8 +744,25 @@ class PacketReader:
                 )
             if len(packets) == MAX_BUNDLE_PACKETS:
                 raise BitstreamError(f"bundle holds more than {MAX_BUNDLE_PACKETS} packets")
+        if repeats >= len(packets):
+            raise BitstreamError(
+                f"repeat prefix names {repeats} repeated packets of a message of "
+                f"{len(packets)}: expected fewer"
+            )
         self.clock = clock
-        return packets
+        return [replace(p, repeated=True) if i < repeats else p for i, p in enumerate(packets)]
+
+
+def _parse_repeat_prefix(data: bytes) -> tuple[int, int]:
+    """(repeated packets, offset of the first packet) of a compact message."""
+    if not data or data[0] >> _COMPACT_KIND_SHIFT != _COMPACT_REPEAT:
+        return 0, 0
+    if data[0] & _COMPACT_REPEAT_RESERVED:
+        raise BitstreamError("repeat prefix sets reserved bit 5: expected 0")
+    repeats = data[0] & _COMPACT_REPEAT_COUNT
+    if repeats == 0:
+        raise BitstreamError("repeat prefix names 0 repeated packets: expected 1 to 31")
+    return repeats, 1
 
 
 def compact_packet_kind(first_byte: int) -> PacketKind | None:

@@ -379,13 +379,15 @@ class DecodedFrame:
 
     stream_ms: where the frame lies on the stream's accepted timeline (KeypointTimeline): 0 at
     the first keypoint packet, never more than MAX_PTS_STEP_MS past the previous packet, however
-    far its pts_ms jumps.
+    far its pts_ms jumps. recovered: decoded from a repeated copy (its own message was lost),
+    so it arrived a message later than it was due.
     """
 
     landmarks: Landmarks
     pts_ms: int
     seq: int
     stream_ms: int = 0
+    recovered: bool = False
 
 
 @dataclass
@@ -402,6 +404,10 @@ class DecoderStats:
     implausible: int = 0
     late: int = 0
     lost: int = 0
+    # Repeated copies (a message's repeat prefix): of packets already here, dropped (repeated),
+    # or of packets the network lost, decoded in their place (recovered).
+    repeated: int = 0
+    recovered: int = 0
     undecodable: int = 0
     resyncs: int = 0  # new timelines accepted (a sender that restarted, a long absence)
     wrong_channel: int = 0  # packets on the data channel of the other kind
@@ -564,7 +570,10 @@ class StreamDecoder:
         _check_keypoint_payload("keypoint packet", packet.payload)
         verdict = self.timeline.classify(packet.seq, packet.pts_ms, packet.is_intra, packet.timed)
         if verdict.arrival is Arrival.LATE:
-            self.stats.late += 1
+            if packet.repeated:
+                self.stats.repeated += 1
+            else:
+                self.stats.late += 1
             return None
         if verdict.arrival is Arrival.IMPLAUSIBLE:
             raise ImplausiblePacket(
@@ -586,10 +595,13 @@ class StreamDecoder:
             self._keypoints.reset()
             raise
         self.stats.keypoint_frames += 1
+        self.stats.recovered += packet.repeated
         if not self._has_reference:
             return None
         landmarks = self.model.reconstruct(params, self.header.width)
-        return DecodedFrame(landmarks, verdict.pts_ms, packet.seq, self.timeline.stream_ms)
+        return DecodedFrame(
+            landmarks, verdict.pts_ms, packet.seq, self.timeline.stream_ms, packet.repeated
+        )
 
 
 def _check_keypoint_payload(what: str, payload: bytes) -> None:

@@ -122,6 +122,9 @@ class DecoderConfig:
     backend: str = "auto"
 
 
+REDUNDANCY_MODES = ("auto", "on", "off")
+
+
 @dataclass(frozen=True)
 class SenderConfig:
     """How the sender puts packets on the channels.
@@ -135,6 +138,9 @@ class SenderConfig:
     a growing delay, lower the stream's rate (the rate cap's target, under --max-kbps) and
     bundle longer (up to the playout buffer's 200 ms). link: send through a modelled
     bottleneck (talkcodec.transport.link) instead of straight onto the channels; None: not.
+    redundancy: whether each keypoint message repeats the previous message's packets (a
+    repeat prefix, docs/bitstream.md), so one lost message costs no frames: "auto" while the
+    receiver reports loss (from the first report with >= 1% until 10 s without), "on", "off".
     """
 
     simulate_loss: float = 0.0
@@ -143,10 +149,15 @@ class SenderConfig:
     bundle_ms: float = 40.0
     adapt_rate: bool = True
     link: LinkConfig | None = None
+    redundancy: str = "auto"
 
     def __post_init__(self) -> None:
         if not 0 <= self.simulate_loss < 1:
             raise ValueError(f"simulate_loss must be in [0, 1), got {self.simulate_loss}")
+        if self.redundancy not in REDUNDANCY_MODES:
+            raise ValueError(
+                f"redundancy must be one of {', '.join(REDUNDANCY_MODES)}, got {self.redundancy!r}"
+            )
         if not 0 <= self.bundle_ms <= 1000:
             raise ValueError(f"bundle_ms must be in 0..1000, got {self.bundle_ms}")
 

@@ -361,6 +361,54 @@ def test_compact_bundle_layout() -> None:
     assert tuple(PacketReader(GOLDEN_HEADER).parse(data)) == bundle
 
 
+def test_repeat_prefix_layout_and_recovery() -> None:
+    writer = PacketWriter(GOLDEN_HEADER)
+    first = [
+        Packet(PacketKind.KEYPOINTS, 1, 0, b"\xaa", PacketFlags.INTRA),
+        Packet(PacketKind.KEYPOINTS, 2, 40, b"\xbb"),
+    ]
+    second = [
+        Packet(PacketKind.KEYPOINTS, 3, 80, b"\xcc"),
+        Packet(PacketKind.KEYPOINTS, 4, 120, b""),
+    ]
+    lost = writer.pack_bundle(first)
+    data = writer.pack_bundle(first + second, repeats=2)
+    assert lost == bytes.fromhex("38 01 00000000 01 aa 80 bb")
+    # prefix kind 3 | 2 repeated packets, then the bundle as ever: the repeated intra packet
+    # keeps its time, everything after it continues (1-byte headers, implied times)
+    assert data == bytes.fromhex("c2 38 01 00000000 01 aa 88 01 bb 88 01 cc 80")
+    # a receiver that lost the first message gets all four, the first two marked repeated
+    parsed = PacketReader(GOLDEN_HEADER).parse(data)
+    assert parsed == first + second
+    assert [p.repeated for p in parsed] == [True, True, False, False]
+    # one that has it reads the same packets (its decoder drops the copies)
+    reader = PacketReader(GOLDEN_HEADER)
+    reader.parse(lost)
+    assert reader.parse(data) == first + second
+    with pytest.raises(ValueError, match="repeats must be in 0..1"):
+        writer.pack_bundle(second, repeats=2)
+
+
+def test_repeated_packet_behind_the_anchor_carries_its_time() -> None:
+    """A repeated untimed packet before a timed one cannot be implied forward: it is timed."""
+    writer = PacketWriter(GOLDEN_HEADER)
+    writer.pack(Packet(PacketKind.KEYPOINTS, 0, 0, b"", PacketFlags.INTRA))
+    previous = [
+        Packet(PacketKind.KEYPOINTS, 1, 40, b"\x01"),
+        Packet(PacketKind.KEYPOINTS, 2, 80, b"\x02", PacketFlags.INTRA),
+    ]
+    writer.pack_bundle(previous)
+    data = writer.pack_bundle([*previous, Packet(PacketKind.KEYPOINTS, 3, 120, b"\x03")], 2)
+    reader = PacketReader(GOLDEN_HEADER)
+    reader.parse(bytes.fromhex("30 00 00000000"))
+    parsed = reader.parse(data)
+    assert [(p.seq, p.pts_ms, p.timed) for p in parsed] == [
+        (1, 40, True),
+        (2, 80, True),
+        (3, 120, False),
+    ]
+
+
 def test_implied_times_round_half_up() -> None:
     clock = ImpliedClock(29970)  # 33.3667 ms a frame
     clock.note_time(PacketKind.KEYPOINTS, 2040, 0xFFFF_FF00)
@@ -529,7 +577,22 @@ ERROR_CASES: list[tuple[Callable[[bytes], object], bytes, str]] = [
         bytes.fromhex("38 00 00000000 00 81"),
         "continuation packet sets reserved bits: 0x01, expected 0",
     ),
-    (_parse_bundle, bytes.fromhex("c0 00"), "unknown compact packet kind 3"),
+    (
+        _parse_bundle,
+        bytes.fromhex("c0 00"),
+        "repeat prefix names 0 repeated packets: expected 1 to 31",
+    ),
+    (
+        _parse_bundle,
+        bytes.fromhex("e1 30 00 00000000"),
+        "repeat prefix sets reserved bit 5: expected 0",
+    ),
+    (
+        _parse_bundle,
+        bytes.fromhex("c1 30 00 00000000"),
+        "repeat prefix names 1 repeated packets of a message of 1: expected fewer",
+    ),
+    (_parse_bundle, bytes.fromhex("38 00 00000000 01 aa c0 00"), "unknown compact packet kind 3"),
     (_parse_bundle, bytes.fromhex("10 00 0000"), "compact packet pts_ms needs 4 bytes, got 2"),
     (
         _parse_bundle,
@@ -614,7 +677,7 @@ ERROR_CASES: list[tuple[Callable[[bytes], object], bytes, str]] = [
     (
         TkcFile.parse,
         _TKC_START + bytes.fromhex("02 c0 00"),
-        "tkc record 0: unknown compact packet kind 3",
+        "tkc record 0: repeat prefix names 0 repeated packets: expected 1 to 31",
     ),
     (
         TkcFile.parse,

@@ -114,7 +114,8 @@ def _message(header: StreamHeader, packet: Packet) -> bytes:
         (b"\x01", "corrupt"),
         (bytes.fromhex("30 00 0000"), "corrupt"),  # a timed intra packet, cut short
         (bytes.fromhex("00 05 aa"), "undecodable"),  # no time, and none earlier to imply it
-        (b"\xc0\x00payload", "unknown_kind"),
+        (bytes.fromhex("38 00 00000000 01 aa c0 00"), "unknown_kind"),  # kind 3 inside
+        (b"\xc0\x00payload", "corrupt"),  # a repeat prefix of no packets
         (Packet(PacketKind.KEYFRAME, 0, 0, b"\x01\x00\x00\x00not an image"), "corrupt"),
         (Packet(PacketKind.KEYFRAME, 0, 0, b"\x01\x00"), "corrupt"),
     ],
@@ -384,6 +385,35 @@ def test_capture_jitter_costs_no_timestamp_bytes_and_bundles_decode_whole() -> N
     assert set(sizes[1:]) == {2 + 1 + 1}  # a header, a length byte, a continuation
     assert [frame.pts_ms for frame in frames] == [p.pts_ms for p in keypoints]
     assert decoder.stats.keypoint_frames == count and decoder.stats.lost == 0
+
+
+def test_repeated_packets_recover_a_lost_message_and_are_dropped_otherwise() -> None:
+    """Each message repeats the previous one's two packets: with every third message lost,
+    every frame still decodes, recovered ones marked; copies of packets already decoded are
+    counted as repeated, not late, and no packet is counted lost."""
+    config = EncoderConfig(crop=False, reference_bank_size=1, keypoint_refresh_interval_s=0)
+    count = 30
+    encoder = StreamEncoder(config, detector=_ScriptedDetector(_talking_head(count)))
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    packets = [p for i in range(count) for p in encoder.encode(image, 5000 + i * 40)]
+    keypoints = [p for p in packets if p.kind is PacketKind.KEYPOINTS]
+    writer, decoder = PacketWriter(encoder.header), StreamDecoder(encoder.header, MESH_WARP)
+    decoder.receive(writer.pack(packets[0]))
+    frames, previous = [], []
+    for k, pair in enumerate(keypoints[i : i + 2] for i in range(0, count, 2)):
+        message = writer.pack_bundle(previous + pair, repeats=len(previous))
+        previous = pair
+        if k % 3 == 1:
+            continue  # lost
+        frames += decoder.decode(message, channel=PacketKind.KEYPOINTS)
+    assert [frame.pts_ms for frame in frames] == [p.pts_ms for p in keypoints]
+    recovered = [frame.seq for frame in frames if frame.recovered]
+    assert recovered == [
+        p.seq for k in range(1, count // 2, 3) for p in keypoints[2 * k : 2 * k + 2]
+    ]
+    stats = decoder.stats
+    assert stats.recovered == len(recovered) and stats.lost == stats.late == 0
+    assert stats.repeated == 2 * (count // 2 - 1) - 2 * len(recovered)
 
 
 def test_packets_on_the_other_kind_of_channel_are_dropped(header: StreamHeader) -> None:

@@ -47,7 +47,7 @@ def _add_source_options(parser: argparse.ArgumentParser, demo: bool) -> None:
 
 
 def _add_sender_options(parser: argparse.ArgumentParser) -> None:
-    from talkcodec.config import SenderConfig
+    from talkcodec.config import REDUNDANCY_MODES, SenderConfig
     from talkcodec.transport.fragmentation import DEFAULT_FRAGMENT_BYTES
 
     parser.add_argument(
@@ -65,6 +65,11 @@ def _add_sender_options(parser: argparse.ArgumentParser) -> None:
         help="let a frame's keypoints wait up to MS for the next frames' so they share one "
         "data-channel message (fewer header bytes on the wire, MS more latency; 0: send each "
         "frame at once)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--redundancy", choices=REDUNDANCY_MODES, default=SenderConfig.redundancy,
+        help="repeat each keypoint message's packets at the start of the next, so a lost "
+        "message costs no frames (auto: while the receiver reports loss)",
     )  # fmt: skip
     _add_rate_options(parser)
 
@@ -372,6 +377,7 @@ def _sender_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         loss_seed=args.loss_seed,
         fragment_bytes=args.fragment_bytes,
         bundle_ms=args.bundle_ms,
+        redundancy=args.redundancy,
         adapt_rate=not args.no_rate_adaptation,
         link=_link_config(args),
     )

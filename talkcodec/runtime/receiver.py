@@ -269,8 +269,13 @@ class CallReceiver:
         if decoder_stats is not None:
             dropped += decoder_stats.corrupt + decoder_stats.unknown_kind
             dropped += decoder_stats.implausible + decoder_stats.wrong_channel
-        lost = decoder_stats.lost if decoder_stats else 0
-        received = decoder_stats.keypoint_frames + decoder_stats.late if decoder_stats else 0
+        # What the network lost, whether or not a repeated copy made up for it.
+        lost = decoder_stats.lost + decoder_stats.recovered if decoder_stats else 0
+        received = (
+            decoder_stats.keypoint_frames - decoder_stats.recovered + decoder_stats.late
+            if decoder_stats
+            else 0
+        )
         interval = self._report_interval.close(time.monotonic(), self.stats, lost, received)
         delay_ms = interval.queuing_delay_ms
         return ReceiverReport(
@@ -326,6 +331,8 @@ class CallReceiver:
                 "keypoint_frames": d.keypoint_frames,
                 "rendered": d.rendered,
                 "lost_packets": d.lost,
+                "recovered_packets": d.recovered,
+                "repeated_packets": d.repeated,
                 "late_packets": d.late,
                 "undecodable_packets": d.undecodable,
                 "corrupt_packets": d.corrupt,
@@ -350,6 +357,8 @@ class CallReceiver:
                 "held_ms_mean": float(np.mean(held)) if held else None,
                 "held_ms_max": float(np.max(held)) if held else None,
                 "overflow_frames": self.playout.overflow,
+                "extra_delay_ms": self.playout.extra_delay_ms,
+                "recovered_frames_late": self.playout.recovered_shown_late,
             }
         summary["keyframe_fragments"] = {
             "duplicates": self._reassembler.duplicates,

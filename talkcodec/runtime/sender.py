@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from talkcodec.bitstream import (
+    COMPACT_SEQ_MODULO,
+    MAX_BUNDLE_PACKETS,
+    MAX_REPEATED_PACKETS,
     PTS_MODULO,
     BitstreamError,
     Packet,
@@ -53,6 +56,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EncodedCallback = Callable[[int, np.ndarray], None]
+# Redundancy "auto" (SenderConfig.redundancy): on from a report of 3/256 (1.2%) keypoint
+# packets lost, off after this long without such a report.
+REDUNDANCY_LOSS_PER_256 = 3
+REDUNDANCY_CALM_S = 10.0
 
 
 @dataclass
@@ -65,6 +72,8 @@ class SenderStats:
     simulated_losses: int = 0  # keypoint messages dropped before sending (--simulate-loss)
     simulated_lost_packets: int = 0  # the keypoint packets those messages held
     bundled_frames: int = 0  # keypoint packets sent in messages (bundles of one or more)
+    repeated_packets: int = 0  # copies of earlier packets sent again (redundancy)
+    redundant_messages: int = 0  # messages that carried such copies
     keyframe_requests: int = 0
     refresh_requests: int = 0
     control_errors: int = 0
@@ -101,6 +110,11 @@ class CallSender:
         self._adapter = self._make_adapter() if self.config.adapt_rate else None
         self._payload_target_kbps: float | None = None  # for the encoder, in its thread
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="talkcodec-encode")
+        # Redundancy (SenderConfig.redundancy): the last message's packets, repeated first in
+        # the next while it is on; "auto" turns it on at reported loss, off after a calm.
+        self._previous_bundle: list[Packet] = []
+        self._redundant = self.config.redundancy == "on" and compact
+        self._loss_seen_s: float | None = None
         # The call's audio track (talkcodec.audio.track), when it has sound.
         self.audio_track: OpusTrack | None = None
         channels.control.on("message", self._on_control)
@@ -173,13 +187,42 @@ class CallSender:
             self._send_bundle(bundle)
 
     def _send_bundle(self, bundle: list[Packet]) -> None:
-        data = self._writer.pack_bundle(bundle)
+        repeats = self._repeats(bundle)
+        data = self._writer.pack_bundle(repeats + bundle, repeats=len(repeats))
+        self._previous_bundle = bundle
         self.stats.bundled_frames += len(bundle)
+        self.stats.repeated_packets += len(repeats)
+        self.stats.redundant_messages += bool(repeats)
         if self.config.simulate_loss and self._loss.random() < self.config.simulate_loss:
             self.stats.simulated_losses += 1
             self.stats.simulated_lost_packets += len(bundle)
             return
         self._send("keypoints", data)
+
+    def _repeats(self, bundle: list[Packet]) -> list[Packet]:
+        """The packets to repeat before `bundle`: the previous message's, when redundancy is
+        on and they lead straight into it (no gap, no keyframe between)."""
+        previous = self._previous_bundle
+        if not (self._redundant and previous and bundle):
+            return []
+        if (previous[-1].seq + 1) % COMPACT_SEQ_MODULO != bundle[0].seq:
+            return []
+        room = min(MAX_REPEATED_PACKETS, MAX_BUNDLE_PACKETS - len(bundle))
+        return previous[-room:] if room > 0 else []
+
+    def _follow_loss(self, report: ReceiverReport) -> None:
+        """Redundancy "auto": on at a report of >= REDUNDANCY_LOSS_PER_256 lost, off after
+        REDUNDANCY_CALM_S of reports without."""
+        if self.config.redundancy != "auto" or report.interval_ms == 0:
+            return
+        if self.encoder.header.packet_format is not PacketFormat.COMPACT:
+            return
+        now = time.monotonic()
+        if report.lost_per_256 >= REDUNDANCY_LOSS_PER_256:
+            self._loss_seen_s = now
+            self._redundant = True
+        elif self._loss_seen_s is not None and now - self._loss_seen_s > REDUNDANCY_CALM_S:
+            self._redundant = False
 
     def _send(self, channel_name: str, data: bytes) -> None:
         channel = getattr(self.channels, channel_name)
@@ -212,6 +255,7 @@ class CallSender:
             self.encoder.request_refresh()
         elif isinstance(control, ReceiverReport):
             self.stats.last_report = control
+            self._follow_loss(control)
             self._adapt(control)
         else:
             self.stats.control_errors += 1  # a stream header only ever flows the other way
@@ -304,6 +348,12 @@ class CallSender:
             "simulated_keypoint_losses": self.stats.simulated_losses,
             "simulated_keypoint_packets_lost": self.stats.simulated_lost_packets,
             "bundle_ms": self._bundler.bundle_ms,
+            "redundancy": {
+                "mode": self.config.redundancy,
+                "on": self._redundant,
+                "repeated_packets": self.stats.repeated_packets,
+                "redundant_messages": self.stats.redundant_messages,
+            },
             "keypoint_frames_per_message": (
                 self.stats.bundled_frames / keypoint_messages if keypoint_messages else None
             ),

@@ -111,13 +111,14 @@ def test_simulated_loss_is_survived_and_refreshed() -> None:
         loopback_call(
             replay_encoder(),
             _source(2.0),
-            SenderConfig(simulate_loss=0.2, loss_seed=3),
+            SenderConfig(simulate_loss=0.2, loss_seed=3, redundancy="off"),
             ReceiverConfig(decoder=MESH_WARP),
         )
     )
     sender, receiver = results["sender"], results["receiver"]
     assert isinstance(sender, dict) and isinstance(receiver, dict)
     assert sender["simulated_keypoint_losses"] > 0
+    assert sender["redundancy"]["repeated_packets"] == 0
     # Every lost packet is noticed, but those of a message lost at the very end (a bundle of up
     # to 2 frames at 40 ms): no later packet reveals the gap.
     unnoticed = sender["simulated_keypoint_packets_lost"] - receiver["decoder"]["lost_packets"]
@@ -127,6 +128,33 @@ def test_simulated_loss_is_survived_and_refreshed() -> None:
     assert recovery["events"] > 0
     # Asked-for refreshes arrive within a few frames, far inside the 1 s refresh interval.
     assert recovery["max"] <= REFRESH * 1000 / FPS
+
+
+def test_redundancy_recovers_lost_messages() -> None:
+    """Each message repeats the previous one's packets: at 20% loss only messages lost twice
+    in a row cost frames, and the playout delays by a message so recovered frames are shown."""
+    results = _run(
+        loopback_call(
+            replay_encoder(),
+            _source(3.0),
+            SenderConfig(simulate_loss=0.2, loss_seed=3, redundancy="on"),
+            ReceiverConfig(decoder=MESH_WARP),
+        )
+    )
+    sender, receiver = results["sender"], results["receiver"]
+    assert isinstance(sender, dict) and isinstance(receiver, dict)
+    decoder = receiver["decoder"]
+    lost = sender["simulated_keypoint_packets_lost"]
+    assert lost > 5 and sender["redundancy"]["on"]
+    # Every packet decoded, lost (the first of two messages lost running) or undecodable (the
+    # second's copies and what follows until the refresh), but the last message's.
+    accounted = (
+        decoder["keypoint_frames"] + decoder["lost_packets"] + decoder["undecodable_packets"]
+    )
+    assert sender["frames_encoded"] - 2 <= accounted <= sender["frames_encoded"]
+    assert decoder["recovered_packets"] >= 0.5 * lost
+    assert decoder["repeated_packets"] > 0 and decoder["late_packets"] == 0
+    assert receiver["playout"]["extra_delay_ms"] >= 1000 / FPS
 
 
 async def _with_pair(
@@ -168,7 +196,8 @@ def test_bad_messages_are_counted_and_survived() -> None:
         sender.send_header()  # type: ignore[attr-defined]
         await _send_frames(sender, 3)
         channels.keypoints.send(b"\x01")  # truncated packet
-        channels.keypoints.send(b"\xc0\x00payload")  # unknown kind
+        # a packet of unknown kind 3 behind a good one (first in a message, 3 is a prefix)
+        channels.keypoints.send(bytes.fromhex("38 00 00000000 01 aa c0 00"))
         channels.keypoints.send(b"\x02" * 3000)  # over the receiver's size limit
         channels.keypoints.send("text")  # not binary
         channels.keyframe.send(b"\x00\x01\x00\x05\x00\x02x")  # fragment index >= count

@@ -78,3 +78,35 @@ def test_frames_come_out_in_order_under_reordering_and_loss() -> None:
     assert shown == sorted(set(shown))
     assert len(shown) == len(buffer.held_ms) > 0.6 * 2 * len(arrivals)
     assert max(buffer.held_ms) <= 40
+
+
+def _recovered(pts_ms: int) -> DecodedFrame:
+    return DecodedFrame(np.zeros((3, 3)), pts_ms, pts_ms // 40, recovered=True)  # type: ignore[arg-type]
+
+
+def test_recovered_frames_take_their_slots_once_the_delay_has_grown() -> None:
+    """Messages of 2 frames every 80 ms, each repeating the previous one's: after the first
+    recovery (shown late, superseded) the buffer delays by one message, and the next lost
+    message's frames are shown in their place, at the capture pace."""
+    buffer = PlayoutBuffer()
+    buffer.push_message([_frame(0), _frame(40)], arrival_ms=100)
+    # message 2 (80, 120) lost; message 3 brings its copies
+    buffer.push_message([_recovered(80), _recovered(120), _frame(160), _frame(200)], 260)
+    assert buffer.extra_delay_ms == 80 and buffer.recovered_shown_late == 0
+    buffer.push_message([_frame(240), _frame(280)], arrival_ms=340)
+    # message 5 (320, 360) lost, recovered by message 6 at 500 ms
+    buffer.push_message([_recovered(320), _recovered(360), _frame(400), _frame(440)], 500)
+    shown = _play(buffer, 800)
+    assert shown[-6:] == [(420, 240), (460, 280), (500, 320), (540, 360), (580, 400), (620, 440)]
+    assert [pts for _, pts in shown] == list(range(0, 480, 40))
+
+
+def test_the_extra_delay_shrinks_after_a_calm() -> None:
+    buffer = PlayoutBuffer()
+    buffer.push_message([_recovered(0), _frame(80)], arrival_ms=100)
+    assert buffer.extra_delay_ms == 80
+    buffer.push_message([_frame(120)], arrival_ms=5_000)  # within the calm: kept
+    assert buffer.extra_delay_ms == 80
+    for k in range(10):
+        buffer.push_message([_frame(160 + 40 * k)], arrival_ms=20_000 + 40 * k)
+    assert buffer.extra_delay_ms == 70
