@@ -2,7 +2,7 @@
 the sender's rate adaptation and without it.
 
     python benchmarks/adaptation.py [--seconds 35] [--step-s 10] [--high-kbps 64]
-        [--low-kbps 8] [--queue-ms 500] [--no-baseline]
+        [--low-kbps 8] [--queue-ms 500] [--no-baseline] [--audio]
 
 Each run is `talkcodec call --demo --renderer meshwarp --no-audio --headless --link-kbps 64
 --link-step 10:8` in this process: the demo portrait through the real sender (mediapipe,
@@ -17,6 +17,10 @@ from which on every second sent at most the link's rate and queued less than 200
 (LinkStats.settled_s). The display has no audio and renders in CPU time; frames the receiver
 showed count at the second they were shown.
 
+With --audio the call has the demo voice (Opus, 10 kbit/s, ~20 kbit/s with its RTP/SRTP/UDP/IP
+headers) on the same link: the sender counts it in its rate and the face gets what is left
+(run it with a --low-kbps the sound fits under, e.g. 26). Its files are adaptation-audio.*.
+
 Writes benchmarks/results/adaptation.json, adaptation.md and adaptation.png.
 """
 
@@ -29,10 +33,11 @@ from dataclasses import asdict
 
 import numpy as np
 
+from talkcodec.audio.sources import DemoVoice
 from talkcodec.codec import StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig, ReceiverConfig, SenderConfig
 from talkcodec.runtime.call import loopback_call
-from talkcodec.runtime.demo import demo_frames
+from talkcodec.runtime.demo import demo_clip
 from talkcodec.runtime.sources import ArraySource
 from talkcodec.transport.link import SETTLED_QUEUE_MS, LinkConfig, RateStep
 
@@ -41,7 +46,13 @@ import common
 RUNS = {"adaptive": True, "fixed": False}  # run name: rate adaptation on
 
 
-def run_call(args: argparse.Namespace, adapt: bool, frames: list[np.ndarray], fps: float) -> dict:
+def run_call(
+    args: argparse.Namespace,
+    adapt: bool,
+    frames: list[np.ndarray],
+    fps: float,
+    mouth_open: np.ndarray,
+) -> dict:
     """One call; its sender and receiver summaries, and when each frame was shown."""
     link = LinkConfig(
         rate_kbps=args.high_kbps,
@@ -61,6 +72,7 @@ def run_call(args: argparse.Namespace, adapt: bool, frames: list[np.ndarray], fp
                 sender,
                 receiver,
                 sinks=lambda _: [lambda image, pts_ms: shown_s.append(time.monotonic())],
+                audio_source=DemoVoice(mouth_open, fps, source) if args.audio else None,
             )
         )
     finally:
@@ -125,6 +137,24 @@ def summarise(results: dict, rows: list[dict], step_s: float) -> dict:
         "frames_not_sent_rate_cap": sender["frames_not_sent_rate_cap"],
         "final_bundle_ms": sender["bundle_ms"],
         "final_target_kbps": (sender["rate_adaptation"] or {}).get("target_kbps"),
+        "final_payload_target_kbps": (sender["rate_adaptation"] or {}).get("payload_target_kbps"),
+        "audio": audio_summary(results),
+    }
+
+
+def audio_summary(results: dict) -> dict | None:
+    """The sound's fate on the link: packets handed over, dropped there, received, concealed."""
+    sent, got = results["sender"]["audio"], results["receiver"].get("audio")
+    if sent is None or got is None:
+        return None
+    flow = results["sender"]["link"]["flows"].get("audio", {})
+    return {
+        "packets_sent": sent["packets_sent"],
+        "wire_kbit_s": sent["wire_kbit_s"],
+        "dropped_on_link": flow.get("overflow_messages", 0) + flow.get("lost_messages", 0),
+        "packets_received": got["packets_received"],
+        "concealed_ms": got["concealed_ms"],
+        "av_offset_ms": results["receiver"]["av_offset_ms"],
     }
 
 
@@ -134,7 +164,9 @@ def markdown(args: argparse.Namespace, runs: dict[str, dict]) -> str:
         "",
         f"`python benchmarks/adaptation.py --seconds {args.seconds:g} --step-s {args.step_s:g} "
         f"--high-kbps {args.high_kbps:g} --low-kbps {args.low_kbps:g} "
-        f"--queue-ms {args.queue_ms:g}`: the demo portrait in a loopback call whose messages "
+        f"--queue-ms {args.queue_ms:g}{' --audio' if args.audio else ''}`: the demo portrait "
+        f"{'with its voice (Opus on the same link) ' if args.audio else ''}in a loopback call "
+        "whose messages "
         f"cross a modelled link of {args.high_kbps:g} kbit/s, {args.low_kbps:g} kbit/s from "
         f"{args.step_s:g} s on, drop-tail queue {args.queue_ms:g} ms (wire bytes with "
         "SCTP/DTLS/UDP/IPv4 headers). Recovery: from the step until every later second sent "
@@ -163,6 +195,20 @@ def markdown(args: argparse.Namespace, runs: dict[str, dict]) -> str:
         ])  # fmt: skip
     lines += common.markdown_table(header, table)
     for name, run in runs.items():
+        audio = run["summary"]["audio"]
+        if audio is not None:
+            offset = audio["av_offset_ms"]
+            lines += [
+                "",
+                f"{name}, sound: {audio['packets_sent']} Opus packets sent "
+                f"({common.fmt(audio['wire_kbit_s'], 1)} kbit/s on the wire), "
+                f"{audio['dropped_on_link']} dropped on the link, {audio['packets_received']} "
+                f"received, {common.fmt(audio['concealed_ms'], 0)} ms concealed; A/V offset "
+                f"median {common.fmt(offset['median'], 0)} ms (p5 {common.fmt(offset['p5'], 0)}, "
+                f"p95 {common.fmt(offset['p95'], 0)}); the face's payload target at the end "
+                f"{common.fmt(run['summary']['final_payload_target_kbps'], 1)} kbit/s.",
+            ]
+    for name, run in runs.items():
         lines += ["", f"## {name}: per second", ""]
         rows = [
             [r["t_s"], f"{r['link_kbps']:g}", r["sent_kbps"], r["delivered_kbps"],
@@ -178,7 +224,7 @@ def markdown(args: argparse.Namespace, runs: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(args: argparse.Namespace, runs: dict[str, dict]) -> None:
+def plot(args: argparse.Namespace, runs: dict[str, dict], name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -217,7 +263,7 @@ def plot(args: argparse.Namespace, runs: dict[str, dict]) -> None:
         f"queue {args.queue_ms:g} ms"
     )
     figure.tight_layout()
-    figure.savefig(common.RESULTS / "adaptation.png", dpi=110)
+    figure.savefig(common.RESULTS / f"{name}.png", dpi=110)
     plt.close(figure)
 
 
@@ -229,14 +275,16 @@ def main() -> None:
     parser.add_argument("--low-kbps", type=float, default=8.0, help="link rate after")
     parser.add_argument("--queue-ms", type=float, default=LinkConfig.queue_ms)
     parser.add_argument("--no-baseline", action="store_true", help="skip the run without it")
+    parser.add_argument("--audio", action="store_true", help="with the demo voice on the link")
     args = parser.parse_args()
-    frames, fps = demo_frames()
+    clip = demo_clip()
+    frames, fps = clip.frames, clip.fps
     runs = {}
     for name, adapt in RUNS.items():
         if name == "fixed" and args.no_baseline:
             continue
         print(f"{name}: a {args.seconds:g} s call")
-        results = run_call(args, adapt, frames, fps)
+        results = run_call(args, adapt, frames, fps, clip.mouth_open)
         rows = per_second(results)
         runs[name] = {
             "summary": summarise(results, rows, args.step_s),
@@ -251,9 +299,10 @@ def main() -> None:
             f"{summary['frames_displayed_after_step']} frames shown after it"
         )
     report = {"command_line": vars(args), "runs": runs}
-    path = common.write_results("adaptation", report, markdown(args, runs))
-    plot(args, runs)
-    print(f"wrote {path}, adaptation.md and adaptation.png")
+    name = "adaptation-audio" if args.audio else "adaptation"
+    path = common.write_results(name, report, markdown(args, runs))
+    plot(args, runs, name)
+    print(f"wrote {path}, {name}.md and {name}.png")
 
 
 if __name__ == "__main__":

@@ -186,6 +186,11 @@ class AudioReceiver:
             player.close()
         self._closers = []
 
+    def wire_bytes(self) -> int:
+        """What the packets received so far took on the wire (headers modelled)."""
+        counts = self._buffer.counts if self._buffer else AudioPacketCounts()
+        return rtp_audio_stream_cost(counts.packets, counts.payload_bytes).wire_bytes
+
     def summary(self, elapsed_s: float) -> dict[str, object]:
         counts = self._buffer.counts if self._buffer else AudioPacketCounts()
         cost = rtp_audio_stream_cost(counts.packets, counts.payload_bytes)

@@ -8,10 +8,12 @@ receives to 0) sees pts 0 at the clock time announced in the AUDIO_CLOCK control
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -19,6 +21,10 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from talkcodec.audio.opus import TIME_BASE, OpusEncoder
 from talkcodec.audio.sources import SAMPLE_RATE, AudioSource
 from talkcodec.config import AudioConfig
+from talkcodec.transport.overhead import rtp_audio_packet_cost
+
+if TYPE_CHECKING:
+    from talkcodec.transport.link import Link
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +58,54 @@ class OpusTrack(MediaStreamTrack):
         self._first_pts: int | None = None  # encoder pts of the first packet handed over
         self._origin_ms: float | None = None  # clock time of timeline sample 0
         self.clock_origin_ms: float | None = None  # clock time of our pts 0, once known
+        # A modelled bottleneck (the sender's, talkcodec.transport.link) the packets cross
+        # before aiortc sends them; None: none. Packets are read in real time by a pump task
+        # and wait in _ready for aiortc's next recv() once the link delivered them.
+        self.link: Link | None = None
+        self._ready: asyncio.Queue[av.Packet | None] = asyncio.Queue()
+        self._pump: asyncio.Task[None] | None = None
+        self._submitted = 0
+        self._delivered = 0
 
     async def recv(self) -> av.Packet:  # type: ignore[override]
-        while True:
-            if self.readyState != "live":
-                raise MediaStreamError
-            packets = await self._next_packets()
-            for packet in packets:
-                if self._hand_over(packet):
-                    return packet
+        if self._pump is None:
+            self._pump = asyncio.get_running_loop().create_task(self._read_source())
+        if self.readyState != "live":
+            raise MediaStreamError
+        packet = await self._ready.get()
+        if packet is None or self.readyState != "live":
+            raise MediaStreamError
+        return packet
+
+    async def _read_source(self) -> None:
+        """Read and encode the source in real time; packets go to _ready (through the link)."""
+        try:
+            while self.readyState == "live":
+                packets = await self._next_packets()
+                for packet in packets:
+                    if self._hand_over(packet):
+                        self._pass_on(packet)
+        except MediaStreamError:
+            pass
+        finally:
+            self._ready.put_nowait(None)
+
+    def _pass_on(self, packet: av.Packet) -> None:
+        link = self.link
+        if link is None:
+            self._ready.put_nowait(packet)
+            return
+        self._submitted += 1
+
+        def deliver() -> None:
+            self._delivered += 1
+            self._ready.put_nowait(packet)
+
+        link.submit(rtp_audio_packet_cost(packet.size).wire_bytes, deliver, flow="audio")
+
+    def link_losses(self) -> int:
+        """Packets handed to the link that it has not delivered (dropped, lost or in flight)."""
+        return self._submitted - self._delivered
 
     async def _next_packets(self) -> list[av.Packet]:
         frame_samples = self._encoder.frame_samples
@@ -96,3 +141,6 @@ class OpusTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self.source.close()
+        if self._pump is not None:
+            self._pump.cancel()
+        self._ready.put_nowait(None)

@@ -84,6 +84,7 @@ def _start_audio(sender: CallSender, track: OpusTrack | None) -> None:
     if track is None:
         return
     sender.audio_track = track
+    track.link = sender.link  # the modelled bottleneck, when there is one, carries sound too
     track.on_clock = sender.send_audio_clock
     if track.clock_origin_ms is not None:  # the first packet left before the channels opened
         sender.send_audio_clock(track.clock_origin_ms)

@@ -276,7 +276,10 @@ class CallReceiver:
             if decoder_stats
             else 0
         )
-        interval = self._report_interval.close(time.monotonic(), self.stats, lost, received)
+        audio_bytes = self.audio.wire_bytes() if self.audio is not None else 0
+        interval = self._report_interval.close(
+            time.monotonic(), self.stats, lost, received, audio_bytes
+        )
         delay_ms = interval.queuing_delay_ms
         return ReceiverReport(
             rendered=len(self.stats.displayed_pts_ms),

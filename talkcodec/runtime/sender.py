@@ -30,7 +30,7 @@ from talkcodec.bitstream import (
     PacketWriter,
 )
 from talkcodec.codec import StreamEncoder
-from talkcodec.config import SenderConfig
+from talkcodec.config import AudioConfig, SenderConfig
 from talkcodec.ratecontrol import Feedback, RateAdapter, header_kbps, plan_wire_rate
 from talkcodec.runtime.playout import DEFAULT_MAX_HOLD_MS
 from talkcodec.runtime.sources import CapturedFrame, LatestFrame
@@ -46,7 +46,7 @@ from talkcodec.transport.control import (
 )
 from talkcodec.transport.fragmentation import fragment
 from talkcodec.transport.link import Link
-from talkcodec.transport.overhead import rtp_audio_stream_cost
+from talkcodec.transport.overhead import RTP_AUDIO_PACKET_OVERHEAD_BYTES, rtp_audio_stream_cost
 from talkcodec.transport.peer import CallChannels
 from talkcodec.transport.stats import MEDIA_CHANNELS, ChannelCounter, rates_kbit_s
 
@@ -80,6 +80,11 @@ class SenderStats:
     last_report: ReceiverReport | None = None
 
 
+def _audio_wire_kbps(config: AudioConfig) -> float:
+    """An Opus track's nominal wire rate: its bitrate plus RTP/SRTP/UDP/IPv4 headers."""
+    return config.bitrate_kbps + RTP_AUDIO_PACKET_OVERHEAD_BYTES * 8 / config.frame_ms
+
+
 class CallSender:
     """Sends one stream: the stream header, then packets for each frame it has time for."""
 
@@ -107,7 +112,8 @@ class CallSender:
         self.link = Link(self.config.link) if self.config.link is not None else None
         self._configured_bundle_ms = self._bundler.bundle_ms
         self._longest_bundle_ms = DEFAULT_MAX_HOLD_MS if compact else 0.0
-        self._adapter = self._make_adapter() if self.config.adapt_rate else None
+        # Made at the first report, when the sender knows whether the call has sound.
+        self._adapter: RateAdapter | None = None
         self._payload_target_kbps: float | None = None  # for the encoder, in its thread
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="talkcodec-encode")
         # Redundancy (SenderConfig.redundancy): the last message's packets, repeated first in
@@ -261,18 +267,23 @@ class CallSender:
             self.stats.control_errors += 1  # a stream header only ever flows the other way
 
     def _make_adapter(self) -> RateAdapter:
-        """The rate adapter, never above --max-kbps (as wire kbit/s: plus message headers)."""
+        """The rate adapter, never above --max-kbps (as wire kbit/s: plus message headers, and
+        the sound's wire rate, which the adapter's rate includes)."""
         user_kbps = self.encoder.config.max_kbps
         fps = self.encoder.header.fps
         ceiling_kbps = user_kbps + header_kbps(fps, self._configured_bundle_ms)
+        if self.audio_track is not None:
+            ceiling_kbps += _audio_wire_kbps(self.audio_track.config)
         return RateAdapter(max_kbps=ceiling_kbps if user_kbps > 0 else None)
 
     def _adapt(self, report: ReceiverReport) -> None:
         """Feed a report to the rate adapter and apply its target: the keypoint bundling here,
         the encoder's rate cap before its next frame (_encode_next, in the worker thread)."""
-        adapter = self._adapter
-        if adapter is None or report.interval_ms == 0:
+        if not self.config.adapt_rate or report.interval_ms == 0:
             return
+        if self._adapter is None:
+            self._adapter = self._make_adapter()
+        adapter = self._adapter
         channels = self.stats.channels
         media = [channels[name] for name in MEDIA_CHANNELS if name in channels]
         delay_ms = report.queuing_delay_ms
@@ -282,18 +293,35 @@ class CallSender:
             loss_fraction=self._network_loss(report),
             queuing_delay_ms=None if delay_ms == LATENCY_UNKNOWN_MS else delay_ms,
         )
-        sent_wire_bytes = sum(counter.wire_bytes for counter in media)
+        audio_bytes, audio_kbps = self._audio_wire()
+        sent_wire_bytes = sum(counter.wire_bytes for counter in media) + audio_bytes
         sent_messages = sum(counter.messages for counter in media)
         target_kbps = adapter.update(time.monotonic(), feedback, sent_wire_bytes, sent_messages)
         if target_kbps is None:
             return
         fps = self.encoder.header.fps
-        plan = plan_wire_rate(target_kbps, fps, self._configured_bundle_ms, self._longest_bundle_ms)
+        # The sound keeps its rate; the face gets what is left.
+        video_kbps = max(0.0, target_kbps - audio_kbps)
+        plan = plan_wire_rate(video_kbps, fps, self._configured_bundle_ms, self._longest_bundle_ms)
         self._payload_target_kbps = plan.payload_kbps
         if plan.bundle_ms != self._bundler.bundle_ms:
             self.flush_bundle()
             self._bundler = Bundler(fps, plan.bundle_ms)
             adapter.ignore_delay()  # the frames' latency moves by the change
+
+    def _audio_wire(self) -> tuple[int, float]:
+        """The audio track's wire bytes so far and the wire kbit/s to keep for it (0, 0 without
+        sound): the sound shares the path with the data channels, and the receiver's reports
+        count what arrived on both. Kept: its mean wire rate so far (a variable-rate coder
+        spends less than its nominal rate in pauses; keeping the nominal rate starved the face
+        to a few frames a second on a 26 kbit/s link, benchmarks/adaptation.py --audio)."""
+        track = self.audio_track
+        if track is None or track.stats.chunks_read == 0:
+            return 0, 0.0
+        stats = track.stats
+        cost = rtp_audio_stream_cost(stats.packets_sent, stats.payload_bytes)
+        seconds = stats.chunks_read * track.config.frame_ms / 1000
+        return cost.wire_bytes, cost.wire_bytes * 8 / 1000 / seconds
 
     def _network_loss(self, report: ReceiverReport) -> float:
         """The report's loss, taken as the link's, except with --simulate-loss on: the sender's
@@ -318,6 +346,7 @@ class CallSender:
             "payload_bytes": stats.payload_bytes,
             "simulated_losses": stats.simulated_losses,
             **rates_kbit_s(cost, stats.chunks_read * config.frame_ms / 1000),
+            "link_losses": track.link_losses(),
             "bitrate_kbps": config.bitrate_kbps,
             "frame_ms": config.frame_ms,
         }

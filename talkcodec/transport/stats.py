@@ -189,12 +189,15 @@ class ReportInterval:
     expected: int = 0
     minima_ms: deque[int] = field(default_factory=lambda: deque(maxlen=DELAY_BASELINE_INTERVALS))
 
-    def close(self, now_s: float, stats: CallStats, lost: int, received: int) -> IntervalFigures:
+    def close(
+        self, now_s: float, stats: CallStats, lost: int, received: int, audio_wire_bytes: int = 0
+    ) -> IntervalFigures:
         """The figures of the interval that ends at now_s (the next one starts): media wire
-        bits per second, the interval's median latency above the recent lowest, and keypoint
-        packets lost per 256 expected (`lost`, `received`: the decoder's counts so far)."""
+        bits per second (the data channels' and the audio track's, audio_wire_bytes so far),
+        the interval's median latency above the recent lowest, and keypoint packets lost per
+        256 expected (`lost`, `received`: the decoder's counts so far)."""
         interval_s = max(now_s - self.started_s, 1e-3)
-        wire_bytes = sum(
+        wire_bytes = audio_wire_bytes + sum(
             stats.channels[c].wire_bytes for c in MEDIA_CHANNELS if c in stats.channels
         )
         latencies = stats.latencies_ms[self.latencies_seen :]

@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from talkcodec.config import ReceiverConfig, SenderConfig
+from talkcodec.config import AudioConfig, ReceiverConfig, SenderConfig
 from talkcodec.runtime.call import loopback_call
 from talkcodec.runtime.sources import ArraySource
 from talkcodec.transport.link import LinkConfig, RateStep
@@ -83,3 +83,42 @@ def test_without_adaptation_the_link_stays_queued_and_drops() -> None:
     assert link["messages"]["dropped_overflow"] >= 0.1 * link["messages"]["submitted"]
     assert link["queue_delay_ms"]["max"] >= 0.9 * LINK.queue_ms
     assert results["sender"]["rate_adaptation"] is None
+
+
+AUDIO_LOW_KBPS = 20.0
+AUDIO_LINK = LinkConfig(rate_kbps=64, queue_ms=500, steps=(RateStep(STEP_S, AUDIO_LOW_KBPS),))
+
+
+def test_sound_crosses_the_link_and_the_face_gets_what_it_leaves() -> None:
+    """Opus at 6 kbit/s in 60 ms packets (~12 kbit/s with its headers) on the same link as the
+    data channels (~11): after a step from 64 to 20 kbit/s the sender settles under the link
+    within 5 s, counting the sound in its rate, and once settled the sound loses nothing."""
+    from tests.runtime.test_loopback import _Beeps
+
+    source = ArraySource([GRADIENT], FPS, loop=True, max_duration_s=CALL_S)
+    call = loopback_call(
+        replay_encoder(),
+        source,
+        SenderConfig(link=AUDIO_LINK),
+        ReceiverConfig(decoder=MESH_WARP),
+        audio_source=_Beeps(source),
+        audio_config=AudioConfig(bitrate_kbps=6, frame_ms=60),
+    )
+    results = asyncio.run(asyncio.wait_for(call, 60))
+    sender, receiver = results["sender"], results["receiver"]
+    assert isinstance(sender, dict) and isinstance(receiver, dict)
+    link = sender["link"]
+    audio_flow = link["flows"]["audio"]
+    assert audio_flow["submitted_messages"] >= 0.9 * CALL_S * 1000 / 60 - 5
+    [step] = link["settled_after_steps"]
+    assert step["settled_s"] is not None and step["settled_s"] <= 5.0
+    settled_from = int(STEP_S + step["settled_s"])
+    assert sum(second["dropped_messages"] for second in link["per_second"][settled_from:]) == 0
+    audio = receiver["audio"]
+    assert audio["packets_received"] >= audio_flow["delivered_messages"] - 3
+    assert audio_flow["delivered_messages"] >= 0.9 * audio_flow["submitted_messages"]
+    # the face's share: the adapter's target less the sound's ~21 kbit/s
+    adaptation = sender["rate_adaptation"]
+    assert adaptation["decreases"] >= 1 and adaptation["target_kbps"] < AUDIO_LOW_KBPS
+    assert adaptation["payload_target_kbps"] < adaptation["target_kbps"] - 10
+    assert receiver["frames_displayed"] >= 0.3 * FPS * CALL_S
