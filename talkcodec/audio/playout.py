@@ -5,7 +5,8 @@ Decoded frames arrive with their RTP-relative pts (48 kHz samples) and are place
 clock by the AUDIO_CLOCK origin. Each frame plays at media time + delay, where the delay follows
 the picture's capture-to-display latency (the picture is the slower path: bundling, rendering),
 never less than the audio's own arrival latency, and changes by at most SLEW of real time (a
-playout that stretches by up to 5%). A frame missing at its play time is concealed by the last
+playout that stretches by up to 5%), or jumps up at once when the picture's latency jumped by
+more than JUMP_UP_MS. A frame missing at its play time is concealed by the last
 good frame, fading (waveform repetition, as simple PLC does), and dropped if it comes later.
 
 The offset at each displayed picture is picture latency - audio latency: positive when the
@@ -30,7 +31,12 @@ logger = logging.getLogger(__name__)
 # Called with each played (N,) int16 mono block and the media time (Unix ms) of its first sample.
 AudioSink = Callable[[np.ndarray, float], None]
 
-SLEW = 0.05  # the delay changes by at most 5% of the time that passes
+SLEW = 0.05  # the delay changes by at most 5% of the time that passes...
+# ... except when the picture's latency jumped up by more than this (its playout buffer began
+# to wait for recovered frames, say): slewing 80 ms would leave the sound ahead, beyond
+# BT.1359's +45 ms, for 1.6 s; the delay jumps instead (one gap in the sound, once).
+JUMP_UP_MS = 40.0
+JUMP_FRAMES = 3
 ARRIVAL_MARGIN_MS = 5.0  # played no sooner than this after the usual (p95) arrival
 CONCEAL_FADE = 0.6  # each further concealed frame is this much quieter
 MAX_CONCEAL_MS = 200.0  # beyond this the stream is taken to have paused: silence, no playout
@@ -48,6 +54,7 @@ class AudioPlayoutStats:
     paused_ms: float = 0.0  # gaps beyond MAX_CONCEAL_MS, and the stream's end: silence
     offsets_ms: list[float] = field(default_factory=list)  # one per displayed picture
     delays_ms: list[float] = field(default_factory=list)  # the playout delay, per played frame
+    delay_jumps: int = 0  # times the delay jumped up to the picture's (JUMP_UP_MS)
 
 
 class AudioPlayout:
@@ -76,6 +83,7 @@ class AudioPlayout:
         self._arrivals_ms: deque[float] = deque(maxlen=RECENT)
         self._required_ms: float | None = None  # p95 arrival + margin, kept as arrivals come
         self._video_latency_ms: float | None = None
+        self._frames_above = 0
         self.delay_ms: float | None = None
         self.last_latency_ms: float | None = None  # of the last frame played
         self._last_tick_ms: float | None = None
@@ -113,9 +121,14 @@ class AudioPlayout:
         """A picture was displayed with this capture-to-display latency: follow it, and measure
         the offset against the audio playing now."""
         previous = self._video_latency_ms
-        self._video_latency_ms = (
-            latency_ms if previous is None else 0.9 * previous + 0.1 * latency_ms
-        )
+        # Pictures JUMP_UP_MS later than the average, JUMP_FRAMES in a row: the picture's
+        # latency stepped up (not one late render), and the average starts again from there.
+        above = previous is not None and latency_ms - previous > JUMP_UP_MS
+        self._frames_above = self._frames_above + 1 if above else 0
+        if previous is None or self._frames_above >= JUMP_FRAMES:
+            self._video_latency_ms, self._frames_above = latency_ms, 0
+        else:
+            self._video_latency_ms = 0.9 * previous + 0.1 * latency_ms
         if self.last_latency_ms is not None and self._missing_ms == 0:
             self.stats.offsets_ms.append(latency_ms - self.last_latency_ms)
 
@@ -179,6 +192,10 @@ class AudioPlayout:
         if self.delay_ms is None:
             self.delay_ms = target
             return
+        if target - self.delay_ms > JUMP_UP_MS:
+            self.delay_ms = target
+            self.stats.delay_jumps += 1
+            return
         step = SLEW * max(elapsed, 0.0)
         self.delay_ms += float(np.clip(target - self.delay_ms, -step, step))
 
@@ -237,6 +254,7 @@ class AudioPlayout:
             "overflow_frames": self.stats.overflow_frames,
             "concealed_ms": round(self.stats.concealed_ms, 1),
             "paused_ms": round(self.stats.paused_ms, 1),
+            "delay_jumps": self.stats.delay_jumps,
             "playout_delay_ms": {
                 "median": percentile(delays, 50),
                 "p95": percentile(delays, 95),

@@ -128,7 +128,13 @@ class PlayoutRig:
     def _sink(self, samples: np.ndarray, media_ms: float) -> None:
         self.played.append((self.now, int(samples[0]), media_ms))
 
-    def run(self, frames: int, skip: set[int] = frozenset(), late: dict[int, float] = {}) -> None:  # type: ignore[assignment]  # noqa: B006
+    def run(
+        self,
+        frames: int,
+        skip: set[int] = frozenset(),  # type: ignore[assignment]
+        late: dict[int, float] = {},  # noqa: B006
+        video: dict[int, float] = {},  # noqa: B006  # picture latency from frame k on
+    ) -> None:
         arrivals = {
             k: self.ORIGIN + 40 * k + self.arrival_ms + late.get(k, 0.0)
             for k in range(frames)
@@ -140,6 +146,8 @@ class PlayoutRig:
                 self.playout.push(k * FRAME, _tone(k), self.now)
                 del arrivals[k]
             if (self.now - self.ORIGIN) % 40 == 0:
+                k = int((self.now - self.ORIGIN) // 40)
+                self.video_latency_ms = video.get(k, self.video_latency_ms)
                 self.playout.note_video(self.video_latency_ms)
             self.playout.tick(self.now)
             self.now += 5
@@ -155,6 +163,22 @@ def test_audio_waits_for_the_slower_picture_and_the_offset_is_measured() -> None
     offsets = rig.playout.stats.offsets_ms[-20:]
     assert all(abs(o) <= 10 for o in offsets)
     assert rig.playout.stats.concealed_ms == 0
+
+
+def test_a_step_in_the_picture_latency_is_followed_at_once_one_late_picture_is_not() -> None:
+    """The picture's latency steps from 90 to 170 ms (its playout began to wait for recovered
+    frames): the sound's delay jumps after 3 such pictures instead of slewing for 1.6 s. One
+    late picture (a slow render) moves it by no more than the slew."""
+    rig = PlayoutRig(arrival_ms=30.0, video_latency_ms=90.0)
+    rig.run(150, video={40: 150.0, 41: 90.0, 80: 170.0})
+    stats = rig.playout.stats
+    assert stats.delay_jumps == 1
+    offsets = np.array(stats.offsets_ms)  # one per picture once sound plays
+    # the late picture itself, then the 3 of the step before the jump and the 2 it took to
+    # play out: beyond BT.1359's +45 ms; every other within the 5 ms of a playout tick
+    assert np.sum(offsets > 45) <= 6
+    assert np.sum(np.abs(offsets) > 10) <= 6
+    assert np.all(np.abs(offsets[-50:]) <= 10)
 
 
 def test_audio_is_not_held_beyond_the_cap_and_the_offset_says_so() -> None:
