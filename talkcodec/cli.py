@@ -136,9 +136,14 @@ def run_encode(args: argparse.Namespace) -> None:
         raise CliError(f"no face found in any frame of {args.input}")
     save_config(config, config_path(args.output))
     skipped = encoder.rate_cap.skipped_frames if encoder.rate_cap is not None else 0
+    cap = (
+        f"{config.max_wire_kbps:g} kbit/s wire cap"
+        if config.max_wire_kbps
+        else f"{config.max_kbps:g} kbit/s cap"
+    )
     print(
         f"wrote {args.output}: {packets} packets; {frames_without_face} frames without a face"
-        + (f", {skipped} not sent under the {config.max_kbps:g} kbit/s cap" if skipped else "")
+        + (f", {skipped} not sent under the {cap}" if skipped else "")
     )
     print_info(args.output)
 

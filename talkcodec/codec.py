@@ -49,7 +49,14 @@ from talkcodec.keypoints.frontend import FaceFrontend
 from talkcodec.keypoints.landmarks import Landmarks
 from talkcodec.keypoints.model import KeypointModel
 from talkcodec.keypoints.registry import MODEL_FOR_DETECTOR, load_keypoint_model
-from talkcodec.ratecontrol import RateCap
+from talkcodec.ratecontrol import (
+    MESSAGE_OVERHEAD_BYTES,
+    RateCap,
+    frames_per_message,
+    keyframe_image_allowance,
+    keyframe_wire_bytes,
+)
+from talkcodec.transport.overhead import SCTP_PACKET_OVERHEAD_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +138,13 @@ class StreamEncoder:
         # that a keypoint packet whose capture time is within a quarter frame of the implied
         # one takes the implied one and costs no timestamp bytes.
         self._implied = ImpliedClock(self.header.fps_milli)
-        self.rate_cap = RateCap(config.max_kbps, config.fps) if config.max_kbps > 0 else None
+        # --max-kbps counts .tkc bytes, --max-wire-kbps wire bytes (_cap_bytes).
+        cap_kbps = config.max_wire_kbps or config.max_kbps
+        self.rate_cap = RateCap(cap_kbps, config.fps) if cap_kbps > 0 else None
+        self.wire_bundle_ms = config.wire_bundle_ms
+        # The keypoint message the wire cap last counted open (--max-wire-kbps).
+        self._bundle_first_pts_ms: int | None = None
+        self._bundle_frames = 0
         self._last_keypoint_bytes = 8  # the estimate of the next keypoint packet's size
         self._last_keyframe_bytes = 0
         self._last_sent_pts_ms: int | None = None  # of the last keypoint packet
@@ -222,7 +235,7 @@ class StreamEncoder:
         self._last_keypoint_bytes = self._record_bytes(keypoints, timed)
         if self.rate_cap is not None:
             for packet in packets:
-                size = self._record_bytes(packet, packet.kind is PacketKind.KEYFRAME or timed)
+                size = self._cap_bytes(packet, packet.kind is PacketKind.KEYFRAME or timed)
                 self.rate_cap.spend(pts_ms, size)
         return packets
 
@@ -232,7 +245,7 @@ class StreamEncoder:
         sender that stalled (MAX_PTS_JUMP_MS), at the cost of the frames up to the next
         intra refresh."""
         cap = self.rate_cap
-        if cap is None or self._fits(pts_ms, self._last_keypoint_bytes + 4):
+        if cap is None or self._fits(pts_ms, self._next_keypoint_cost(pts_ms)):
             return False
         if (
             self._last_sent_pts_ms is not None
@@ -249,6 +262,44 @@ class StreamEncoder:
     def _record_bytes(self, packet: Packet, timed: bool) -> int:
         """What `packet` costs in a .tkc record (its time counted when `timed`)."""
         return tkc_record_bytes(self.header.packet_format, len(packet.payload), timed)
+
+    def _cap_bytes(self, packet: Packet, timed: bool) -> int:
+        """What `packet` costs under the rate cap: its .tkc record, or with --max-wire-kbps
+        its wire bytes (keyframes in fragments; a keypoint packet its bytes in the message,
+        plus the message's headers when it opens one, as the sender's Bundler groups them).
+        Called once per packet sent, in sending order (it follows the bundling)."""
+        record = self._record_bytes(packet, timed)
+        if not self.config.max_wire_kbps:
+            return record
+        if packet.kind is PacketKind.KEYFRAME:
+            return keyframe_wire_bytes(record)
+        opens = self._opens_message(packet.pts_ms)
+        if opens:
+            self._bundle_first_pts_ms, self._bundle_frames = packet.pts_ms, 1
+        else:
+            self._bundle_frames += 1
+        return record + (MESSAGE_OVERHEAD_BYTES if opens else 0)
+
+    def _opens_message(self, pts_ms: int) -> bool:
+        """Whether a keypoint packet at pts_ms would open a data-channel message (Bundler's
+        rule: none waits, the waiting one is full, or it waited too long)."""
+        bundle_ms = self.wire_bundle_ms
+        if self.header.packet_format is not PacketFormat.COMPACT:
+            return True  # FIXED packets travel one per message
+        first = self._bundle_first_pts_ms
+        frame_ms = 1000 / self.config.fps
+        return (
+            first is None
+            or self._bundle_frames >= frames_per_message(self.config.fps, bundle_ms)
+            or _elapsed_ms(first, pts_ms) > bundle_ms + frame_ms / 2
+        )
+
+    def _next_keypoint_cost(self, pts_ms: int) -> float:
+        """The rate cap's estimate of the next keypoint packet at pts_ms."""
+        cost = self._last_keypoint_bytes + 4
+        if self.config.max_wire_kbps and self._opens_message(pts_ms):
+            cost += MESSAGE_OVERHEAD_BYTES
+        return cost
 
     def _timed(self, packet: Packet) -> tuple[Packet, bool]:
         """`packet` with its capture time snapped to the implied one when that is within a
@@ -292,6 +343,8 @@ class StreamEncoder:
             image_bytes = self.keyframe_codec.compress(image)
         else:  # what is left for the image once this frame's keypoints are paid for
             allowance = self.rate_cap.available(pts_ms) - 2 * len(intra_keypoints) - 24
+            if self.config.max_wire_kbps:  # less the keypoints' message, the fragments' headers
+                allowance = keyframe_image_allowance(allowance - 2 * SCTP_PACKET_OVERHEAD_BYTES)
             image_bytes = self.rate_cap.compress_keyframe(self.keyframe_codec, image, allowance)
         payload = KeyframePayload(
             codec=self.keyframe_codec.wire_id,
@@ -304,7 +357,7 @@ class StreamEncoder:
         )
         self._keyframe_seq = (self._keyframe_seq + 1) % self.header.seq_modulo
         self._last_keyframe_pts_ms = pts_ms
-        self._last_keyframe_bytes = len(packet.payload)
+        self._last_keyframe_bytes = self._cap_bytes(packet, True)
         if reference_id == 0:
             self._keyframe_wanted = None
             self._last_fresh_start_pts_ms = pts_ms

@@ -71,6 +71,12 @@ class EncoderConfig:
     # A cap on the whole stream in kbit/s, keyframes included (talkcodec.ratecontrol: keyframe
     # quality, references and frames sent are chosen to stay under it); 0: no cap.
     max_kbps: float = 0.0
+    # The same cap counted on the wire instead (0: none): every packet with the SCTP/DTLS/UDP/
+    # IPv4 headers of the default transport (talkcodec/transport/overhead.py), keypoint packets
+    # sharing messages as bundled within wire_bundle_ms (the sender's --bundle-ms), keyframes
+    # in their fragments. One of max_kbps and max_wire_kbps.
+    max_wire_kbps: float = 0.0
+    wire_bundle_ms: float = 40.0
 
     def __post_init__(self) -> None:
         if self.packet_format not in PACKET_FORMATS:
@@ -80,6 +86,12 @@ class EncoderConfig:
             )
         if self.max_kbps < 0:
             raise ValueError(f"max_kbps must be >= 0 (0: no cap), got {self.max_kbps}")
+        if self.max_wire_kbps < 0:
+            raise ValueError(f"max_wire_kbps must be >= 0 (0: no cap), got {self.max_wire_kbps}")
+        if self.max_kbps > 0 and self.max_wire_kbps > 0:
+            raise ValueError("give one of max_kbps (file bytes) and max_wire_kbps (wire bytes)")
+        if not 0 <= self.wire_bundle_ms <= 1000:
+            raise ValueError(f"wire_bundle_ms must be in 0..1000, got {self.wire_bundle_ms}")
         if not 16 <= self.size_px <= 4096:
             raise ValueError(f"size_px must be in 16..4096, got {self.size_px}")
         # The stream header's limits (talkcodec.bitstream MIN_FPS_MILLI, MAX_FPS_MILLI).

@@ -72,6 +72,12 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
         help="cap the whole stream at K kbit/s, keyframes included (file bytes; frames that "
         "do not fit are not sent, keyframes take the best quality that fits; 0: no cap)",
     )  # fmt: skip
+    parser.add_argument(
+        "--max-wire-kbps", type=float, default=_DEFAULTS.max_wire_kbps, metavar="K",
+        help="the same cap counted on the wire: every packet with the SCTP/DTLS/UDP/IPv4 "
+        "headers of a live call, keypoints bundled as --bundle-ms says (40 where the command "
+        "has none); instead of --max-kbps",
+    )  # fmt: skip
     _add_reference_options(parser)
 
 
@@ -114,6 +120,8 @@ def encoder_config(args: argparse.Namespace) -> EncoderConfig:
             reference_budget_kbps=args.reference_budget,
             packet_format=args.packet_format,
             max_kbps=args.max_kbps,
+            max_wire_kbps=args.max_wire_kbps,
+            wire_bundle_ms=getattr(args, "bundle_ms", _DEFAULTS.wire_bundle_ms),
         )
     except ValueError as error:
         raise OptionError(str(error)) from None

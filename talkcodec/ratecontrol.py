@@ -32,7 +32,12 @@ import numpy as np
 
 from talkcodec.bitstream import PTS_MODULO
 from talkcodec.keyframe import KeyframeCodec
-from talkcodec.transport.overhead import SCTP_PACKET_OVERHEAD_BYTES
+from talkcodec.transport.fragmentation import DEFAULT_FRAGMENT_BYTES, FRAGMENT_HEADER_BYTES
+from talkcodec.transport.overhead import (
+    SCTP_MAX_USER_DATA_BYTES,
+    SCTP_PACKET_OVERHEAD_BYTES,
+    datachannel_stream_cost,
+)
 
 BURST_S = 4.0
 WINDOW_S = 5.0
@@ -337,9 +342,31 @@ class RatePlan:
     payload_kbps: float
 
 
+def frames_per_message(fps: float, bundle_ms: float) -> int:
+    """Keypoint packets a message holds when every frame is sent, bundled within bundle_ms."""
+    return 1 + int(bundle_ms * fps / 1000 + 1e-9)
+
+
+def keyframe_wire_bytes(record_bytes: int, fragment_bytes: int = DEFAULT_FRAGMENT_BYTES) -> int:
+    """What one keyframe packet (of record_bytes in a .tkc file, an upper bound on its message)
+    costs on the wire: its fragments (each with its 6-byte header) as data-channel messages."""
+    parts = max(1, math.ceil(record_bytes / (fragment_bytes - FRAGMENT_HEADER_BYTES)))
+    per_part, rest = divmod(record_bytes, parts)
+    sizes = [per_part + (i < rest) + FRAGMENT_HEADER_BYTES for i in range(parts)]
+    return datachannel_stream_cost(sizes).wire_bytes
+
+
+def keyframe_image_allowance(wire_bytes: float) -> float:
+    """The most image bytes a keyframe may take to cost at most wire_bytes on the wire: each
+    SCTP packet carries SCTP_MAX_USER_DATA_BYTES, plus one packet's headers of slack."""
+    usable = wire_bytes - SCTP_PACKET_OVERHEAD_BYTES - FRAGMENT_HEADER_BYTES - 4
+    share = SCTP_MAX_USER_DATA_BYTES / (SCTP_MAX_USER_DATA_BYTES + SCTP_PACKET_OVERHEAD_BYTES + 4)
+    return usable * share
+
+
 def header_kbps(fps: float, bundle_ms: float) -> float:
     """The wire rate of keypoint messages' headers when every frame is sent, bundled so."""
-    frames = 1 + int(bundle_ms * fps / 1000 + 1e-9)
+    frames = frames_per_message(fps, bundle_ms)
     return fps / frames * MESSAGE_OVERHEAD_BYTES * 8 / 1000
 
 

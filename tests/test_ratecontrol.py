@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from talkcodec.bitstream import PacketKind, PacketWriter
 from talkcodec.cli import main, stream_info
+from talkcodec.codec import StreamEncoder
 from talkcodec.config import EncoderConfig
 from talkcodec.keyframe import WebPCodec
 from talkcodec.ratecontrol import (
@@ -75,6 +77,51 @@ def test_max_kbps_caps_a_real_clip(dev_clip: Path, tmp_path: Path) -> None:
     assert info.duration_s == pytest.approx(6.0, abs=0.05)
     assert output.stat().st_size * 8 / info.duration_s <= 2000
     assert info.frames > 0.6 * 150  # most frames still go out
+
+
+def _wire_seconds(header, packets, bundle_ms: float) -> list[float]:  # type: ignore[no-untyped-def]
+    """Wire bytes of each packet's message(s) by the second of its pts (a message's bytes at
+    its first packet), as the live sender would bundle them."""
+    from talkcodec.transport.bundling import bundle_stream
+    from talkcodec.transport.overhead import datachannel_message_cost
+
+    writer = PacketWriter(header)
+    start = packets[0].pts_ms
+    seconds = [0.0] * (1 + (packets[-1].pts_ms - start) // 1000)
+    keypoints = [p for p in packets if p.kind is PacketKind.KEYPOINTS]
+    for packet in packets:
+        if packet.kind is PacketKind.KEYFRAME:
+            cost = datachannel_message_cost(len(writer.pack(packet)) + 6).wire_bytes
+            seconds[(packet.pts_ms - start) // 1000] += cost
+    for bundle in bundle_stream(keypoints, header.fps, bundle_ms):
+        cost = datachannel_message_cost(len(writer.pack_bundle(bundle))).wire_bytes
+        seconds[(bundle[0].pts_ms - start) // 1000] += cost
+    return seconds
+
+
+@pytest.mark.parametrize(("wire_kbps", "bundle_ms"), [(12.0, 40.0), (8.0, 40.0), (8.0, 120.0)])
+def test_max_wire_kbps_caps_the_stream_on_the_wire(wire_kbps: float, bundle_ms: float) -> None:
+    """The cap counted on the wire: the keypoint messages as the sender bundles them, each
+    with its ~95 bytes of headers, and the keyframe's, stay within the cap from the start
+    (after the BURST_S the first keyframe may take) and over every 5 s window after the first
+    second; frames that do not fit are skipped, more of them with shorter bundles."""
+    from tests.test_codec import _ScriptedDetector, _talking_head
+
+    count = 250
+    config = EncoderConfig(
+        crop=False, reference_bank_size=1, max_wire_kbps=wire_kbps, wire_bundle_ms=bundle_ms
+    )
+    encoder = StreamEncoder(config, detector=_ScriptedDetector(_talking_head(count)))
+    image = np.zeros((256, 256, 3), np.uint8)
+    packets = [p for i in range(count) for p in encoder.encode(image, 1000 + i * 40)]
+    seconds = np.array(_wire_seconds(encoder.header, packets, bundle_ms)) * 8 / 1000
+    assert seconds.sum() <= wire_kbps * max(len(seconds), BURST_S)
+    for first in range(1, len(seconds) - int(WINDOW_S) + 1):
+        assert seconds[first : first + int(WINDOW_S)].sum() <= wire_kbps * WINDOW_S
+    sent = sum(p.kind is PacketKind.KEYPOINTS for p in packets)
+    assert sent >= 0.3 * count and seconds.sum() >= 0.7 * wire_kbps * len(seconds)
+    with pytest.raises(ValueError, match="give one of max_kbps"):
+        EncoderConfig(max_kbps=2, max_wire_kbps=8)
 
 
 # -- the live target and the rate adapter -------------------------------------------------------

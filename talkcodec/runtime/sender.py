@@ -31,7 +31,13 @@ from talkcodec.bitstream import (
 )
 from talkcodec.codec import StreamEncoder
 from talkcodec.config import AudioConfig, SenderConfig
-from talkcodec.ratecontrol import Feedback, RateAdapter, header_kbps, plan_wire_rate
+from talkcodec.ratecontrol import (
+    MIN_TARGET_KBPS,
+    Feedback,
+    RateAdapter,
+    header_kbps,
+    plan_wire_rate,
+)
 from talkcodec.runtime.playout import DEFAULT_MAX_HOLD_MS
 from talkcodec.runtime.sources import CapturedFrame, LatestFrame
 from talkcodec.transport.bundling import Bundler
@@ -269,9 +275,12 @@ class CallSender:
     def _make_adapter(self) -> RateAdapter:
         """The rate adapter, never above --max-kbps (as wire kbit/s: plus message headers, and
         the sound's wire rate, which the adapter's rate includes)."""
-        user_kbps = self.encoder.config.max_kbps
+        config = self.encoder.config
+        user_kbps = config.max_wire_kbps or config.max_kbps
         fps = self.encoder.header.fps
-        ceiling_kbps = user_kbps + header_kbps(fps, self._configured_bundle_ms)
+        ceiling_kbps = user_kbps
+        if not config.max_wire_kbps:
+            ceiling_kbps += header_kbps(fps, self._configured_bundle_ms)
         if self.audio_track is not None:
             ceiling_kbps += _audio_wire_kbps(self.audio_track.config)
         return RateAdapter(max_kbps=ceiling_kbps if user_kbps > 0 else None)
@@ -304,6 +313,9 @@ class CallSender:
         video_kbps = max(0.0, target_kbps - audio_kbps)
         plan = plan_wire_rate(video_kbps, fps, self._configured_bundle_ms, self._longest_bundle_ms)
         self._payload_target_kbps = plan.payload_kbps
+        if self.encoder.config.max_wire_kbps:  # the cap counts wire bytes: give it the rate
+            self._payload_target_kbps = max(video_kbps, MIN_TARGET_KBPS)
+            self.encoder.wire_bundle_ms = plan.bundle_ms
         if plan.bundle_ms != self._bundler.bundle_ms:
             self.flush_bundle()
             self._bundler = Bundler(fps, plan.bundle_ms)
