@@ -144,7 +144,7 @@ class SenderConfig:
     simulate_loss: probability of dropping each keypoint message before it is sent (seeded by
     loss_seed), to measure recovery. fragment_bytes: largest keyframe-channel message.
     bundle_ms: how long a frame's keypoints may wait for the next frames' so that they travel
-    in one data-channel message (each message costs ~93 bytes of headers on the wire); 0 sends
+    in one data-channel message (each message costs ~85 bytes of headers on the wire); 0 sends
     each frame at once. A bundle holds the frames captured within bundle_ms of its first.
     adapt_rate: follow the receiver's reports (talkcodec.ratecontrol.RateAdapter): on loss or
     a growing delay, lower the stream's rate (the rate cap's target, under --max-kbps) and

@@ -335,7 +335,7 @@ class RateAdapter:
 @dataclass(frozen=True)
 class RatePlan:
     """How a live sender spends a wire rate: how long keypoints wait to share a message (the
-    headers of each cost ~95 bytes, several frames' keypoints) and the rate cap's target for
+    headers of each cost ~87 bytes, several frames' keypoints) and the rate cap's target for
     the stream's own bytes, what the headers leave."""
 
     bundle_ms: float

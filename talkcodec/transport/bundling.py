@@ -1,7 +1,7 @@
 """Which keypoint packets share a data-channel message: the one bundling rule of the live sender,
 of `talkcodec info`'s wire model and of the benchmarks.
 
-Every data-channel message costs ~93 bytes of SCTP/DTLS/UDP/IPv4 headers
+Every data-channel message costs ~85 bytes of SCTP/DTLS/UDP/IPv4 headers
 (talkcodec/transport/overhead.py), several times a frame's keypoints, so a sender may let a
 frame's packet wait for the next frames' and send them together (PacketWriter.pack_bundle). A
 bundle holds the packets of the frames captured within `bundle_ms` of its first (half a frame

@@ -17,12 +17,15 @@ RTP audio track (per Opus packet, one packet per audio frame): the RTP video fig
     only sent with frames aiortc encodes itself, not with ready Opus packets).
 
 Data channel (per SCTP packet):
-    IPv4 20 + UDP 8 + DTLS 1.2 record 37 (RFC 6347 section 4.1: 13-byte record header; plus
-    the 8-byte explicit nonce and 16-byte tag of AES-GCM, RFC 5288, the cipher suites
-    browsers and aiortc negotiate) + SCTP common header 12 (RFC 4960 section 3.1) + DATA chunk
+    IPv4 20 + UDP 8 + DTLS 1.2 record 29 (RFC 6347 section 4.1: 13-byte record header; plus
+    the 16-byte tag of ChaCha20-Poly1305, RFC 7905, which talkcodec's peers offer first,
+    talkcodec/transport/peer.py; AES-GCM, aiortc's and browsers' first choice, adds an 8-byte
+    explicit nonce, RFC 5288) + SCTP common header 12 (RFC 4960 section 3.1) + DATA chunk
     header 16 (RFC 4960 section 3.3.1), the chunk padded to a multiple of 4 bytes. A message
-    larger than one SCTP packet is fragmented into DATA chunks of at most 1172 user bytes, so
-    that an SCTP packet stays within the 1200 bytes libwebrtc's SCTP transport allows.
+    larger than one SCTP packet is fragmented into DATA chunks of at most 1160 user bytes, so
+    that an SCTP packet stays within the 1189 bytes aiortc's SCTP transport (the one talkcodec
+    runs) allows (libwebrtc allows 1200: 1172-byte chunks). A test checks these sizes against
+    the datagrams a live aiortc connection sends.
 
 Not counted (so both figures are lower bounds, each by a few bytes per packet): RTP payload
 descriptors (0-3 bytes: H.264 FU-A, VP9, AV1 aggregation headers), RTP header extensions
@@ -41,13 +44,14 @@ UDP_HEADER_BYTES = 8
 RTP_HEADER_BYTES = 12
 SRTP_AUTH_TAG_BYTES = 10
 RTP_MAX_PAYLOAD_BYTES = 1200
-DTLS_RECORD_OVERHEAD_BYTES = 13 + 8 + 16
+DTLS_RECORD_OVERHEAD_BYTES = 13 + 16  # ChaCha20-Poly1305 (AES-GCM: 13 + 8 + 16)
+DTLS_AES_GCM_NONCE_BYTES = 8
 SCTP_COMMON_HEADER_BYTES = 12
 SCTP_DATA_CHUNK_HEADER_BYTES = 16
-SCTP_MAX_PACKET_BYTES = 1200
+SCTP_MAX_PACKET_BYTES = 1189  # aiortc's, to fit the minimum IPv6 MTU (libwebrtc: 1200)
 SCTP_MAX_USER_DATA_BYTES = (
-    SCTP_MAX_PACKET_BYTES - SCTP_COMMON_HEADER_BYTES - SCTP_DATA_CHUNK_HEADER_BYTES
-)  # 1172
+    (SCTP_MAX_PACKET_BYTES - SCTP_COMMON_HEADER_BYTES - SCTP_DATA_CHUNK_HEADER_BYTES) // 4 * 4
+)  # 1160: chunks are padded to 4 bytes
 
 RTP_PACKET_OVERHEAD_BYTES = (
     IPV4_HEADER_BYTES + UDP_HEADER_BYTES + RTP_HEADER_BYTES + SRTP_AUTH_TAG_BYTES
@@ -60,7 +64,7 @@ SCTP_PACKET_OVERHEAD_BYTES = (
     + DTLS_RECORD_OVERHEAD_BYTES
     + SCTP_COMMON_HEADER_BYTES
     + SCTP_DATA_CHUNK_HEADER_BYTES
-)  # 93
+)  # 85 (93 with AES-GCM)
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ def rtp_audio_stream_cost(packets: int, payload_bytes: int) -> WireCost:
 
 
 def datachannel_message_cost(message_bytes: int) -> WireCost:
-    """One data-channel message: DATA chunks of at most 1172 bytes, each padded to 4 bytes,
+    """One data-channel message: DATA chunks of at most 1160 bytes, each padded to 4 bytes,
     one per SCTP packet. An empty message still takes one packet (WebRTC sends a 1-byte
     placeholder chunk for it, RFC 8831 section 6.6; counted here as a padded 4-byte chunk)."""
     packets = datachannel_packet_bytes(message_bytes)
