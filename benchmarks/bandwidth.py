@@ -56,10 +56,16 @@ BASELINE_KBPS = (5, 10, 20, 40, 80, 160, 300)
 KEYFRAME_QUALITIES = (30, 50, 80, 95)  # WebP quality
 GC_CHANNELS = (2, 4, 8)  # GC latent channels (its quality knob)
 KEYPOINT_STEPS_PX = (0.3, 0.7)
+# Reduced-resolution anchors: each classical codec also coded at these sizes (then upscaled
+# bicubic to the test size), at the targets of its sweep up to SCALED_MAX_KBPS (above, full
+# size wins).
+SCALED_SIZES = (64, 96, 128)
+SCALED_MAX_KBPS = 40
 METRICS = {  # name: (label, higher is better)
     "psnr_db": ("PSNR (dB)", True),
     "ssim": ("SSIM", True),
     "ms_ssim": ("MS-SSIM", True),
+    "haarpsi": ("HaarPSI", True),
     "akd_px": ("AKD (px)", False),
 }
 CODEC_NAMES = {
@@ -76,8 +82,13 @@ NOTES = [
     "(478 points, static-image mode, x and y) stands in for JVET's 68-point face-alignment, "
     "on every Nth frame. talkcodec's sender uses the same detector family to drive its warp, "
     "which may favour talkcodec on this metric.",
-    "PSNR is over RGB; SSIM and MS-SSIM over BT.601 luma. LPIPS/DISTS are out of scope "
+    "PSNR is over RGB; SSIM and MS-SSIM over BT.601 luma; HaarPSI (Reisenhofer et al. 2018, "
+    "colour, as the authors' reference code) on every frame. LPIPS/DISTS are out of scope "
     "(no weights available).",
+    "The classical codecs also code the clips at reduced sizes (64, 96, 128 px, area "
+    "downscaled, upscaled bicubic to the test size) at targets up to 40 kbit/s, as libwebrtc "
+    "does when bandwidth drops; each codec's curve is the Pareto front of all its points, full "
+    "size and reduced (what an adaptive stack choosing its resolution reaches).",
     "Rates are measured from the bytes each codec really produced; talkcodec's include all its "
     "keyframes (the first, and the extra references of the reference bank, which the default "
     "sender spends early: a 20 s burst of a 4 kbit/s budget), amortised over the clip (at "
@@ -108,6 +119,7 @@ _POINT_KEYS = (
     "codec",
     "label",
     "target_kbps",
+    "scale_px",
     "keyframe_codec",
     "keyframe_quality",
     "keypoint_step_px",
@@ -154,11 +166,26 @@ def _is_default_point(row: dict) -> bool:
     )
 
 
-def _baseline_points(codec: str) -> list[dict]:
-    return [
-        {"codec": codec, "target_kbps": kbps, "label": f"{kbps} kbit/s target"}
+def _baseline_points(codec: str, scaled_sizes: tuple[int, ...] = ()) -> list[dict]:
+    """The codec's rate sweep at the test size, then at each reduced size (coded small,
+    upscaled bicubic) up to SCALED_MAX_KBPS: points of the same curve, whose Pareto front is
+    then what an adaptive WebRTC sender picking its resolution would reach."""
+    points = [
+        {"codec": codec, "target_kbps": kbps, "scale_px": None, "label": f"{kbps} kbit/s target"}
         for kbps in BASELINE_KBPS
     ]
+    points += [
+        {
+            "codec": codec,
+            "target_kbps": kbps,
+            "scale_px": scale,
+            "label": f"{kbps} kbit/s target at {scale} px",
+        }
+        for scale in scaled_sizes
+        for kbps in BASELINE_KBPS
+        if kbps <= SCALED_MAX_KBPS
+    ]
+    return points
 
 
 def _kbps(total_bytes: int, frames: int, fps: float) -> float:
@@ -260,7 +287,9 @@ def _run_point(point: dict, reference: np.ndarray, size: int, fps: float) -> dic
             "keyframe_bytes": result.payload_bytes_by_kind.get("keyframe", 0),
             "held_frames": result.held_frames,
         }
-    result = encode_decode(reference, point["codec"], point["target_kbps"], fps)
+    result = encode_decode(
+        reference, point["codec"], point["target_kbps"], fps, scale_px=point.get("scale_px")
+    )
     cost = overhead.rtp_stream_cost(int(size) for size in result.frame_bytes)
     return {
         "decoded": result.decoded,
@@ -424,15 +453,16 @@ def _markdown(report: dict) -> str:
         f"`{report['config']['data']}`, fixed face crop, {report['config']['fps']:g} fps, first "
         f"{report['config']['frames']} frames; every rate measured. Means over clips.",
         "",
-        "| codec | setting | payload kbit/s | wire kbit/s | PSNR dB | SSIM | MS-SSIM | AKD px "
-        "| AKD fail |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| codec | setting | payload kbit/s | wire kbit/s | PSNR dB | SSIM | MS-SSIM | HaarPSI "
+        "| AKD px | AKD fail |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in points:
         lines.append(
             f"| {CODEC_NAMES[p['codec']]} | {p['label']} | {p['payload_kbps']:.2f} "
             f"| {p['wire_kbps']:.2f} | {p['psnr_db']:.2f} | {p['ssim']:.4f} | {p['ms_ssim']:.4f} "
-            f"| {_format(p['akd_px'], '.2f')} | {p['akd_failure_rate']:.1%} |"
+            f"| {_format(p.get('haarpsi'), '.4f')} | {_format(p['akd_px'], '.2f')} "
+            f"| {p['akd_failure_rate']:.1%} |"
         )
     lines += [
         "",
@@ -605,7 +635,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict[str, np.
         ]
         tasks = [(m, talkcodec_points) for m in metas] if "talkcodec" in args.codecs else []
         tasks += [
-            (m, _baseline_points(codec))
+            (m, _baseline_points(codec, tuple(args.scaled_sizes)))
             for codec in BASELINE_CODECS
             if codec in args.codecs
             for m in metas
@@ -645,6 +675,8 @@ def _run_config(args: argparse.Namespace) -> dict:
         "codecs": list(args.codecs),
         "talkcodec_keyframe_codecs": list(args.keyframe_codecs),
         "baseline_target_kbps": list(BASELINE_KBPS),
+        "baseline_scaled_sizes_px": list(args.scaled_sizes),
+        "baseline_scaled_max_kbps": SCALED_MAX_KBPS,
         "baseline_options": {
             n: {"encoder": c.encoder, **c.options} for n, c in BASELINE_CODECS.items()
         },
@@ -673,6 +705,10 @@ def main() -> None:
     parser.add_argument(
         "--keyframe-codecs", nargs="+", choices=["webp", "gc"], default=["webp", "gc"],
         help="the talkcodec points' keyframe codecs",
+    )  # fmt: skip
+    parser.add_argument(
+        "--scaled-sizes", nargs="*", type=int, default=list(SCALED_SIZES),
+        help="reduced sizes the classical codecs are also coded at (none: full size only)",
     )  # fmt: skip
     args = parser.parse_args()
     name = f"bandwidth-{args.size}"

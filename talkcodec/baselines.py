@@ -13,12 +13,14 @@ frames as they are.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
 import av
+import cv2
 import numpy as np
 
 logger = logging.getLogger(__name__)
@@ -141,11 +143,29 @@ def encode_decode(
     kbps: float,
     fps: float = 25.0,
     threads: int = 1,
+    scale_px: int | None = None,
 ) -> BaselineResult:
-    """Encode (T, H, W, 3) uint8 RGB frames at a bitrate target and decode them again."""
-    codec = make_baseline_codec(codec_name)
+    """Encode (T, H, W, 3) uint8 RGB frames at a bitrate target and decode them again.
+
+    scale_px: code the frames at scale_px x scale_px instead (area-downscaled, as a sender's
+    scaler would) and upscale what is decoded back to H x W (bicubic): what a WebRTC stack that
+    lowers the resolution under a thin link shows."""
     if len(frames) == 0:
         raise ValueError("encode_decode needs at least one frame")
+    if scale_px is not None:
+        if scale_px < 16 or scale_px % 2:
+            raise ValueError(f"scale_px must be even and >= 16, got {scale_px}")
+        height, width = frames[0].shape[:2]
+        small = [
+            cv2.resize(image, (scale_px, scale_px), interpolation=cv2.INTER_AREA)
+            for image in frames
+        ]
+        result = encode_decode(small, codec_name, kbps, fps, threads)
+        upscaled = np.stack(
+            [cv2.resize(f, (width, height), interpolation=cv2.INTER_CUBIC) for f in result.decoded]
+        )
+        return dataclasses.replace(result, decoded=upscaled)
+    codec = make_baseline_codec(codec_name)
     height, width = frames[0].shape[:2]
     encoder = av.CodecContext.create(codec.encoder, "w")
     encoder.width, encoder.height = width, height

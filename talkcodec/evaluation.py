@@ -13,7 +13,7 @@ from talkcodec.codec import StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.keypoints.detectors import make_detector
 from talkcodec.keypoints.landmarks import Landmarks
-from talkcodec.metrics import keypoint_distance, psnr, ssim, ssim_and_ms_ssim
+from talkcodec.metrics import haarpsi, keypoint_distance, psnr, ssim, ssim_and_ms_ssim
 from talkcodec.video import read_frames
 
 
@@ -235,11 +235,13 @@ def keypoint_agreement(
 
 
 def frame_quality(reference: np.ndarray, decoded: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-frame PSNR (dB), SSIM and MS-SSIM of (T, H, W, 3) decoded frames: each (T,)."""
+    """Per-frame PSNR (dB), SSIM, MS-SSIM and HaarPSI of (T, H, W, 3) decoded frames: each
+    (T,)."""
     pairs = list(zip(reference, decoded, strict=True))
     structural = np.array([ssim_and_ms_ssim(r, d) for r, d in pairs]).reshape(-1, 2)
     return {
         "psnr_db": np.array([psnr(r, d) for r, d in pairs]),
         "ssim": structural[:, 0],
         "ms_ssim": structural[:, 1],
+        "haarpsi": np.array([haarpsi(r, d) for r, d in pairs]),
     }

@@ -50,3 +50,16 @@ def test_annexb_nal_units() -> None:
 def test_unknown_codec_names_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="unknown baseline codec 'h266'; choose one of h264, "):
         encode_decode(moving_frames(2), "h266", kbps=100)
+
+
+def test_reduced_resolution_codes_small_and_shows_full_size() -> None:
+    """scale_px: frames of 128 px coded at 64x64 (fewer bytes at the same generous target)
+    come back at 128 px."""
+    frames = moving_frames(12, size=128)
+    full = encode_decode(frames, "h264", 300, 25.0)
+    small = encode_decode(frames, "h264", 300, 25.0, scale_px=64)
+    assert small.decoded.shape == full.decoded.shape == frames.shape
+    assert small.frame_bytes.sum() < full.frame_bytes.sum()
+    assert psnr(frames[-1], small.decoded[-1]) > 20
+    with pytest.raises(ValueError, match="scale_px must be even and >= 16"):
+        encode_decode(frames, "h264", 300, 25.0, scale_px=15)

@@ -90,3 +90,58 @@ def test_keypoint_distance_is_the_mean_euclidean_distance_in_xy() -> None:
     assert keypoint_distance(reference, decoded) == pytest.approx(2.5)
     with pytest.raises(ValueError, match="landmark sets differ in shape"):
         keypoint_distance(reference, decoded[:1])
+
+
+# -- HaarPSI ------------------------------------------------------------------------------------
+
+
+def _portrait() -> np.ndarray:
+    import cv2
+    from skimage import data
+
+    return cv2.resize(data.astronaut(), (128, 128), interpolation=cv2.INTER_AREA)
+
+
+def test_haarpsi_is_one_for_identical_images_colour_and_grey() -> None:
+    from talkcodec.metrics import haarpsi
+
+    image = _portrait()
+    assert haarpsi(image, image) == pytest.approx(1.0, abs=1e-12)
+    grey = image.mean(axis=2).astype(np.uint8)
+    assert haarpsi(grey, grey) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_haarpsi_falls_strictly_with_noise_and_jpeg_and_is_symmetric() -> None:
+    import cv2
+
+    from talkcodec.metrics import haarpsi
+
+    image = _portrait()
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1, image.shape)
+    noisy = [
+        np.clip(image + sigma * noise, 0, 255).astype(np.uint8) for sigma in (2, 5, 10, 20, 40)
+    ]
+    scores = [haarpsi(image, other) for other in noisy]
+    assert all(0 < s < 1 for s in scores) and scores == sorted(scores, reverse=True)
+    assert len(set(scores)) == len(scores)
+    jpeg = []
+    for quality in (90, 70, 50, 30, 10):
+        _, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        jpeg.append(haarpsi(image, cv2.imdecode(data, cv2.IMREAD_UNCHANGED)))
+    assert jpeg == sorted(jpeg, reverse=True) and len(set(jpeg)) == len(jpeg)
+    assert haarpsi(noisy[2], image) == pytest.approx(haarpsi(image, noisy[2]), abs=1e-12)
+    with pytest.raises(ValueError, match="images differ in shape"):
+        haarpsi(image, image[:64])
+
+
+@pytest.mark.parametrize("size", [2, 4, 8])
+def test_haarpsi_convolutions_are_scipys_same_mode(size: int) -> None:
+    from scipy.signal import convolve2d
+
+    from talkcodec.metrics import _convolve_same
+
+    rng = np.random.default_rng(size)
+    channel, kernel = rng.normal(size=(40, 33)), rng.normal(size=(size, size))
+    expected = convolve2d(channel, kernel, mode="same")
+    assert np.allclose(_convolve_same(channel, kernel), expected, atol=1e-10)
