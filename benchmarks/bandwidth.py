@@ -544,15 +544,22 @@ def _plots(points: list[dict], size: int, results_name: str) -> list[Path]:
                     axis.plot(
                         rates, [sign * q for q in quality], "k-", lw=1.5, label=f"{name} front"
                     )
-                else:
-                    chosen.sort(key=lambda p: p[rate])
-                    axis.plot(
-                        [p[rate] for p in chosen],
-                        [p[metric] for p in chosen],
-                        "o-",
-                        ms=4,
-                        label=name,
+                else:  # the front (full size and reduced), and every point faintly
+                    rates, quality = _curve(points, codec, rate, metric)
+                    sign = 1.0 if METRICS[metric][1] else -1.0
+                    (line,) = axis.plot(
+                        rates, [sign * q for q in quality], "o-", ms=4, label=f"{name} front"
                     )
+                    scaled = [p for p in chosen if p.get("scale_px")]
+                    if scaled:
+                        axis.scatter(
+                            [p[rate] for p in scaled],
+                            [p[metric] for p in scaled],
+                            s=12,
+                            color=line.get_color(),
+                            alpha=0.45,
+                            label=f"{name} at 64-128 px",
+                        )
             axis.set_xscale("log")
             ticks = [t for t in (5, 10, 20, 50, 100, 200, 300) if t >= axis.get_xlim()[0]]
             axis.set_xticks(ticks, [str(t) for t in ticks])
