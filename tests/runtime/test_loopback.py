@@ -109,17 +109,23 @@ def test_frames_arrive_and_decode_with_fragmented_keyframe() -> None:
     )
 
 
-def test_simulated_loss_is_survived_and_refreshed() -> None:
+def _lossy_call(seconds: float, redundancy: str) -> tuple[dict, dict]:
+    """(sender, receiver) summaries of a call that loses 20% of its keypoint messages."""
     results = _run(
         loopback_call(
             replay_encoder(),
-            _source(2.0),
-            SenderConfig(simulate_loss=0.2, loss_seed=3, redundancy="off"),
+            _source(seconds),
+            SenderConfig(simulate_loss=0.2, loss_seed=3, redundancy=redundancy),
             ReceiverConfig(decoder=MESH_WARP),
         )
     )
     sender, receiver = results["sender"], results["receiver"]
     assert isinstance(sender, dict) and isinstance(receiver, dict)
+    return sender, receiver
+
+
+def test_simulated_loss_is_survived_and_refreshed() -> None:
+    sender, receiver = _lossy_call(2.0, redundancy="off")
     assert sender["simulated_keypoint_losses"] > 0
     assert sender["redundancy"]["repeated_packets"] == 0
     # Every lost packet is noticed, but those of a message lost at the very end (a bundle of up
@@ -136,16 +142,7 @@ def test_simulated_loss_is_survived_and_refreshed() -> None:
 def test_redundancy_recovers_lost_messages() -> None:
     """Each message repeats the previous one's packets: at 20% loss only messages lost twice
     in a row cost frames, and the playout delays by a message so recovered frames are shown."""
-    results = _run(
-        loopback_call(
-            replay_encoder(),
-            _source(3.0),
-            SenderConfig(simulate_loss=0.2, loss_seed=3, redundancy="on"),
-            ReceiverConfig(decoder=MESH_WARP),
-        )
-    )
-    sender, receiver = results["sender"], results["receiver"]
-    assert isinstance(sender, dict) and isinstance(receiver, dict)
+    sender, receiver = _lossy_call(3.0, redundancy="on")
     decoder = receiver["decoder"]
     lost = sender["simulated_keypoint_packets_lost"]
     assert lost > 5 and sender["redundancy"]["on"]
