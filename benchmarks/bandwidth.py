@@ -124,6 +124,8 @@ _POINT_KEYS = (
     "keyframe_quality",
     "keypoint_step_px",
     "reference_bank_size",
+    "lowres_px",
+    "lowres_kbps",
 )
 
 
@@ -151,6 +153,36 @@ def _talkcodec_points() -> list[dict]:
                     "label": f"{name}, step {step} px" + (", no references" if bank == 1 else ""),
                 }
             )
+    return points
+
+
+def _hybrid_points(keyframe_codecs: list[str], lowres_px: int, kbps: list[float]) -> list[dict]:
+    """The hybrid mode (a low-res x264 stream fused with the render, no extra references) at
+    each low-res rate target, with each keyframe codec at its cheapest setting, and the same
+    keyframes keypoints only (the hybrid's cheapest point)."""
+    default = EncoderConfig()
+    settings = {"webp": KEYFRAME_QUALITIES[0], "gc": GC_CHANNELS[-1]}
+    points = []
+    for codec in keyframe_codecs:
+        quality = settings[codec]
+        name = f"webp q{quality}" if codec == "webp" else f"gc {quality} channels"
+        base = {
+            "codec": "talkcodec",
+            "keyframe_codec": codec,
+            "keyframe_quality": quality,
+            "keypoint_step_px": default.keypoint_step_px,
+            "reference_bank_size": 1,
+        }
+        points.append({**base, "label": f"{name}, keypoints only, no references"})
+        points += [
+            {
+                **base,
+                "lowres_px": lowres_px,
+                "lowres_kbps": rate,
+                "label": f"{name}, hybrid {lowres_px} px at {rate:g} kbit/s target",
+            }
+            for rate in kbps
+        ]
     return points
 
 
@@ -273,6 +305,8 @@ def _run_point(point: dict, reference: np.ndarray, size: int, fps: float) -> dic
             keyframe_quality=point["keyframe_quality"],
             keypoint_step_px=point["keypoint_step_px"],
             reference_bank_size=point["reference_bank_size"],
+            lowres_px=point.get("lowres_px", 0),
+            lowres_kbps=point.get("lowres_kbps", EncoderConfig.lowres_kbps),
         )
         decoder = DecoderConfig()  # the bank size comes from the stream header
         result = round_trip_frames(reference, config, decoder)
@@ -440,7 +474,11 @@ def _subset_flags(report: dict) -> str:
     codecs = config.get("codecs", [])
     flags = "" if len(codecs) == 1 + len(BASELINE_CODECS) else " --codecs " + " ".join(codecs)
     keyframes = config.get("talkcodec_keyframe_codecs", ["webp", "gc"])
-    return flags + ("" if len(keyframes) == 2 else " --keyframe-codecs " + " ".join(keyframes))
+    flags += "" if len(keyframes) == 2 else " --keyframe-codecs " + " ".join(keyframes)
+    if config.get("talkcodec_hybrid_kbps"):
+        rates = " ".join(f"{rate:g}" for rate in config["talkcodec_hybrid_kbps"])
+        flags += f" --hybrid {rates} --lowres-size {config['talkcodec_lowres_px']}"
+    return flags
 
 
 def _markdown(report: dict) -> str:
@@ -637,9 +675,11 @@ def run(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict[str, np.
         metas = [f.result() for f in tqdm(futures, desc="reference crops", unit="clip")]
         metas = [m for m in metas if m is not None]
         strip_clips = {m["clip"] for m in metas[:STRIP_CLIPS]}
-        talkcodec_points = [
-            p for p in _talkcodec_points() if p["keyframe_codec"] in args.keyframe_codecs
-        ]
+        talkcodec_points = (
+            _hybrid_points(args.keyframe_codecs, args.lowres_size, args.hybrid)
+            if args.hybrid
+            else [p for p in _talkcodec_points() if p["keyframe_codec"] in args.keyframe_codecs]
+        )
         tasks = [(m, talkcodec_points) for m in metas] if "talkcodec" in args.codecs else []
         tasks += [
             (m, _baseline_points(codec, tuple(args.scaled_sizes)))
@@ -681,6 +721,8 @@ def _run_config(args: argparse.Namespace) -> dict:
         "workers": args.workers,
         "codecs": list(args.codecs),
         "talkcodec_keyframe_codecs": list(args.keyframe_codecs),
+        "talkcodec_hybrid_kbps": list(args.hybrid),
+        "talkcodec_lowres_px": args.lowres_size,
         "baseline_target_kbps": list(BASELINE_KBPS),
         "baseline_scaled_sizes_px": list(args.scaled_sizes),
         "baseline_scaled_max_kbps": SCALED_MAX_KBPS,
@@ -717,12 +759,21 @@ def main() -> None:
         "--scaled-sizes", nargs="*", type=int, default=list(SCALED_SIZES),
         help="reduced sizes the classical codecs are also coded at (none: full size only)",
     )  # fmt: skip
+    parser.add_argument(
+        "--hybrid", nargs="*", type=float, default=[], metavar="KBPS",
+        help="measure talkcodec's hybrid mode instead, at these low-res rate targets",
+    )  # fmt: skip
+    parser.add_argument(
+        "--lowres-size", type=int, default=64, help="the hybrid mode's low-res side (px)"
+    )
     args = parser.parse_args()
     name = f"bandwidth-{args.size}"
     if sorted(args.codecs) != sorted(codecs) or len(args.keyframe_codecs) < 2:
         name += "-" + "-".join(args.codecs)
         if "talkcodec" in args.codecs and len(args.keyframe_codecs) < 2:
             name += "-" + "-".join(args.keyframe_codecs)
+    if args.hybrid:
+        name += f"-hybrid{args.lowres_size}"
     started = time.perf_counter()
     metas, rows, references = run(args)
     points = _mean_points(rows)

@@ -23,6 +23,8 @@ import av
 import cv2
 import numpy as np
 
+from talkcodec.bitstream import annexb_nal_units
+
 logger = logging.getLogger(__name__)
 
 _NO_KEYFRAME_AFTER_START = 100_000  # frames: longer than any clip
@@ -85,25 +87,6 @@ BASELINE_CODECS: dict[str, BaselineCodec] = {
     "vp9": BaselineCodec("vp9", "libvpx-vp9", "vp9", _VP9_OPTIONS, len),
     "av1": BaselineCodec("av1", "libsvtav1", "libdav1d", _AV1_OPTIONS, _av1_sent_bytes),
 }
-
-
-def annexb_nal_units(data: bytes) -> list[bytes]:
-    """The NAL units of an Annex-B byte stream, start codes (00 00 01 or 00 00 00 01) removed."""
-    starts = []
-    index = data.find(b"\x00\x00\x01")
-    while index >= 0:
-        starts.append(index + 3)
-        index = data.find(b"\x00\x00\x01", index + 3)
-    units = []
-    for number, start in enumerate(starts):
-        end = starts[number + 1] - 3 if number + 1 < len(starts) else len(data)
-        unit = data[start:end]
-        # A 4-byte start code leaves its leading zero on the end of the previous unit.
-        if number + 1 < len(starts):
-            unit = unit.rstrip(b"\x00")
-        if unit:
-            units.append(unit)
-    return units
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,13 @@ class KeypointModelId(IntEnum):
     FAN_68_V2 = 4
 
 
+class LowresCodecId(IntEnum):
+    """Wire id of the hybrid mode's low-res video codec (StreamHeader.lowres_codec)."""
+
+    NONE = 0  # keypoints only: KEYPOINTS payloads are the keypoints alone
+    H264 = 1  # H.264 (x264 low-delay) pictures, LowresPicture
+
+
 class PacketKind(IntEnum):
     """Wire id of what a packet carries; 3..255 are reserved for later kinds (e.g. control)."""
 
@@ -108,6 +115,8 @@ _STREAM_HEADER = struct.Struct(
 )  # width | height | fps_milli | codec | model | step | dims
 _STREAM_HEADER_V2 = struct.Struct("!B")  # reference_bank_size, appended by revision 2
 _STREAM_HEADER_V3 = struct.Struct("!B")  # packet_format, appended by revision 3
+# lowres_codec | lowres_width | lowres_height | fusion_level
+_STREAM_HEADER_V4 = struct.Struct("!BHHB")
 _TKC_PREAMBLE = struct.Struct("!4sBB")  # magic | version | header_len
 _TKC_RECORD_LENGTH = struct.Struct("!I")
 
@@ -116,6 +125,8 @@ KEYFRAME_PAYLOAD_HEADER_BYTES = _KEYFRAME_HEADER.size  # 4
 STREAM_HEADER_BYTES = _STREAM_HEADER.size  # 13, the v1 size; later revisions may append fields
 STREAM_HEADER_V2_BYTES = STREAM_HEADER_BYTES + _STREAM_HEADER_V2.size  # 14
 STREAM_HEADER_V3_BYTES = STREAM_HEADER_V2_BYTES + _STREAM_HEADER_V3.size  # 15, what writers write
+# 21: hybrid streams (a low-res video stream in the keypoint packets) only
+STREAM_HEADER_V4_BYTES = STREAM_HEADER_V3_BYTES + _STREAM_HEADER_V4.size
 # The receiver's reference bank (talkcodec.bank): reference_id is a u8 below the bank size,
 # which the stream header carries since revision 2. A v1 header (13 bytes) means the default,
 # which every sender of that revision used unless told otherwise.
@@ -131,6 +142,7 @@ TKC_MAX_RECORD_BYTES = 16 * 1024 * 1024
 # stream header outside them and drop, and count, a packet outside them.
 MIN_FRAME_SIDE_PX = 16
 MAX_FRAME_SIDE_PX = 4096
+MIN_LOWRES_SIDE_PX = 16
 MIN_FPS_MILLI = 1_000  # 1 frame per second
 MAX_FPS_MILLI = 240_000  # 240 frames per second
 # The worst frame of the largest keypoint model codes in about 175 bytes.
@@ -288,18 +300,128 @@ class KeyframePayload:
         return cls(codec_id, reference_id, bytes(body[:keypoints_len]), image)
 
 
+def annexb_nal_units(data: bytes) -> list[bytes]:
+    """The NAL units of an Annex-B byte stream, start codes (00 00 01 or 00 00 00 01) removed."""
+    starts = []
+    index = data.find(b"\x00\x00\x01")
+    while index >= 0:
+        starts.append(index + 3)
+        index = data.find(b"\x00\x00\x01", index + 3)
+    units = []
+    for number, start in enumerate(starts):
+        end = starts[number + 1] - 3 if number + 1 < len(starts) else len(data)
+        unit = data[start:end]
+        # A 4-byte start code leaves its leading zero on the end of the previous unit.
+        if number + 1 < len(starts):
+            unit = unit.rstrip(b"\x00")
+        if unit:
+            units.append(unit)
+    return units
+
+
+_LOWRES_UNITS_MASK = 0x0F
+_LOWRES_RESERVED = 0xF0
+MAX_LOWRES_UNITS = _LOWRES_UNITS_MASK
+_H264_NAL_TYPE = 0x1F
+_H264_IDR = 5
+
+
+@dataclass(frozen=True)
+class LowresPicture:
+    """One coded low-res picture: units u8 (bits 3..0 the number n of NAL units, 1..15; bits
+    7..4 reserved) | n - 1 varint lengths (of every unit but the last) | the units, without
+    start codes (the last runs to the end).
+
+    idr: whether the picture is an IDR (a unit of NAL type 5), where a decoder may start."""
+
+    units: tuple[bytes, ...]
+    idr: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.units) <= MAX_LOWRES_UNITS:
+            raise ValueError(f"a low-res picture holds 1..{MAX_LOWRES_UNITS} NAL units")
+        if any(not unit for unit in self.units):
+            raise ValueError("a low-res picture's NAL units must not be empty")
+        idr = any(unit[0] & _H264_NAL_TYPE == _H264_IDR for unit in self.units)
+        object.__setattr__(self, "idr", idr)
+
+    def __bytes__(self) -> bytes:
+        lengths = b"".join(encode_varint(len(unit)) for unit in self.units[:-1])
+        return bytes((len(self.units),)) + lengths + b"".join(self.units)
+
+    @classmethod
+    def parse(cls, data: bytes) -> LowresPicture:
+        if not data:
+            raise BitstreamError("low-res picture needs 1 byte of unit count, got 0")
+        if data[0] & _LOWRES_RESERVED:
+            raise BitstreamError(
+                f"low-res picture sets reserved bits 0x{data[0] & _LOWRES_RESERVED:02x}: expected 0"
+            )
+        count = data[0] & _LOWRES_UNITS_MASK
+        if count == 0:
+            raise BitstreamError("low-res picture holds 0 NAL units: expected 1 to 15")
+        offset, lengths = 1, []
+        for _ in range(count - 1):
+            length, offset = read_varint(data, offset, "low-res NAL unit length")
+            if length == 0:
+                raise BitstreamError("low-res NAL unit of 0 bytes: expected at least 1")
+            lengths.append(length)
+        units = []
+        for length in lengths:
+            if len(data) - offset < length:
+                raise BitstreamError(
+                    f"low-res NAL unit needs {length} bytes, got {len(data) - offset}"
+                )
+            units.append(bytes(data[offset : offset + length]))
+            offset += length
+        if offset >= len(data):
+            raise BitstreamError("low-res picture's last NAL unit is empty: expected bytes")
+        units.append(bytes(data[offset:]))
+        return cls(tuple(units))
+
+
+@dataclass(frozen=True)
+class HybridKeypoints:
+    """The payload of a KEYPOINTS packet of a hybrid stream: keypoints_len varint | keypoints
+    (as in a keypoints-only stream) | the frame's LowresPicture (to the end; none when empty:
+    the sender coded no picture for the frame)."""
+
+    keypoints: bytes
+    picture: LowresPicture | None
+
+    def __bytes__(self) -> bytes:
+        picture = b"" if self.picture is None else bytes(self.picture)
+        return encode_varint(len(self.keypoints)) + self.keypoints + picture
+
+    @classmethod
+    def parse(cls, data: bytes) -> HybridKeypoints:
+        length, offset = read_varint(data, 0, "hybrid keypoints length")
+        if len(data) - offset < length:
+            raise BitstreamError(f"hybrid keypoints need {length} bytes, got {len(data) - offset}")
+        rest = data[offset + length :]
+        picture = LowresPicture.parse(rest) if rest else None
+        return cls(bytes(data[offset : offset + length]), picture)
+
+
 @dataclass(frozen=True)
 class StreamHeader:
     """What a receiver needs before the first packet: width u16 | height u16 | fps_milli u32 |
     keyframe_codec u8 | keypoint_model u8 | keypoint_step_millipx u16 | expression_dims u8 |
-    reference_bank_size u8 | packet_format u8.
+    reference_bank_size u8 | packet_format u8 [| lowres_codec u8 | lowres_width u16 |
+    lowres_height u16 | fusion_level u8].
 
     width and height are the decoded frame size in pixels; fps_milli is frames per second
     times 1000 (25000 for 25 fps); keypoint_step_millipx is the quantisation step of the
     keypoint coder in 1/1000 pixel at 256x256; expression_dims is how many directions of the
     keypoint model's expression basis the stream codes (0..255); reference_bank_size is how
     many references the receiver holds (1..255, revision 2; DEFAULT_BANK_SIZE in a v1 header);
-    packet_format the layout of the stream's packets (revision 3; FIXED in older headers).
+    packet_format the layout of the stream's packets (revision 3; FIXED in older headers);
+    lowres_codec and the low-res picture size (revision 4, written only by hybrid streams:
+    LowresCodecId.NONE and 0 x 0 otherwise) say that every KEYPOINTS payload is a
+    HybridKeypoints (keypoints and a low-res picture); fusion_level (1..255 in a hybrid
+    stream, 0 otherwise) is the luma difference up to which the receiver's fusion takes the
+    render over the low-res picture (talkcodec.generator.fusion), which the sender sets from
+    how coarsely it codes the pictures.
     """
 
     width: int
@@ -311,6 +433,10 @@ class StreamHeader:
     expression_dims: int
     reference_bank_size: int = DEFAULT_BANK_SIZE
     packet_format: PacketFormat = PacketFormat.COMPACT
+    lowres_codec: LowresCodecId = LowresCodecId.NONE
+    lowres_width: int = 0
+    lowres_height: int = 0
+    fusion_level: int = 0
 
     def __post_init__(self) -> None:
         _check_range("width", self.width, MIN_FRAME_SIDE_PX, MAX_FRAME_SIDE_PX)
@@ -325,6 +451,19 @@ class StreamHeader:
         object.__setattr__(self, "keyframe_codec", codec)
         object.__setattr__(self, "keypoint_model", model)
         object.__setattr__(self, "packet_format", packet_format)
+        lowres = _to_enum(LowresCodecId, self.lowres_codec, "low-res codec id")
+        object.__setattr__(self, "lowres_codec", lowres)
+        _check_lowres_size(self, ValueError)
+
+    @property
+    def hybrid(self) -> bool:
+        """Whether KEYPOINTS payloads carry a low-res picture (HybridKeypoints)."""
+        return self.lowres_codec is not LowresCodecId.NONE
+
+    @property
+    def lowres_size(self) -> tuple[int, int]:
+        """(width, height) of the low-res pictures; (0, 0) in a keypoints-only stream."""
+        return self.lowres_width, self.lowres_height
 
     @property
     def fps(self) -> float:
@@ -341,6 +480,11 @@ class StreamHeader:
         of container, more than any lossy coder needs for one picture."""
         return 3 * self.width * self.height + 4096
 
+    @property
+    def max_lowres_picture_bytes(self) -> int:
+        """The largest low-res picture a receiver accepts (as max_keyframe_image_bytes)."""
+        return 3 * self.lowres_width * self.lowres_height + 4096 if self.hybrid else 0
+
     def __bytes__(self) -> bytes:
         v1 = _STREAM_HEADER.pack(
             self.width,
@@ -352,15 +496,20 @@ class StreamHeader:
             self.expression_dims,
         )
         v2 = v1 + _STREAM_HEADER_V2.pack(self.reference_bank_size)
-        if self.packet_format is PacketFormat.FIXED:
+        if self.packet_format is PacketFormat.FIXED and not self.hybrid:
             return v2  # what revision 2 wrote, so its readers read it
-        return v2 + _STREAM_HEADER_V3.pack(self.packet_format)
+        v3 = v2 + _STREAM_HEADER_V3.pack(self.packet_format)
+        if not self.hybrid:
+            return v3  # what revision 3 wrote
+        return v3 + _STREAM_HEADER_V4.pack(
+            self.lowres_codec, self.lowres_width, self.lowres_height, self.fusion_level
+        )
 
     @classmethod
     def parse(cls, data: bytes) -> StreamHeader:
         """The header at the start of `data`: the 13 bytes of revision 1, then, when there,
-        the bank size of revision 2 and the packet format of revision 3; bytes past those are
-        later-revision extensions and are ignored."""
+        the bank size of revision 2, the packet format of revision 3 and the low-res stream of
+        revision 4; bytes past those are later-revision extensions and are ignored."""
         if len(data) < STREAM_HEADER_BYTES:
             raise BitstreamError(
                 f"stream header needs {STREAM_HEADER_BYTES} bytes, got {len(data)}"
@@ -375,6 +524,12 @@ class StreamHeader:
         if len(data) >= STREAM_HEADER_V3_BYTES:
             (packet_format,) = _STREAM_HEADER_V3.unpack_from(data, STREAM_HEADER_V2_BYTES)
             packet_format = _to_enum(PacketFormat, packet_format, "packet format", BitstreamError)
+        lowres_codec, lowres_width, lowres_height, fusion_level = LowresCodecId.NONE, 0, 0, 0
+        if len(data) >= STREAM_HEADER_V4_BYTES:
+            lowres_codec, lowres_width, lowres_height, fusion_level = _STREAM_HEADER_V4.unpack_from(
+                data, STREAM_HEADER_V3_BYTES
+            )
+            lowres_codec = _to_enum(LowresCodecId, lowres_codec, "low-res codec id", BitstreamError)
         for name, value, low, high in (
             ("width", width, MIN_FRAME_SIDE_PX, MAX_FRAME_SIDE_PX),
             ("height", height, MIN_FRAME_SIDE_PX, MAX_FRAME_SIDE_PX),
@@ -383,6 +538,10 @@ class StreamHeader:
         ):
             if not low <= value <= high:
                 raise BitstreamError(f"stream header {name}: expected {low}..{high}, found {value}")
+        _check_lowres_size(
+            _LowresFields(lowres_codec, lowres_width, lowres_height, fusion_level, width, height),
+            BitstreamError,
+        )
         return cls(
             width=width,
             height=height,
@@ -393,7 +552,45 @@ class StreamHeader:
             expression_dims=dims,
             reference_bank_size=bank_size,
             packet_format=packet_format,
+            lowres_codec=lowres_codec,
+            lowres_width=lowres_width,
+            lowres_height=lowres_height,
+            fusion_level=fusion_level,
         )
+
+
+@dataclass(frozen=True)
+class _LowresFields:
+    lowres_codec: LowresCodecId
+    lowres_width: int
+    lowres_height: int
+    fusion_level: int
+    width: int
+    height: int
+
+
+def _check_lowres_size(header: StreamHeader | _LowresFields, error: type[ValueError]) -> None:
+    """A hybrid stream's low-res size (even, MIN_LOWRES_SIDE_PX.. the frame's size) and fusion
+    level (1..255); 0 x 0 and 0 in a keypoints-only stream."""
+    size = (header.lowres_width, header.lowres_height)
+    if header.lowres_codec is LowresCodecId.NONE:
+        if size != (0, 0) or header.fusion_level:
+            raise error(
+                f"stream header low-res size and fusion level: expected 0x0 and 0 without a "
+                f"low-res codec, found {size[0]}x{size[1]} and {header.fusion_level}"
+            )
+        return
+    if not 1 <= header.fusion_level <= _U8_MAX:
+        raise error(f"stream header fusion_level: expected 1..255, found {header.fusion_level}")
+    for name, value, high in (
+        ("lowres_width", header.lowres_width, header.width),
+        ("lowres_height", header.lowres_height, header.height),
+    ):
+        if not MIN_LOWRES_SIDE_PX <= value <= high or value % 2:
+            raise error(
+                f"stream header {name}: expected an even {MIN_LOWRES_SIDE_PX}..{high}, "
+                f"found {value}"
+            )
 
 
 SEQ_MODULO = 1 << 16  # seq counts packets modulo 2**16 (FIXED packets)

@@ -15,6 +15,7 @@ from pathlib import Path
 from talkcodec.bitstream import (
     Arrival,
     BitstreamError,
+    HybridKeypoints,
     KeyframePayload,
     KeypointTimeline,
     Packet,
@@ -240,6 +241,8 @@ class StreamInfo:
                 "keypoint_step_px": header.keypoint_step_millipx / 1000,
                 "reference_bank_size": header.reference_bank_size,
                 "packet_format": header.packet_format.name,
+                "lowres_codec": header.lowres_codec.name,
+                "lowres_size": list(header.lowres_size),
             },
             "bundle_ms": self.bundle_ms,
             "frames": self.frames,
@@ -257,6 +260,7 @@ class StreamInfo:
                 kind: {**counts, "payload_kbps": self.kbps(counts["payload_bytes"])}
                 for kind, counts in self.by_kind.items()
             },
+            "lowres_kbps": self.kbps(self.total("lowres_bytes")) if header.hybrid else None,
             "dropped_by_decoders": self.dropped_by_decoders,
             "new_timelines": self.new_timelines,
         }
@@ -287,6 +291,8 @@ def stream_info(path: Path, bundle_ms: float = SenderConfig.bundle_ms) -> Stream
             counts["payload_bytes"] += len(packet.payload)
             counts["packet_bytes"] += len(message)
             packets.append(packet)
+            if packet.kind is PacketKind.KEYPOINTS and header.hybrid:
+                _count_hybrid_parts(packet, counts)
             if packet.kind is PacketKind.KEYPOINTS:
                 verdict = timeline.classify(
                     packet.seq, packet.pts_ms, packet.is_intra, packet.timed
@@ -356,8 +362,29 @@ def print_info(
         f"bundled within {info.bundle_ms:g} ms): {info.kbps(info.total('wire_bytes')):.2f}"
     )
     if "keypoints" in info.by_kind and info.frames:
-        bits = info.by_kind["keypoints"]["payload_bytes"] * 8 / info.frames
-        print(f"keypoints: {bits:.1f} payload bits/frame")
+        counts = info.by_kind["keypoints"]
+        key = "keypoint_bytes" if header.hybrid else "payload_bytes"
+        print(f"keypoints: {counts[key] * 8 / info.frames:.1f} payload bits/frame")
+        if header.hybrid:
+            width, height = header.lowres_size
+            print(
+                f"low-res {header.lowres_codec.name} {width}x{height}: "
+                f"{info.kbps(counts['lowres_bytes']):.2f} kbit/s of payload "
+                f"({counts['lowres_idr']} IDR pictures)"
+            )
+
+
+def _count_hybrid_parts(packet: Packet, counts: Counter[str]) -> None:
+    """A hybrid keypoint packet's bytes by part: keypoint_bytes, lowres_bytes (pictures, their
+    unit counts and lengths included) and lowres_idr pictures; a malformed one as malformed."""
+    try:
+        hybrid = HybridKeypoints.parse(packet.payload)
+    except BitstreamError:
+        counts["malformed"] += 1
+        return
+    counts["keypoint_bytes"] += len(hybrid.keypoints)
+    counts["lowres_bytes"] += len(packet.payload) - len(hybrid.keypoints)
+    counts["lowres_idr"] += hybrid.picture is not None and hybrid.picture.idr
 
 
 def _is_fresh_start(packet: Packet) -> bool:

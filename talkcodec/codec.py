@@ -25,10 +25,13 @@ from talkcodec.bitstream import (
     PTS_MODULO,
     Arrival,
     BitstreamError,
+    HybridKeypoints,
     ImplausiblePacket,
     ImpliedClock,
     KeyframePayload,
     KeypointTimeline,
+    LowresCodecId,
+    LowresPicture,
     Packet,
     PacketFlags,
     PacketFormat,
@@ -42,6 +45,7 @@ from talkcodec.config import PACKET_FORMATS, DecoderConfig, EncoderConfig
 from talkcodec.entropy.keypoints import KeypointDecoder, KeypointEncoder
 from talkcodec.generator import Renderer, make_renderer
 from talkcodec.generator.backends.base import RefinerBackend
+from talkcodec.generator.fusion import FusionConfig, fuse, fusion_level_for
 from talkcodec.keyframe import KeyframeCodec, keyframe_codec_for_wire_id, make_keyframe_codec
 from talkcodec.keypoints.base import LandmarkDetector
 from talkcodec.keypoints.detectors import make_detector
@@ -49,6 +53,7 @@ from talkcodec.keypoints.frontend import FaceFrontend
 from talkcodec.keypoints.landmarks import Landmarks
 from talkcodec.keypoints.model import KeypointModel
 from talkcodec.keypoints.registry import MODEL_FOR_DETECTOR, load_keypoint_model
+from talkcodec.lowres.codec import LowresDecoder, LowresEncoder
 from talkcodec.ratecontrol import (
     MESSAGE_OVERHEAD_BYTES,
     RateCap,
@@ -110,6 +115,7 @@ class StreamEncoder:
         )
         model_id = MODEL_FOR_DETECTOR[config.detector]
         self.model = _keypoint_model(model_id, config.expression_dims)
+        lowres_px = config.lowres_px
         self.header = StreamHeader(
             width=config.size_px,
             height=config.size_px,
@@ -120,6 +126,19 @@ class StreamEncoder:
             expression_dims=config.expression_dims,
             reference_bank_size=config.reference_bank_size,
             packet_format=PACKET_FORMATS[config.packet_format],
+            lowres_codec=LowresEncoder.codec_id if lowres_px else LowresCodecId.NONE,
+            lowres_width=lowres_px,
+            lowres_height=lowres_px,
+            fusion_level=(
+                fusion_level_for(config.lowres_kbps, (lowres_px, lowres_px), config.fps)
+                if lowres_px
+                else 0
+            ),
+        )
+        self._lowres = (
+            LowresEncoder((lowres_px, lowres_px), config.lowres_kbps, config.fps)
+            if lowres_px
+            else None
         )
         step_px = self.header.keypoint_step_millipx / 1000
         self._owns_detector = detector is None
@@ -212,6 +231,13 @@ class StreamEncoder:
         coded = self._keypoints.encode_indices(
             sent.indices, force_intra=reason is not None or self._refresh_wanted
         )
+        payload = coded.payload
+        if self._lowres is not None:
+            # A fresh start or a receiver that lost packets: the low-res stream restarts too.
+            if (reason is not None and reference_id == 0) or self._refresh_wanted:
+                self._lowres.request_idr()
+            picture = self._lowres.encode(processed.image, pts_ms)
+            payload = bytes(HybridKeypoints(coded.payload, picture))
         self._refresh_wanted = False
         packets = []
         if reason is not None:
@@ -227,7 +253,7 @@ class StreamEncoder:
         self._frame_index += 1
         flags = PacketFlags.INTRA if coded.intra else PacketFlags(0)
         keypoints, timed = self._timed(
-            Packet(PacketKind.KEYPOINTS, self._keypoint_seq, pts_ms, coded.payload, flags)
+            Packet(PacketKind.KEYPOINTS, self._keypoint_seq, pts_ms, payload, flags)
         )
         packets.append(keypoints)
         self._last_sent_pts_ms = pts_ms
@@ -433,7 +459,8 @@ class DecodedFrame:
     stream_ms: where the frame lies on the stream's accepted timeline (KeypointTimeline): 0 at
     the first keypoint packet, never more than MAX_PTS_STEP_MS past the previous packet, however
     far its pts_ms jumps. recovered: decoded from a repeated copy (its own message was lost),
-    so it arrived a message later than it was due.
+    so it arrived a message later than it was due. lowres: the (h, w, 3) uint8 RGB low-res
+    picture of the frame (hybrid streams, while the low-res decoder is in step), or None.
     """
 
     landmarks: Landmarks
@@ -441,6 +468,7 @@ class DecodedFrame:
     seq: int
     stream_ms: int = 0
     recovered: bool = False
+    lowres: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -462,6 +490,11 @@ class DecoderStats:
     repeated: int = 0
     recovered: int = 0
     undecodable: int = 0
+    # Hybrid streams: low-res pictures decoded, those dropped while the low-res decoder waited
+    # for an IDR (after a loss) and those that did not decode; their frames show unfused.
+    lowres_pictures: int = 0
+    lowres_waiting: int = 0
+    lowres_corrupt: int = 0
     resyncs: int = 0  # new timelines accepted (a sender that restarted, a long absence)
     wrong_channel: int = 0  # packets on the data channel of the other kind
     packets: int = 0  # every packet parsed, of any kind
@@ -497,6 +530,10 @@ class StreamDecoder:
         self._keyframe_codecs: dict[int, KeyframeCodec] = {}
         # Made now, not at the first keyframe: GC loads its weights here, before the call.
         self._keyframe_codec(header.keyframe_codec)
+        self._lowres = (
+            LowresDecoder(header.lowres_codec, header.lowres_size) if header.hybrid else None
+        )
+        self._fusion = FusionConfig.for_level(header.fusion_level) if header.hybrid else None
         self.stats = DecoderStats()
 
     def _keyframe_codec(self, wire_id: int) -> KeyframeCodec:
@@ -511,8 +548,10 @@ class StreamDecoder:
 
     @property
     def keypoints_synchronised(self) -> bool:
-        """Whether the next predicted keypoint packet can be decoded (no gap since an intra)."""
-        return self._keypoints.synchronised
+        """Whether the next predicted keypoint packet can be decoded (no gap since an intra),
+        and in a hybrid stream its low-res picture (no gap since an IDR)."""
+        lowres_ok = self._lowres is None or self._lowres.synchronised
+        return self._keypoints.synchronised and lowres_ok
 
     def receive(self, message: bytes) -> np.ndarray | None:
         """Handle one message; returns the newest frame it made renderable, rendered
@@ -535,6 +574,8 @@ class StreamDecoder:
         renders only the newest decoded frame.
         """
         image = self.renderer.render(frame.landmarks)
+        if frame.lowres is not None and self.config.fuse_lowres:
+            image = fuse(frame.lowres, image, self._fusion)
         self.stats.rendered += 1
         return image
 
@@ -620,7 +661,7 @@ class StreamDecoder:
             )
 
     def _receive_keypoints(self, packet: Packet) -> DecodedFrame | None:
-        _check_keypoint_payload("keypoint packet", packet.payload)
+        keypoints, picture = self._split_keypoint_payload(packet.payload)
         verdict = self.timeline.classify(packet.seq, packet.pts_ms, packet.is_intra, packet.timed)
         if verdict.arrival is Arrival.LATE:
             if packet.repeated:
@@ -635,15 +676,17 @@ class StreamDecoder:
             )
         if verdict.arrival is Arrival.RESYNC:
             self.stats.resyncs += 1
-            self._keypoints.reset()
+            self._reset_prediction()
         elif verdict.lost:
             self.stats.lost += verdict.lost
-            self._keypoints.reset()
+            self._reset_prediction()
+        # Every picture in order, decodable keypoints or not: the low-res decoder needs them all.
+        lowres = self._decode_lowres(picture)
         if not packet.is_intra and not self._keypoints.synchronised:
             self.stats.undecodable += 1
             return None
         try:
-            params = self._keypoints.decode(packet.payload, packet.is_intra)
+            params = self._keypoints.decode(keypoints, packet.is_intra)
         except BitstreamError:
             self._keypoints.reset()
             raise
@@ -653,8 +696,47 @@ class StreamDecoder:
             return None
         landmarks = self.model.reconstruct(params, self.header.width)
         return DecodedFrame(
-            landmarks, verdict.pts_ms, packet.seq, self.timeline.stream_ms, packet.repeated
+            landmarks, verdict.pts_ms, packet.seq, self.timeline.stream_ms, packet.repeated, lowres
         )
+
+    def _split_keypoint_payload(self, payload: bytes) -> tuple[bytes, LowresPicture | None]:
+        """(keypoint bytes, low-res picture) of a KEYPOINTS payload, checked against the
+        limits; the picture is None in a keypoints-only stream."""
+        if self._lowres is None:
+            _check_keypoint_payload("keypoint packet", payload)
+            return payload, None
+        limit = MAX_KEYPOINT_PAYLOAD_BYTES + self.header.max_lowres_picture_bytes
+        if len(payload) > limit:
+            raise ImplausiblePacket(
+                f"hybrid keypoint packet of {len(payload)} bytes: expected at most {limit}"
+            )
+        hybrid = HybridKeypoints.parse(payload)
+        _check_keypoint_payload("keypoint packet", hybrid.keypoints)
+        return hybrid.keypoints, hybrid.picture
+
+    def _reset_prediction(self) -> None:
+        """Packets were lost: keypoints wait for an intra packet, low-res pictures for an IDR."""
+        self._keypoints.reset()
+        if self._lowres is not None:
+            self._lowres.reset()
+
+    def _decode_lowres(self, picture: LowresPicture | None) -> np.ndarray | None:
+        """The frame's low-res picture, decoded; None without one, while waiting for an IDR,
+        or when it does not decode (counted lowres_corrupt: the frame's keypoints still
+        count, and the low-res stream waits for an IDR)."""
+        if self._lowres is None or picture is None:
+            return None
+        try:
+            image = self._lowres.decode(picture)
+        except BitstreamError as error:
+            self.stats.lowres_corrupt += 1
+            logger.debug("dropped low-res picture: %s", error)
+            return None
+        if image is None:
+            self.stats.lowres_waiting += 1
+        else:
+            self.stats.lowres_pictures += 1
+        return image
 
 
 def _check_keypoint_payload(what: str, payload: bytes) -> None:

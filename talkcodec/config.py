@@ -77,6 +77,11 @@ class EncoderConfig:
     # in their fragments. One of max_kbps and max_wire_kbps.
     max_wire_kbps: float = 0.0
     wire_bundle_ms: float = 40.0
+    # The hybrid mode (talkcodec.lowres): the face crop also coded at lowres_px x lowres_px by
+    # x264 at about lowres_kbps, one picture in each keypoint packet, which the receiver fuses
+    # with its render (talkcodec.generator.fusion). 0: keypoints only.
+    lowres_px: int = 0
+    lowres_kbps: float = 4.0
 
     def __post_init__(self) -> None:
         if self.packet_format not in PACKET_FORMATS:
@@ -108,6 +113,15 @@ class EncoderConfig:
         if self.keyframe_interval_s < 0:
             raise ValueError(f"keyframe_interval_s must be >= 0, got {self.keyframe_interval_s}")
         _check_bank_size(self.reference_bank_size)
+        if self.lowres_px and not (
+            16 <= self.lowres_px <= self.size_px and self.lowres_px % 2 == 0
+        ):
+            raise ValueError(
+                f"lowres_px must be 0 (off) or even in 16..size_px ({self.size_px}), "
+                f"got {self.lowres_px}"
+            )
+        if self.lowres_kbps <= 0:
+            raise ValueError(f"lowres_kbps must be > 0, got {self.lowres_kbps}")
         if not self.reference_threshold > 0:
             raise ValueError(f"reference_threshold must be > 0, got {self.reference_threshold}")
         if self.reference_budget_kbps < 0 or self.reference_burst_s < 0:
@@ -132,6 +146,9 @@ class DecoderConfig:
     # Inference backend of the gan renderer: auto (tensorrt with an NVIDIA GPU, else
     # onnxruntime), torch, torch-bf16, onnxruntime or tensorrt.
     backend: str = "auto"
+    # Hybrid streams: whether the receiver fuses its render with the low-res picture (False:
+    # shows the render alone, as for a keypoints-only stream).
+    fuse_lowres: bool = True
 
 
 REDUNDANCY_MODES = ("auto", "on", "off")

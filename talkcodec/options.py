@@ -78,6 +78,15 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
         "headers of a live call, keypoints bundled as --bundle-ms says (40 where the command "
         "has none); instead of --max-kbps",
     )  # fmt: skip
+    parser.add_argument(
+        "--lowres", type=int, default=_DEFAULTS.lowres_px, metavar="PX",
+        help="hybrid mode: also send the face crop at PX x PX as an x264 stream inside the "
+        "keypoint packets, fused with the render on the receiver (0: keypoints only)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--lowres-kbps", type=float, default=_DEFAULTS.lowres_kbps, metavar="K",
+        help="the low-res stream's bitrate target in kbit/s (with --lowres)",
+    )  # fmt: skip
     _add_reference_options(parser)
 
 
@@ -122,6 +131,8 @@ def encoder_config(args: argparse.Namespace) -> EncoderConfig:
             max_kbps=args.max_kbps,
             max_wire_kbps=args.max_wire_kbps,
             wire_bundle_ms=getattr(args, "bundle_ms", _DEFAULTS.wire_bundle_ms),
+            lowres_px=args.lowres,
+            lowres_kbps=args.lowres_kbps,
         )
     except ValueError as error:
         raise OptionError(str(error)) from None
@@ -139,7 +150,13 @@ def add_decoder_options(parser: argparse.ArgumentParser) -> None:
         help="inference backend of the gan renderer (auto: tensorrt on an NVIDIA GPU, else "
         "onnxruntime)",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-fusion", action="store_true",
+        help="hybrid streams: show the render alone, without the low-res picture",
+    )  # fmt: skip
 
 
 def decoder_config(args: argparse.Namespace) -> DecoderConfig:
-    return DecoderConfig(renderer=args.renderer, backend=args.backend)
+    return DecoderConfig(
+        renderer=args.renderer, backend=args.backend, fuse_lowres=not args.no_fusion
+    )

@@ -34,15 +34,19 @@ from talkcodec.bitstream import (
     STREAM_HEADER_BYTES,
     STREAM_HEADER_V2_BYTES,
     STREAM_HEADER_V3_BYTES,
+    STREAM_HEADER_V4_BYTES,
     TKC_MAGIC,
     TKC_MAX_RECORD_BYTES,
     TKC_VERSION,
     TKC_VERSION_FIXED_LENGTHS,
     BitstreamError,
+    HybridKeypoints,
     ImpliedClock,
     KeyframeCodecId,
     KeyframePayload,
     KeypointModelId,
+    LowresCodecId,
+    LowresPicture,
     Packet,
     PacketFlags,
     PacketFormat,
@@ -93,6 +97,29 @@ stream_headers = st.builds(
     expression_dims=st.integers(0, 255),
     reference_bank_size=st.integers(1, 255),
     packet_format=st.sampled_from(PacketFormat),
+)
+
+
+@st.composite
+def _hybrid_header(draw: st.DrawFn) -> StreamHeader:
+    header = draw(stream_headers.filter(lambda h: min(h.width, h.height) >= 16))
+    even = st.integers(8, 64).map(lambda half: 2 * half)
+    return dataclasses.replace(
+        header,
+        lowres_codec=LowresCodecId.H264,
+        lowres_width=min(draw(even), header.width - header.width % 2),
+        lowres_height=min(draw(even), header.height - header.height % 2),
+        fusion_level=draw(st.integers(1, 255)),
+    )
+
+
+stream_headers = st.one_of(stream_headers, _hybrid_header())
+lowres_pictures = st.builds(
+    LowresPicture,
+    units=st.lists(st.binary(min_size=1, max_size=40), min_size=1, max_size=15).map(tuple),
+)
+hybrid_keypoints = st.builds(
+    HybridKeypoints, keypoints=st.binary(max_size=40), picture=st.none() | lowres_pictures
 )
 
 
@@ -537,6 +564,37 @@ def test_writer_and_reader_own_files_they_open(tmp_path: Path) -> None:
         assert tuple(reader) == GOLDEN_TKC.packets
 
 
+def test_hybrid_layout() -> None:
+    # Revision 4 appends lowres_codec u8 | lowres_width u16 | lowres_height u16 | fusion_level
+    # u8; keypoints-only streams stay revision 3, byte for byte.
+    hybrid = dataclasses.replace(
+        GOLDEN_HEADER, lowres_codec=LowresCodecId.H264, lowres_width=64, lowres_height=48,
+        fusion_level=16,
+    )  # fmt: skip
+    assert bytes(hybrid) == bytes(GOLDEN_HEADER) + bytes.fromhex("01 0040 0030 10")
+    assert len(bytes(hybrid)) == STREAM_HEADER_V4_BYTES == 21
+    assert StreamHeader.parse(bytes(hybrid)) == hybrid and hybrid.hybrid
+    assert not GOLDEN_HEADER.hybrid and len(bytes(GOLDEN_HEADER)) == STREAM_HEADER_V3_BYTES
+    # SPS, PPS and an IDR slice: a count, two lengths, the units without start codes.
+    picture = LowresPicture((b"\x67\x42", b"\x68\xce", b"\x65\x88\x84"))
+    assert bytes(picture) == bytes.fromhex("03 02 02 6742 68ce 658884")
+    assert picture.idr and not LowresPicture((b"\x41\x9a",)).idr
+    assert bytes(LowresPicture((b"\x41\x9a",))) == bytes.fromhex("01 419a")
+    payload = HybridKeypoints(b"\xaa\xbb", LowresPicture((b"\x41\x9a",)))
+    assert bytes(payload) == bytes.fromhex("02 aabb 01 419a")
+    assert HybridKeypoints.parse(bytes.fromhex("02 aabb")) == HybridKeypoints(b"\xaa\xbb", None)
+
+
+@given(lowres_pictures)
+def test_lowres_picture_round_trip(picture: LowresPicture) -> None:
+    assert LowresPicture.parse(bytes(picture)) == picture
+
+
+@given(hybrid_keypoints)
+def test_hybrid_keypoints_round_trip(payload: HybridKeypoints) -> None:
+    assert HybridKeypoints.parse(bytes(payload)) == payload
+
+
 def test_stream_header_extension_bytes_are_skipped() -> None:
     # A later revision may append header fields; this reader skips them by header_len.
     header_bytes = bytes(GOLDEN_HEADER) + b"\x99\x98"
@@ -684,6 +742,39 @@ ERROR_CASES: list[tuple[Callable[[bytes], object], bytes, str]] = [
         _TKC_START + bytes.fromhex("09 38 00 00000000 00 00 01"),
         "tkc record 0: expected one packet, found a bundle of 2",
     ),
+    (LowresPicture.parse, b"", "low-res picture needs 1 byte of unit count, got 0"),
+    (LowresPicture.parse, b"\x11\x41", "low-res picture sets reserved bits 0x10: expected 0"),
+    (LowresPicture.parse, b"\x00\x41", "low-res picture holds 0 NAL units: expected 1 to 15"),
+    (LowresPicture.parse, b"\x02\x05\x41", "low-res NAL unit needs 5 bytes, got 1"),
+    (LowresPicture.parse, b"\x02\x00\x41", "low-res NAL unit of 0 bytes: expected at least 1"),
+    (
+        LowresPicture.parse,
+        b"\x02\x01\x41",
+        "low-res picture's last NAL unit is empty: expected bytes",
+    ),
+    (HybridKeypoints.parse, b"", "hybrid keypoints length varint truncated after 0 bytes"),
+    (HybridKeypoints.parse, b"\x03ab", "hybrid keypoints need 3 bytes, got 2"),
+    (
+        StreamHeader.parse,
+        bytes(GOLDEN_HEADER) + bytes.fromhex("01 0040 0011 10"),
+        "stream header lowres_height: expected an even 16..512, found 17",
+    ),
+    (
+        StreamHeader.parse,
+        bytes(GOLDEN_HEADER) + bytes.fromhex("00 0040 0040 10"),
+        "stream header low-res size and fusion level: expected 0x0 and 0 without a low-res "
+        "codec, found 64x64 and 16",
+    ),
+    (
+        StreamHeader.parse,
+        bytes(GOLDEN_HEADER) + bytes.fromhex("01 0040 0040 00"),
+        "stream header fusion_level: expected 1..255, found 0",
+    ),
+    (
+        StreamHeader.parse,
+        bytes(GOLDEN_HEADER) + bytes.fromhex("07 0040 0040 10"),
+        "unknown low-res codec id 7",
+    ),
 ]
 
 
@@ -772,6 +863,8 @@ PARSERS: dict[str, tuple[Callable[[bytes], object], st.SearchStrategy[bytes]]] =
     "Packet.parse": (Packet.parse, packets.map(bytes)),
     "KeyframePayload.parse": (KeyframePayload.parse, keyframe_payloads.map(bytes)),
     "StreamHeader.parse": (StreamHeader.parse, stream_headers.map(bytes)),
+    "LowresPicture.parse": (LowresPicture.parse, lowres_pictures.map(bytes)),
+    "HybridKeypoints.parse": (HybridKeypoints.parse, hybrid_keypoints.map(bytes)),
     "TkcFile.parse": (TkcFile.parse, tkc_files().map(bytes)),
     "TkcReader": (_read_stream, tkc_files().map(bytes)),
     "PacketReader.parse": (

@@ -9,9 +9,11 @@ import pytest
 
 from talkcodec import codec
 from talkcodec.bitstream import (
+    HybridKeypoints,
     KeyframeCodecId,
     KeyframePayload,
     KeypointModelId,
+    LowresPicture,
     Packet,
     PacketFlags,
     PacketKind,
@@ -437,3 +439,79 @@ def test_compact_sequence_numbers_wrap_at_2048() -> None:
         if p.kind is PacketKind.KEYPOINTS
     ]  # fmt: skip
     assert seqs[2046:] == [2046, 2047, 0, 1]
+
+
+def _moving_scene(index: int) -> np.ndarray:
+    """The gradient scene drifting a pixel a frame; from frame 3 on a grey hand covers the
+    top left corner, which keypoints cannot say."""
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    scene = np.roll(np.stack([xx, yy, (xx + yy) // 2], axis=-1).astype(np.uint8), index, axis=1)
+    if index >= 3:
+        scene[:96, :96] = 128
+    return scene
+
+
+def _hybrid_pair(count: int) -> tuple[StreamEncoder, StreamDecoder]:
+    config = EncoderConfig(
+        crop=False, reference_bank_size=1, lowres_px=64, lowres_kbps=20.0,
+        keypoint_refresh_interval_s=0.4,
+    )  # fmt: skip
+    encoder = StreamEncoder(config, detector=_ScriptedDetector(_talking_head(count)))
+    return encoder, StreamDecoder(encoder.header, MESH_WARP)
+
+
+def test_hybrid_frames_fuse_the_lowres_picture_of_each_frame() -> None:
+    encoder, decoder = _hybrid_pair(6)
+    assert encoder.header.hybrid and encoder.header.lowres_size == (64, 64)
+    assert 1 <= encoder.header.fusion_level <= 40
+    for index in range(6):
+        scene = _moving_scene(index)
+        for packet in encoder.encode(scene, index * 40):
+            frame = decoder.decode_packet(packet)
+            if frame is None:
+                continue
+            assert frame.lowres is not None and frame.lowres.shape == (64, 64, 3)
+            fused = decoder.render(frame).astype(int)
+            alone = decoder.renderer.render(frame.landmarks).astype(int)
+            if index >= 3:  # the hand comes from the low-res picture, not the render
+                assert np.abs(fused[8:80, 8:80] - 128).mean() < 4
+                assert np.abs(alone[8:80, 8:80] - 128).mean() > 20
+            assert np.abs(fused[160:, 160:] - scene[160:, 160:]).mean() < 4
+    assert decoder.stats.lowres_pictures == 6 and decoder.stats.lowres_waiting == 0
+
+
+def test_a_lost_hybrid_packet_waits_for_the_refresh_the_receiver_asks_for() -> None:
+    encoder, decoder = _hybrid_pair(12)
+    pictures = []
+    for index in range(12):
+        if index == 7:
+            encoder.request_refresh()  # what the live receiver asks once it lost a packet
+        packets = encoder.encode(_moving_scene(index), index * 40)
+        if index == 3:
+            continue  # lost
+        for packet in packets:
+            frame = decoder.decode_packet(packet)
+            if packet.kind is PacketKind.KEYPOINTS:
+                pictures.append(None if frame is None else frame.lowres is not None)
+        if 4 <= index < 7:
+            assert not decoder.keypoints_synchronised
+    # Frames 4..6 wait (keypoints and low-res alike), 7 (intra keypoints and an IDR) resumes.
+    assert pictures == [True, True, True, None, None, None, True, True, True, True, True]
+    assert decoder.stats.lost == 1 and decoder.stats.lowres_waiting == 3
+    assert decoder.keypoints_synchronised
+
+
+def test_hybrid_payloads_that_do_not_parse_are_dropped_and_counted() -> None:
+    encoder, decoder = _hybrid_pair(2)
+    for packet in encoder.encode(_moving_scene(0), 0):
+        decoder.decode_packet(packet)
+    packet = encoder.encode(_moving_scene(1), 40)[0]
+    # A keypoint length past the end, then a picture that is not H.264.
+    assert decoder.decode_packet(replace(packet, payload=b"\x7f")) is None
+    keypoints = HybridKeypoints.parse(packet.payload).keypoints
+    garbage = HybridKeypoints(keypoints, LowresPicture((b"\x41" + bytes(range(9, 80)),)))
+    assert decoder.stats.corrupt == 1
+    frame = decoder.decode_packet(replace(packet, payload=bytes(garbage)))
+    # The keypoints still render; the low-res stream waits for an IDR.
+    assert frame is not None and frame.lowres is None
+    assert decoder.stats.lowres_corrupt == 1 and not decoder.keypoints_synchronised
