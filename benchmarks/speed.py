@@ -32,6 +32,7 @@ from talkcodec.bitstream import PacketKind
 from talkcodec.codec import StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.evaluation import stream_frames
+from talkcodec.generator.fusion import fuse
 from talkcodec.generator.gan import GanRenderer
 from talkcodec.generator.guide import draw_guide, normalised_grid
 from talkcodec.generator.headwarp import head_flow
@@ -55,6 +56,9 @@ STAGES = (
     "render_warp",
     "render_guide",
     "render_refiner",
+    # Hybrid streams (--lowres): the fusion of render and low-res picture, timed again alone
+    # (it is inside "render"; the low-res picture's decoding is inside "keypoint_decode").
+    "render_fusion",
 )
 T = TypeVar("T")
 
@@ -162,6 +166,9 @@ def _time_receiver(
         clock.time("render", lambda: decoder.render(decoded))
         if isinstance(decoder.renderer, GanRenderer):
             time_render_parts(decoder.renderer, decoded.landmarks, clock)
+        if decoded.lowres is not None:
+            render = decoder.renderer.render(decoded.landmarks)
+            clock.time("render_fusion", lambda: fuse(decoded.lowres, render))
 
 
 def end_to_end(
@@ -234,6 +241,8 @@ def report_of(args: argparse.Namespace, clips: list[Path], stages: dict, e2e: di
             "fps": EncoderConfig.fps,
             "detector": EncoderConfig.detector,
             "keyframe_codec": EncoderConfig.keyframe_codec,
+            "lowres_px": args.lowres,
+            "lowres_kbps": args.lowres_kbps if args.lowres else None,
         },  # fmt: skip
         "decoder": {"renderer": args.renderer, "backend": args.backend},
         "stages": stages,
@@ -267,9 +276,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=EncoderConfig.size_px)
     parser.add_argument("--renderer", default=DecoderConfig.renderer)
     parser.add_argument("--backend", default=DecoderConfig.backend)
+    parser.add_argument("--lowres", type=int, default=0, help="hybrid mode: low-res side (px)")
+    parser.add_argument("--lowres-kbps", type=float, default=EncoderConfig.lowres_kbps)
     args = parser.parse_args()
     clips = common.clips(args.data, args.clips)
-    config = EncoderConfig(size_px=args.size)
+    config = EncoderConfig(size_px=args.size, lowres_px=args.lowres, lowres_kbps=args.lowres_kbps)
     decoder_config = DecoderConfig(renderer=args.renderer, backend=args.backend)
     clock = StageClock()
     total_frames, total_s, h264_ms = 0, 0.0, []
@@ -288,7 +299,7 @@ def main() -> None:
     }
     report = report_of(args, clips, stages, e2e)
     report["h264_encode_decode_ms_per_frame"] = float(np.mean(h264_ms))
-    common.write_results("speed", report)
+    common.write_results(f"speed-hybrid{args.lowres}" if args.lowres else "speed", report)
     print_report(report)
 
 

@@ -344,6 +344,12 @@ class CallReceiver:
                 "timeline_resyncs": d.resyncs,
                 "wrong_channel_packets": d.wrong_channel,
             }
+            if self.decoder.header.hybrid:
+                summary["decoder"].update(
+                    lowres_pictures=d.lowres_pictures,
+                    lowres_waiting=d.lowres_waiting,
+                    lowres_corrupt=d.lowres_corrupt,
+                )
             media = [
                 self.stats.channels[c]
                 for c in ("keyframe", "keypoints")

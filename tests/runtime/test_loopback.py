@@ -52,9 +52,10 @@ GRADIENT = np.stack(
 ).astype(np.uint8)  # (SIZE, SIZE, 3): x, y and their mean; WebP q100 codes it in about 2.8 kB
 
 
-def replay_encoder(frames: int = 2000) -> StreamEncoder:
+def replay_encoder(frames: int = 2000, lowres_px: int = 0) -> StreamEncoder:
     """The real StreamEncoder in its replay mode (no face detector): the landmarks of a random
-    walk of the keypoint model, one per frame, on camera frames that are already the crop."""
+    walk of the keypoint model, one per frame, on camera frames that are already the crop
+    (lowres_px: a hybrid stream)."""
     model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V2).truncated(DIMS)
     rng = np.random.default_rng(0)
     walk = np.cumsum(rng.normal(0, model.delta_std * 0.5, (frames, model.num_params)), axis=0)
@@ -67,6 +68,7 @@ def replay_encoder(frames: int = 2000) -> StreamEncoder:
         expression_dims=DIMS,
         keypoint_refresh_interval_s=REFRESH / FPS,
         reference_bank_size=1,
+        lowres_px=lowres_px,
     )
     return StreamEncoder(config, detector=ReplayDetector(landmarks))
 
@@ -109,11 +111,11 @@ def test_frames_arrive_and_decode_with_fragmented_keyframe() -> None:
     )
 
 
-def _lossy_call(seconds: float, redundancy: str) -> tuple[dict, dict]:
+def _lossy_call(seconds: float, redundancy: str, lowres_px: int = 0) -> tuple[dict, dict]:
     """(sender, receiver) summaries of a call that loses 20% of its keypoint messages."""
     results = _run(
         loopback_call(
-            replay_encoder(),
+            replay_encoder(lowres_px=lowres_px),
             _source(seconds),
             SenderConfig(simulate_loss=0.2, loss_seed=3, redundancy=redundancy),
             ReceiverConfig(decoder=MESH_WARP),
@@ -137,6 +139,18 @@ def test_simulated_loss_is_survived_and_refreshed() -> None:
     assert recovery["events"] > 0
     # Asked-for refreshes arrive within a few frames, far inside the 1 s refresh interval.
     assert recovery["max"] <= REFRESH * 1000 / FPS
+
+
+def test_a_hybrid_call_survives_loss_and_restarts_its_lowres_stream() -> None:
+    sender, receiver = _lossy_call(2.0, redundancy="off", lowres_px=64)
+    decoder = receiver["decoder"]
+    assert sender["simulated_keypoint_losses"] > 0 and sender["refresh_requests_received"] > 0
+    # Pictures after a loss wait for the IDR the refresh brings, then decode again.
+    assert decoder["lowres_waiting"] > 0 and decoder["lowres_corrupt"] == 0
+    assert decoder["lowres_pictures"] > decoder["lowres_waiting"]
+    # One picture in each keypoint packet that arrived, decodable keypoints or not.
+    arrived = decoder["keypoint_frames"] + decoder["undecodable_packets"]
+    assert decoder["lowres_pictures"] + decoder["lowres_waiting"] == arrived
 
 
 def test_redundancy_recovers_lost_messages() -> None:
