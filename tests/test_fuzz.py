@@ -72,6 +72,30 @@ def test_damaged_files_end_in_time_rejected_or_bounded(
     assert result.frames <= result.frame_bound
 
 
+@pytest.fixture(scope="module")
+def hybrid_records() -> TkcRecords:
+    """The same second as a hybrid stream: a 48 px x264 picture in every keypoint packet."""
+    return TkcRecords.split(demo_stream(FRAMES, EncoderConfig(lowres_px=48, reference_bank_size=1)))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutation=st.sampled_from(sorted(TKC_MUTATIONS)), seed=st.integers(0, 2**32 - 1))
+def test_damaged_hybrid_files_end_in_time_rejected_or_bounded(
+    hybrid_records: TkcRecords, mutation: str, seed: int
+) -> None:
+    _, data = mutate_tkc(hybrid_records, random.Random(seed), mutation)
+    result = decode_tkc_case(mutation, data, MESH_WARP, budget_s=CASE_BUDGET_S)
+    assert not result.failed, result
+    assert result.frames <= result.frame_bound
+
+
+def test_the_hybrid_stream_decodes_whole(hybrid_records: TkcRecords) -> None:
+    data = hybrid_records.join()
+    result = decode_tkc_case("none", data, MESH_WARP)
+    assert result.outcome == "decoded"
+    assert result.frames == len(hybrid_records.indices_of(PacketKind.KEYPOINTS))
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1))
 def test_a_damaged_timestamp_adds_at_most_the_jump_limit(records: TkcRecords, seed: int) -> None:

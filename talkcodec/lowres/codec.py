@@ -109,6 +109,8 @@ class LowresDecoder:
         if picture.idr:
             self._decoder = av.CodecContext.create("h264", "r")
             self._decoder.thread_count = 1
+            # A corrupt or hostile SPS cannot make the decoder allocate a larger picture.
+            self._decoder.options = {"max_pixels": str(self.size[0] * self.size[1])}
             self.synchronised = True
         if not self.synchronised or self._decoder is None:
             return None

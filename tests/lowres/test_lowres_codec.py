@@ -69,3 +69,11 @@ def test_bad_sizes_and_rates_are_refused() -> None:
         LowresEncoder((63, 64), 4.0, 25.0)
     with pytest.raises(ValueError, match="> 0 kbit/s"):
         LowresEncoder(SIZE, 0.0, 25.0)
+
+
+def test_an_idr_of_a_larger_picture_is_refused_before_it_is_decoded() -> None:
+    large = LowresEncoder((128, 128), 40.0, 25.0).encode(_frames(1)[0], 0)
+    decoder = LowresDecoder(LowresCodecId.H264, SIZE)
+    with pytest.raises(BitstreamError, match="low-res picture"):
+        decoder.decode(large)
+    assert not decoder.synchronised
