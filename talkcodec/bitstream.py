@@ -380,27 +380,49 @@ class LowresPicture:
         return cls(tuple(units))
 
 
+# The NAL header byte of x264's P slices (nal_ref_idc 2, type 1), which the short form of a
+# hybrid payload leaves out.
+_H264_P_SLICE_HEADER = 0x41
+
+
 @dataclass(frozen=True)
 class HybridKeypoints:
-    """The payload of a KEYPOINTS packet of a hybrid stream: keypoints_len varint | keypoints
-    (as in a keypoints-only stream) | the frame's LowresPicture (to the end; none when empty:
-    the sender coded no picture for the frame)."""
+    """The payload of a KEYPOINTS packet of a hybrid stream: head varint (keypoints_len << 1 |
+    SHORT) | keypoints (as in a keypoints-only stream) | the frame's low-res picture, to the end.
+
+    SHORT = 0: the rest is a LowresPicture, or nothing (no picture for this frame). SHORT = 1:
+    the rest is the one NAL unit of a P picture without its header byte 0x41 (nal_ref_idc 2,
+    type 1), what nearly every frame sends: no unit count, no NAL header."""
 
     keypoints: bytes
     picture: LowresPicture | None
 
     def __bytes__(self) -> bytes:
-        picture = b"" if self.picture is None else bytes(self.picture)
-        return encode_varint(len(self.keypoints)) + self.keypoints + picture
+        picture = self.picture
+        if picture is not None and _short_form(picture):
+            head = len(self.keypoints) << 1 | 1
+            return encode_varint(head) + self.keypoints + picture.units[0][1:]
+        rest = b"" if picture is None else bytes(picture)
+        return encode_varint(len(self.keypoints) << 1) + self.keypoints + rest
 
     @classmethod
     def parse(cls, data: bytes) -> HybridKeypoints:
-        length, offset = read_varint(data, 0, "hybrid keypoints length")
+        head, offset = read_varint(data, 0, "hybrid keypoints length")
+        length, short = head >> 1, head & 1
         if len(data) - offset < length:
             raise BitstreamError(f"hybrid keypoints need {length} bytes, got {len(data) - offset}")
-        rest = data[offset + length :]
-        picture = LowresPicture.parse(rest) if rest else None
-        return cls(bytes(data[offset : offset + length]), picture)
+        keypoints, rest = bytes(data[offset : offset + length]), data[offset + length :]
+        if short:
+            if not rest:
+                raise BitstreamError("short-form low-res picture is empty: expected its slice")
+            return cls(keypoints, LowresPicture((bytes((_H264_P_SLICE_HEADER,)) + rest,)))
+        return cls(keypoints, LowresPicture.parse(rest) if rest else None)
+
+
+def _short_form(picture: LowresPicture) -> bool:
+    """Whether a picture travels in the short form: one P-slice unit with more than its header."""
+    units = picture.units
+    return len(units) == 1 and units[0][0] == _H264_P_SLICE_HEADER and len(units[0]) > 1
 
 
 @dataclass(frozen=True)

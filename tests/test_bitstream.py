@@ -580,9 +580,16 @@ def test_hybrid_layout() -> None:
     assert bytes(picture) == bytes.fromhex("03 02 02 6742 68ce 658884")
     assert picture.idr and not LowresPicture((b"\x41\x9a",)).idr
     assert bytes(LowresPicture((b"\x41\x9a",))) == bytes.fromhex("01 419a")
-    payload = HybridKeypoints(b"\xaa\xbb", LowresPicture((b"\x41\x9a",)))
-    assert bytes(payload) == bytes.fromhex("02 aabb 01 419a")
-    assert HybridKeypoints.parse(bytes.fromhex("02 aabb")) == HybridKeypoints(b"\xaa\xbb", None)
+    # A P picture of one unit takes the short form (head = 2 << 1 | 1, no count, no 0x41);
+    # anything else the long one (head = 2 << 1).
+    payload = HybridKeypoints(b"\xaa\xbb", LowresPicture((b"\x41\x9a\x02",)))
+    assert bytes(payload) == bytes.fromhex("05 aabb 9a02")
+    idr = HybridKeypoints(b"\xaa\xbb", picture)
+    assert bytes(idr) == bytes.fromhex("04 aabb 03 02 02 6742 68ce 658884")
+    assert HybridKeypoints.parse(bytes.fromhex("04 aabb")) == HybridKeypoints(b"\xaa\xbb", None)
+    # The long form of a short-form picture still reads.
+    long_form = HybridKeypoints.parse(bytes.fromhex("04 aabb 01 419a02"))
+    assert long_form == payload
 
 
 @given(lowres_pictures)
@@ -753,7 +760,8 @@ ERROR_CASES: list[tuple[Callable[[bytes], object], bytes, str]] = [
         "low-res picture's last NAL unit is empty: expected bytes",
     ),
     (HybridKeypoints.parse, b"", "hybrid keypoints length varint truncated after 0 bytes"),
-    (HybridKeypoints.parse, b"\x03ab", "hybrid keypoints need 3 bytes, got 2"),
+    (HybridKeypoints.parse, b"\x06ab", "hybrid keypoints need 3 bytes, got 2"),
+    (HybridKeypoints.parse, b"\x05ab", "short-form low-res picture is empty: expected its slice"),
     (
         StreamHeader.parse,
         bytes(GOLDEN_HEADER) + bytes.fromhex("01 0040 0011 10"),
