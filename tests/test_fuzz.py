@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from talkcodec.bitstream import MAX_PTS_JUMP_MS, PacketKind, PacketWriter, TkcFile, TkcReader
 from talkcodec.cli import main
+from talkcodec.codec import StreamDecoder
 from talkcodec.config import DecoderConfig, EncoderConfig, config_path
 from talkcodec.fuzzing import (
     TKC_MUTATIONS,
@@ -93,7 +94,13 @@ def test_the_hybrid_stream_decodes_whole(hybrid_records: TkcRecords) -> None:
     data = hybrid_records.join()
     result = decode_tkc_case("none", data, MESH_WARP)
     assert result.outcome == "decoded"
-    assert result.frames == len(hybrid_records.indices_of(PacketKind.KEYPOINTS))
+    keypoints = len(hybrid_records.indices_of(PacketKind.KEYPOINTS))
+    assert result.frames == keypoints
+    tkc = TkcFile.parse(data)
+    decoder = StreamDecoder(tkc.header, MESH_WARP)
+    for packet in tkc.packets:
+        decoder.decode_packet(packet)
+    assert decoder.stats.lowres_pictures == keypoints and decoder.stats.lowres_corrupt == 0
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -109,8 +109,10 @@ class LowresDecoder:
         if picture.idr:
             self._decoder = av.CodecContext.create("h264", "r")
             self._decoder.thread_count = 1
-            # A corrupt or hostile SPS cannot make the decoder allocate a larger picture.
-            self._decoder.options = {"max_pixels": str(self.size[0] * self.size[1])}
+            # A corrupt or hostile SPS cannot make the decoder allocate a much larger picture
+            # (FFmpeg checks the size it allocates, its macroblock-aligned and padded one).
+            padded = [-(-side // 32) * 32 + 32 for side in self.size]
+            self._decoder.options = {"max_pixels": str(padded[0] * padded[1])}
             self.synchronised = True
         if not self.synchronised or self._decoder is None:
             return None
