@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from talkcodec.baselines import encode_decode
-from talkcodec.bitstream import PacketKind
+from talkcodec.bitstream import PacketKind, PacketWriter
 from talkcodec.codec import StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.evaluation import stream_frames
@@ -136,6 +136,7 @@ def time_stages(
     keyframe_codec = make_keyframe_codec(config.keyframe_codec, config.keyframe_quality)
     encoder = StreamEncoder(config, detector, _TimedKeyframeCodec(keyframe_codec, clock))
     decoder = StreamDecoder(encoder.header, decoder_config)
+    writer = PacketWriter(encoder.header)
     frames = read_frames(clip, config.fps, max_frames)
     try:
         for index in range(max_frames):
@@ -150,7 +151,7 @@ def time_stages(
                 spent -= sum(clock.samples[stage][count:])
             clock.samples["sender_other"].append(spent)
             for packet in packets:
-                _time_receiver(decoder, bytes(packet), packet.kind, clock)
+                _time_receiver(decoder, writer.pack(packet), packet.kind, clock)
     finally:
         detector.close()
 
@@ -161,8 +162,8 @@ def _time_receiver(
     if kind is PacketKind.KEYFRAME:
         clock.time("keyframe_decode", lambda: decoder.decode(message))
         return
-    decoded = clock.time("keypoint_decode", lambda: decoder.decode(message))
-    if decoded is not None:
+    frames = clock.time("keypoint_decode", lambda: decoder.decode(message))
+    for decoded in frames:
         clock.time("render", lambda: decoder.render(decoded))
         if isinstance(decoder.renderer, GanRenderer):
             time_render_parts(decoder.renderer, decoded.landmarks, clock)
