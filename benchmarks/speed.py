@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from talkcodec.baselines import encode_decode
 from talkcodec.bitstream import PacketKind, PacketWriter
-from talkcodec.codec import StreamDecoder, StreamEncoder
+from talkcodec.codec import DecodedFrame, StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.evaluation import stream_frames
 from talkcodec.generator.fusion import fuse
@@ -162,14 +162,18 @@ def _time_receiver(
     if kind is PacketKind.KEYFRAME:
         clock.time("keyframe_decode", lambda: decoder.decode(message))
         return
-    frames = clock.time("keypoint_decode", lambda: decoder.decode(message))
-    for decoded in frames:
-        clock.time("render", lambda: decoder.render(decoded))
-        if isinstance(decoder.renderer, GanRenderer):
-            time_render_parts(decoder.renderer, decoded.landmarks, clock)
-        if decoded.lowres is not None:
-            render = decoder.renderer.render(decoded.landmarks)
-            clock.time("render_fusion", lambda: fuse(decoded.lowres, render))
+    for decoded in clock.time("keypoint_decode", lambda: decoder.decode(message)):
+        _time_frame(decoder, decoded, clock)
+
+
+def _time_frame(decoder: StreamDecoder, decoded: DecodedFrame, clock: StageClock) -> None:
+    clock.time("render", lambda: decoder.render(decoded))
+    if isinstance(decoder.renderer, GanRenderer):
+        time_render_parts(decoder.renderer, decoded.landmarks, clock)
+    lowres = decoded.lowres
+    if lowres is not None:
+        render = decoder.renderer.render(decoded.landmarks)
+        clock.time("render_fusion", lambda: fuse(lowres, render))
 
 
 def end_to_end(

@@ -67,6 +67,10 @@ logger = logging.getLogger(__name__)
 
 # The longest run of frames the rate cap may leave unsent, below MAX_PTS_JUMP_MS.
 MAX_SKIP_MS = MAX_PTS_JUMP_MS - 100
+# Under a live target (set_target_kbps) a hybrid stream's low-res pictures get the target less
+# this (keypoints about 0.9 kbit/s, keyframes and framing), and never less than the minimum.
+LOWRES_RESERVE_KBPS = 1.5
+MIN_LOWRES_KBPS = 2.0
 
 
 def _keypoint_model(model_id: int, expression_dims: int) -> KeypointModel:
@@ -199,6 +203,13 @@ class StreamEncoder:
             self.rate_cap = RateCap(None, self.config.fps)
         if self.rate_cap is not None:
             self.rate_cap.set_target_kbps(target_kbps)
+        if self._lowres is not None:
+            # The low-res stream takes what the keypoints and keyframes leave, within
+            # MIN_LOWRES_KBPS .. its configured rate (x264 goes no lower at these sizes anyway).
+            wanted = self.config.lowres_kbps
+            if target_kbps is not None:
+                wanted = min(wanted, max(MIN_LOWRES_KBPS, target_kbps - LOWRES_RESERVE_KBPS))
+            self._lowres.set_kbps(wanted)
 
     def encode(self, frame: np.ndarray, pts_ms: int) -> list[Packet]:
         """Packets for one camera frame ((H, W, 3) uint8 RGB); none when no face is found.

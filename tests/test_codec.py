@@ -515,3 +515,15 @@ def test_hybrid_payloads_that_do_not_parse_are_dropped_and_counted() -> None:
     # The keypoints still render; the low-res stream waits for an IDR.
     assert frame is not None and frame.lowres is None
     assert decoder.stats.lowres_corrupt == 1 and not decoder.keypoints_synchronised
+
+
+def test_a_live_target_lowers_the_lowres_rate_within_its_bounds() -> None:
+    encoder, _ = _hybrid_pair(1)
+    lowres = encoder._lowres
+    assert lowres is not None and lowres.kbps == 20.0
+    encoder.set_target_kbps(6.0)
+    assert lowres.kbps == 6.0 - codec.LOWRES_RESERVE_KBPS
+    encoder.set_target_kbps(1.0)
+    assert lowres.kbps == codec.MIN_LOWRES_KBPS
+    encoder.set_target_kbps(None)  # no target: back to the configured rate
+    assert lowres.kbps == 20.0

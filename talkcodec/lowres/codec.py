@@ -51,16 +51,37 @@ class LowresEncoder:
         if kbps <= 0:
             raise ValueError(f"low-res rate must be > 0 kbit/s, got {kbps}")
         self.size = size
-        self._encoder = av.CodecContext.create("libx264", "w")
-        self._encoder.width, self._encoder.height = width, height
-        self._encoder.pix_fmt = "yuv420p"
-        self._encoder.time_base = Fraction(1, 1000)
-        self._encoder.framerate = Fraction(fps).limit_denominator(1001)
-        self._encoder.bit_rate = round(kbps * 1000)
-        self._encoder.thread_count = 1
-        self._encoder.options = dict(_X264_OPTIONS)
+        self.kbps = kbps
+        self._fps = fps
+        self._encoder = self._open()
         self._idr_wanted = True
         self._last_pts_ms: int | None = None
+
+    def _open(self) -> av.CodecContext:
+        encoder = av.CodecContext.create("libx264", "w")
+        encoder.width, encoder.height = self.size
+        encoder.pix_fmt = "yuv420p"
+        encoder.time_base = Fraction(1, 1000)
+        encoder.framerate = Fraction(self._fps).limit_denominator(1001)
+        encoder.bit_rate = round(self.kbps * 1000)
+        encoder.thread_count = 1
+        encoder.options = dict(_X264_OPTIONS)
+        return encoder
+
+    def set_kbps(self, kbps: float) -> bool:
+        """Code at about kbps from the next picture on (the live sender's rate adaptation).
+        x264 under FFmpeg keeps the rate it was opened with, so a change of a quarter or more
+        reopens it, and the next picture is an IDR; smaller changes are ignored. Returns
+        whether the rate changed."""
+        if kbps <= 0:
+            raise ValueError(f"low-res rate must be > 0 kbit/s, got {kbps}")
+        if abs(kbps - self.kbps) < self.kbps / 4:
+            return False
+        self.kbps = kbps
+        self._encoder = self._open()
+        self._last_pts_ms = None
+        self._idr_wanted = True
+        return True
 
     def request_idr(self) -> None:
         """Code the next picture as an IDR (a fresh start, or a receiver that lost one)."""

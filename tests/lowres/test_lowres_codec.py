@@ -81,3 +81,19 @@ def test_an_idr_of_a_larger_picture_is_refused_before_it_is_decoded() -> None:
     with pytest.raises(BitstreamError, match="low-res picture"):
         decoder.decode(large)
     assert not decoder.synchronised
+
+
+def test_a_new_rate_reopens_the_encoder_with_an_idr_and_lowers_the_bits() -> None:
+    encoder, decoder = _pair(kbps=60.0)
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    frames = [np.roll(noise, index, axis=1) for index in range(60)]
+    high = [len(bytes(encoder.encode(f, i * 40))) for i, f in enumerate(frames[:30])]
+    assert not encoder.set_kbps(55.0)  # less than a quarter: ignored
+    assert encoder.set_kbps(10.0)
+    pictures = [encoder.encode(f, (30 + i) * 40) for i, f in enumerate(frames[30:])]
+    assert pictures[0].idr and not any(p.idr for p in pictures[1:])
+    low = [len(bytes(p)) for p in pictures]
+    assert np.mean(low[10:]) < np.mean(high[10:]) / 2
+    for picture in pictures:
+        assert decoder.decode(picture) is not None
