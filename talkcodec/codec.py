@@ -120,6 +120,7 @@ class StreamEncoder:
         model_id = MODEL_FOR_DETECTOR[config.detector]
         self.model = _keypoint_model(model_id, config.expression_dims)
         lowres_px = config.lowres_px
+        lowres_fps = config.fps / config.lowres_every_frames
         self.header = StreamHeader(
             width=config.size_px,
             height=config.size_px,
@@ -134,16 +135,17 @@ class StreamEncoder:
             lowres_width=lowres_px,
             lowres_height=lowres_px,
             fusion_level=(
-                fusion_level_for(config.lowres_kbps, (lowres_px, lowres_px), config.fps)
+                fusion_level_for(config.lowres_kbps, (lowres_px, lowres_px), lowres_fps)
                 if lowres_px
                 else 0
             ),
         )
         self._lowres = (
-            LowresEncoder((lowres_px, lowres_px), config.lowres_kbps, config.fps)
+            LowresEncoder((lowres_px, lowres_px), config.lowres_kbps, lowres_fps)
             if lowres_px
             else None
         )
+        self._frames_to_next_picture = 0  # keypoint packets until the next low-res picture
         step_px = self.header.keypoint_step_millipx / 1000
         self._owns_detector = detector is None
         self._detector = detector if detector is not None else make_detector(config.detector)
@@ -244,10 +246,8 @@ class StreamEncoder:
         )
         payload = coded.payload
         if self._lowres is not None:
-            # A fresh start or a receiver that lost packets: the low-res stream restarts too.
-            if (reason is not None and reference_id == 0) or self._refresh_wanted:
-                self._lowres.request_idr()
-            picture = self._lowres.encode(processed.image, pts_ms)
+            fresh = (reason is not None and reference_id == 0) or self._refresh_wanted
+            picture = self._picture(self._lowres, processed.image, pts_ms, fresh)
             payload = bytes(HybridKeypoints(coded.payload, picture))
         self._refresh_wanted = False
         packets = []
@@ -275,6 +275,21 @@ class StreamEncoder:
                 size = self._cap_bytes(packet, packet.kind is PacketKind.KEYFRAME or timed)
                 self.rate_cap.spend(pts_ms, size)
         return packets
+
+    def _picture(
+        self, lowres: LowresEncoder, crop: np.ndarray, pts_ms: int, fresh: bool
+    ) -> LowresPicture | None:
+        """This frame's low-res picture, or None between pictures (lowres_every_frames). A
+        fresh start or a receiver that lost packets restarts the low-res stream with an IDR,
+        on this very frame."""
+        if fresh:
+            lowres.request_idr()
+            self._frames_to_next_picture = 0
+        if self._frames_to_next_picture > 0:
+            self._frames_to_next_picture -= 1
+            return None
+        self._frames_to_next_picture = self.config.lowres_every_frames - 1
+        return lowres.encode(crop, pts_ms)
 
     def _skips(self, pts_ms: int) -> bool:
         """Whether the rate cap leaves no room for this frame's keypoints. Never for longer
@@ -545,6 +560,9 @@ class StreamDecoder:
             LowresDecoder(header.lowres_codec, header.lowres_size) if header.hybrid else None
         )
         self._fusion = FusionConfig.for_level(header.fusion_level) if header.hybrid else None
+        # The last low-res picture decoded, fused with the frames between pictures; None while
+        # the low-res stream waits for an IDR.
+        self._last_picture: np.ndarray | None = None
         self.stats = DecoderStats()
 
     def _keyframe_codec(self, wire_id: int) -> KeyframeCodec:
@@ -730,23 +748,27 @@ class StreamDecoder:
         self._keypoints.reset()
         if self._lowres is not None:
             self._lowres.reset()
+            self._last_picture = None
 
     def _decode_lowres(self, picture: LowresPicture | None) -> np.ndarray | None:
-        """The frame's low-res picture, decoded; None without one, while waiting for an IDR,
-        or when it does not decode (counted lowres_corrupt: the frame's keypoints still
-        count, and the low-res stream waits for an IDR)."""
+        """The frame's low-res picture, decoded, or for a packet without one the last picture;
+        None in a keypoints-only stream, while waiting for an IDR, or when the picture does not
+        decode (counted lowres_corrupt: the frame's keypoints still count, and the low-res
+        stream waits for an IDR)."""
         if self._lowres is None or picture is None:
-            return None
+            return self._last_picture
         try:
             image = self._lowres.decode(picture)
         except BitstreamError as error:
             self.stats.lowres_corrupt += 1
             logger.debug("dropped low-res picture: %s", error)
-            return None
-        if image is None:
-            self.stats.lowres_waiting += 1
+            image = None
         else:
-            self.stats.lowres_pictures += 1
+            if image is None:
+                self.stats.lowres_waiting += 1
+            else:
+                self.stats.lowres_pictures += 1
+        self._last_picture = image
         return image
 
 

@@ -87,6 +87,10 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
         "--lowres-kbps", type=float, default=_DEFAULTS.lowres_kbps, metavar="K",
         help="the low-res stream's bitrate target in kbit/s (with --lowres)",
     )  # fmt: skip
+    parser.add_argument(
+        "--lowres-every", type=int, default=_DEFAULTS.lowres_every_frames, metavar="N",
+        help="a low-res picture in every Nth frame's packet; the frames between fuse the last",
+    )  # fmt: skip
     _add_reference_options(parser)
 
 
@@ -133,6 +137,7 @@ def encoder_config(args: argparse.Namespace) -> EncoderConfig:
             wire_bundle_ms=getattr(args, "bundle_ms", _DEFAULTS.wire_bundle_ms),
             lowres_px=args.lowres,
             lowres_kbps=args.lowres_kbps,
+            lowres_every_frames=args.lowres_every,
         )
     except ValueError as error:
         raise OptionError(str(error)) from None

@@ -451,10 +451,10 @@ def _moving_scene(index: int) -> np.ndarray:
     return scene
 
 
-def _hybrid_pair(count: int) -> tuple[StreamEncoder, StreamDecoder]:
+def _hybrid_pair(count: int, every: int = 1) -> tuple[StreamEncoder, StreamDecoder]:
     config = EncoderConfig(
         crop=False, reference_bank_size=1, lowres_px=64, lowres_kbps=20.0,
-        keypoint_refresh_interval_s=0.4,
+        keypoint_refresh_interval_s=0.4, lowres_every_frames=every,
     )  # fmt: skip
     encoder = StreamEncoder(config, detector=_ScriptedDetector(_talking_head(count)))
     return encoder, StreamDecoder(encoder.header, MESH_WARP)
@@ -527,3 +527,24 @@ def test_a_live_target_lowers_the_lowres_rate_within_its_bounds() -> None:
     assert lowres.kbps == codec.MIN_LOWRES_KBPS
     encoder.set_target_kbps(None)  # no target: back to the configured rate
     assert lowres.kbps == 20.0
+
+
+def test_frames_between_pictures_fuse_the_last_one_and_a_refresh_brings_one_at_once() -> None:
+    encoder, decoder = _hybrid_pair(9, every=3)
+    carried, held = [], []
+    previous = None
+    for index in range(9):
+        if index == 4:
+            encoder.request_refresh()
+        for packet in encoder.encode(_moving_scene(index), index * 40):
+            frame = decoder.decode_packet(packet)
+            if packet.kind is not PacketKind.KEYPOINTS:
+                continue
+            carried.append(HybridKeypoints.parse(packet.payload).picture is not None)
+            assert frame is not None and frame.lowres is not None
+            held.append(frame.lowres is previous)
+            previous = frame.lowres
+    # Pictures at 0 and 3, at 4 (the refresh: an IDR at once, the cadence restarts) and 7.
+    assert carried == [True, False, False, True, True, False, False, True, False]
+    assert held == [not c for c in carried]
+    assert decoder.stats.lowres_pictures == 4
