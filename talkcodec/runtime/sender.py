@@ -168,7 +168,10 @@ class CallSender:
         self.stats.frames_encoded += 1
         self.stats.frames_without_face += self.encoder.last_landmarks is None
         if self._on_encoded is not None and self.encoder.last_crop is not None:
-            self._on_encoded(captured.pts_ms, self.encoder.last_crop)
+            # Under the pts the receiver will see: compact streams snap a capture time to the
+            # implied one when it is within a quarter frame.
+            sent_pts = [p.pts_ms for p in packets if p.kind is PacketKind.KEYPOINTS]
+            self._on_encoded(sent_pts[0] if sent_pts else captured.pts_ms, self.encoder.last_crop)
         return packets
 
     def _send_packet(self, packet: Packet) -> None:

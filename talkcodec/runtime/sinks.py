@@ -185,16 +185,9 @@ class InputFrames:
             while len(self._frames) > self._capacity:
                 self._frames.popitem(last=False)
 
-    def get(self, pts_ms: int, tolerance_ms: int = 10) -> np.ndarray | None:
-        """The crop captured at pts_ms, or the nearest within tolerance_ms: compact streams
-        snap a capture time to the one the frame rate implies when it is within a quarter
-        frame (10 ms at 25 fps), so the receiver's pts may differ from the sender's by that."""
+    def get(self, pts_ms: int) -> np.ndarray | None:
         with self._lock:
-            exact = self._frames.get(pts_ms)
-            if exact is not None:
-                return exact
-            near = [key for key in self._frames if abs(key - pts_ms) <= tolerance_ms]
-            return self._frames[min(near, key=lambda key: abs(key - pts_ms))] if near else None
+            return self._frames.get(pts_ms)
 
 
 class SideBySideSink:
