@@ -23,7 +23,7 @@ import av
 import cv2
 import numpy as np
 
-from talkcodec.bitstream import annexb_nal_units
+from talkcodec.bitstream import H264_NAL_SEI, annexb_nal_units, h264_nal_type
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ _AV1_OPTIONS = {
 
 
 def _h264_sent_bytes(packet: bytes) -> int:
-    return sum(len(nal) for nal in annexb_nal_units(packet) if nal[0] & 0x1F != 6)
+    return sum(len(nal) for nal in annexb_nal_units(packet) if h264_nal_type(nal) != H264_NAL_SEI)
 
 
 def _h265_sent_bytes(packet: bytes) -> int:

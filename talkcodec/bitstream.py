@@ -322,28 +322,33 @@ def annexb_nal_units(data: bytes) -> list[bytes]:
 _LOWRES_UNITS_MASK = 0x0F
 _LOWRES_RESERVED = 0xF0
 MAX_LOWRES_UNITS = _LOWRES_UNITS_MASK
-_H264_NAL_TYPE = 0x1F
-_H264_IDR = 5
+H264_NAL_IDR = 5
+H264_NAL_SEI = 6
+
+
+def h264_nal_type(unit: bytes) -> int:
+    """The nal_unit_type of an H.264 NAL unit (its first byte's low 5 bits)."""
+    return unit[0] & 0x1F
 
 
 @dataclass(frozen=True)
 class LowresPicture:
     """One coded low-res picture: units u8 (bits 3..0 the number n of NAL units, 1..15; bits
     7..4 reserved) | n - 1 varint lengths (of every unit but the last) | the units, without
-    start codes (the last runs to the end).
-
-    idr: whether the picture is an IDR (a unit of NAL type 5), where a decoder may start."""
+    start codes (the last runs to the end)."""
 
     units: tuple[bytes, ...]
-    idr: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.units) <= MAX_LOWRES_UNITS:
             raise ValueError(f"a low-res picture holds 1..{MAX_LOWRES_UNITS} NAL units")
         if any(not unit for unit in self.units):
             raise ValueError("a low-res picture's NAL units must not be empty")
-        idr = any(unit[0] & _H264_NAL_TYPE == _H264_IDR for unit in self.units)
-        object.__setattr__(self, "idr", idr)
+
+    @property
+    def idr(self) -> bool:
+        """Whether the picture is an IDR (a unit of NAL type 5), where a decoder may start."""
+        return any(h264_nal_type(unit) == H264_NAL_IDR for unit in self.units)
 
     def __bytes__(self) -> bytes:
         lengths = b"".join(encode_varint(len(unit)) for unit in self.units[:-1])
@@ -475,7 +480,9 @@ class StreamHeader:
         object.__setattr__(self, "packet_format", packet_format)
         lowres = _to_enum(LowresCodecId, self.lowres_codec, "low-res codec id")
         object.__setattr__(self, "lowres_codec", lowres)
-        _check_lowres_size(self, ValueError)
+        _check_lowres_fields(
+            lowres, self.lowres_size, self.fusion_level, (self.width, self.height), ValueError
+        )
 
     @property
     def hybrid(self) -> bool:
@@ -560,10 +567,10 @@ class StreamHeader:
         ):
             if not low <= value <= high:
                 raise BitstreamError(f"stream header {name}: expected {low}..{high}, found {value}")
-        _check_lowres_size(
-            _LowresFields(lowres_codec, lowres_width, lowres_height, fusion_level, width, height),
+        _check_lowres_fields(
+            lowres_codec, (lowres_width, lowres_height), fusion_level, (width, height),
             BitstreamError,
-        )
+        )  # fmt: skip
         return cls(
             width=width,
             height=height,
@@ -581,32 +588,27 @@ class StreamHeader:
         )
 
 
-@dataclass(frozen=True)
-class _LowresFields:
-    lowres_codec: LowresCodecId
-    lowres_width: int
-    lowres_height: int
-    fusion_level: int
-    width: int
-    height: int
-
-
-def _check_lowres_size(header: StreamHeader | _LowresFields, error: type[ValueError]) -> None:
+def _check_lowres_fields(
+    codec: LowresCodecId,
+    lowres_size: tuple[int, int],
+    fusion_level: int,
+    frame_size: tuple[int, int],
+    error: type[ValueError],
+) -> None:
     """A hybrid stream's low-res size (even, MIN_LOWRES_SIDE_PX.. the frame's size) and fusion
-    level (1..255); 0 x 0 and 0 in a keypoints-only stream."""
-    size = (header.lowres_width, header.lowres_height)
-    if header.lowres_codec is LowresCodecId.NONE:
-        if size != (0, 0) or header.fusion_level:
+    level (1..255); 0 x 0 and 0 in a keypoints-only stream. Sizes are (width, height)."""
+    if codec is LowresCodecId.NONE:
+        if lowres_size != (0, 0) or fusion_level:
             raise error(
                 f"stream header low-res size and fusion level: expected 0x0 and 0 without a "
-                f"low-res codec, found {size[0]}x{size[1]} and {header.fusion_level}"
+                f"low-res codec, found {lowres_size[0]}x{lowres_size[1]} and {fusion_level}"
             )
         return
-    if not 1 <= header.fusion_level <= _U8_MAX:
-        raise error(f"stream header fusion_level: expected 1..255, found {header.fusion_level}")
+    if not 1 <= fusion_level <= _U8_MAX:
+        raise error(f"stream header fusion_level: expected 1..255, found {fusion_level}")
     for name, value, high in (
-        ("lowres_width", header.lowres_width, header.width),
-        ("lowres_height", header.lowres_height, header.height),
+        ("lowres_width", lowres_size[0], frame_size[0]),
+        ("lowres_height", lowres_size[1], frame_size[1]),
     ):
         if not MIN_LOWRES_SIDE_PX <= value <= high or value % 2:
             raise error(

@@ -83,7 +83,9 @@ def low_band(image: np.ndarray, low_size: tuple[int, int]) -> np.ndarray:
     bicubic, the way the low-res frame was made from the camera frame."""
     height, width = image.shape[:2]
     small = cv2.resize(image, low_size, interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC).astype(
+        np.float32, copy=False
+    )
 
 
 def agreement_mask(

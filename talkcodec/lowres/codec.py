@@ -20,14 +20,18 @@ import av
 import cv2
 import numpy as np
 
-from talkcodec.bitstream import BitstreamError, LowresCodecId, LowresPicture, annexb_nal_units
+from talkcodec.bitstream import (
+    H264_NAL_SEI,
+    BitstreamError,
+    LowresCodecId,
+    LowresPicture,
+    annexb_nal_units,
+    h264_nal_type,
+)
 
 logger = logging.getLogger(__name__)
 
 _NO_IDR_AFTER_START = 100_000  # frames: IDRs only when forced
-_NAL_TYPE_MASK = 0x1F
-_NAL_SEI = 6
-_NAL_IDR = 5
 _START_CODE = b"\x00\x00\x00\x01"
 _X264_OPTIONS = {
     "preset": "medium",
@@ -102,12 +106,11 @@ class LowresEncoder:
         units: list[bytes] = []
         for packet in self._encoder.encode(frame):
             units += [
-                u for u in annexb_nal_units(bytes(packet)) if u[0] & _NAL_TYPE_MASK != _NAL_SEI
+                u for u in annexb_nal_units(bytes(packet)) if h264_nal_type(u) != H264_NAL_SEI
             ]
         if not units:
             raise RuntimeError("x264 returned no picture for a frame (not in low-delay mode?)")
-        idr = any(unit[0] & _NAL_TYPE_MASK == _NAL_IDR for unit in units)
-        return LowresPicture(idr=idr, units=tuple(units))
+        return LowresPicture(tuple(units))
 
 
 class LowresDecoder:
