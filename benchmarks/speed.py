@@ -32,7 +32,6 @@ from talkcodec.bitstream import PacketKind, PacketWriter
 from talkcodec.codec import DecodedFrame, StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.evaluation import stream_frames
-from talkcodec.generator.fusion import fuse
 from talkcodec.generator.gan import GanRenderer
 from talkcodec.generator.guide import draw_guide, normalised_grid
 from talkcodec.generator.headwarp import head_flow
@@ -173,7 +172,7 @@ def _time_frame(decoder: StreamDecoder, decoded: DecodedFrame, clock: StageClock
     lowres = decoded.lowres
     if lowres is not None:
         render = decoder.renderer.render(decoded.landmarks)
-        clock.time("render_fusion", lambda: fuse(lowres, render))
+        clock.time("render_fusion", lambda: decoder.fuse(lowres, render))
 
 
 def end_to_end(

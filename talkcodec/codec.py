@@ -46,6 +46,7 @@ from talkcodec.entropy.keypoints import KeypointDecoder, KeypointEncoder
 from talkcodec.generator import Renderer, make_renderer
 from talkcodec.generator.backends.base import RefinerBackend
 from talkcodec.generator.fusion import FusionConfig, fuse, fusion_level_for
+from talkcodec.generator.learned_fusion import LearnedFusion
 from talkcodec.keyframe import KeyframeCodec, keyframe_codec_for_wire_id, make_keyframe_codec
 from talkcodec.keypoints.base import LandmarkDetector
 from talkcodec.keypoints.detectors import make_detector
@@ -560,6 +561,11 @@ class StreamDecoder:
             LowresDecoder(header.lowres_codec, header.lowres_size) if header.hybrid else None
         )
         self._fusion = FusionConfig.for_level(header.fusion_level) if header.hybrid else None
+        self._learned_fusion = None
+        if header.hybrid and self.config.fuse_lowres and self.config.fusion == "learned":
+            # Made (and its ONNX export loaded) now, not at the first frame.
+            self._learned_fusion = LearnedFusion()
+            self._learned_fusion.warm_up(header.height, header.width)
         # The last low-res picture decoded, fused with the frames between pictures; None while
         # the low-res stream waits for an IDR.
         self._last_picture: np.ndarray | None = None
@@ -604,9 +610,16 @@ class StreamDecoder:
         """
         image = self.renderer.render(frame.landmarks)
         if frame.lowres is not None and self.config.fuse_lowres:
-            image = fuse(frame.lowres, image, self._fusion)
+            image = self.fuse(frame.lowres, image)
         self.stats.rendered += 1
         return image
+
+    def fuse(self, lowres: np.ndarray, render: np.ndarray) -> np.ndarray:
+        """A hybrid stream's frame: the (H, W, 3) uint8 render fused with its decoded low-res
+        picture, by the learned fusion or the agreement mask alone (config.fusion)."""
+        if self._learned_fusion is not None:
+            return self._learned_fusion.fuse(lowres, render, self.header.fusion_level)
+        return fuse(lowres, render, self._fusion)
 
     def decode(self, message: bytes, channel: PacketKind | None = None) -> list[DecodedFrame]:
         """Handle one message (one packet, or a bundle of several); returns the keypoints of

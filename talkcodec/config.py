@@ -154,10 +154,20 @@ class DecoderConfig:
     # onnxruntime), torch, torch-bf16, onnxruntime or tensorrt.
     backend: str = "auto"
     # Hybrid streams: whether the receiver fuses its render with the low-res picture (False:
-    # shows the render alone, as for a keypoints-only stream).
+    # shows the render alone, as for a keypoints-only stream), and how: "learned", the fusion
+    # network (weights/fusion-v1.safetensors, on ONNX Runtime) on top of the agreement mask,
+    # or "mask", the training-free agreement mask alone (talkcodec.generator.fusion).
     fuse_lowres: bool = True
+    fusion: str = "learned"
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSION_MODES:
+            raise ValueError(
+                f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSION_MODES)}"
+            )
 
 
+FUSION_MODES = ("learned", "mask")
 REDUNDANCY_MODES = ("auto", "on", "off")
 
 

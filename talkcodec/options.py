@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from talkcodec.config import PACKET_FORMATS, DecoderConfig, EncoderConfig
+from talkcodec.config import FUSION_MODES, PACKET_FORMATS, DecoderConfig, EncoderConfig
 
 _DEFAULTS = EncoderConfig()
 
@@ -159,9 +159,17 @@ def add_decoder_options(parser: argparse.ArgumentParser) -> None:
         "--no-fusion", action="store_true",
         help="hybrid streams: show the render alone, without the low-res picture",
     )  # fmt: skip
+    parser.add_argument(
+        "--fusion", choices=FUSION_MODES, default=DecoderConfig.fusion,
+        help="hybrid streams: fuse with the learned network on top of the agreement mask, or "
+        "with the mask alone",
+    )  # fmt: skip
 
 
 def decoder_config(args: argparse.Namespace) -> DecoderConfig:
     return DecoderConfig(
-        renderer=args.renderer, backend=args.backend, fuse_lowres=not args.no_fusion
+        renderer=args.renderer,
+        backend=args.backend,
+        fuse_lowres=not args.no_fusion,
+        fusion=args.fusion,
     )

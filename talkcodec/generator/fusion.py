@@ -100,6 +100,21 @@ def agreement_mask(
     return np.clip((config.disagree_level - difference) / span, 0.0, 1.0)
 
 
+def fusion_inputs(
+    lowres: np.ndarray, render: np.ndarray, config: FusionConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(lowres_up, render, render_low, mask): the (H, W, 3) float32 upscaled low-res frame,
+    render and render low band, and the (H, W) agreement mask, from the decoded (h, w, 3)
+    uint8 low-res frame and the (H, W, 3) uint8 render. What fuse and the learned fusion
+    (talkcodec.generator.fusion_net) both start from."""
+    height, width = render.shape[:2]
+    low_size = (lowres.shape[1], lowres.shape[0])
+    lowres_up = upscale(lowres, (width, height))
+    render_float = render.astype(np.float32)
+    render_low = low_band(render_float, low_size)
+    return lowres_up, render_float, render_low, agreement_mask(render_low, lowres_up, config)
+
+
 def fuse(
     lowres: np.ndarray,
     render: np.ndarray,
@@ -109,18 +124,16 @@ def fuse(
     """The (H, W, 3) uint8 frame from the decoded (h, w, 3) uint8 low-res frame and the
     (H, W, 3) uint8 render of the same frame.
 
-    mask: an (H, W) 0..1 agreement mask to use instead of agreement_mask's (a learned one);
+    mask: an (H, W) 0..1 agreement mask to use instead of agreement_mask's;
     where it is 0 the result is the upscaled low-res frame exactly, where 1 the render."""
     config = config or FusionConfig()
     height, width = render.shape[:2]
-    low_size = (lowres.shape[1], lowres.shape[0])
-    lowres_up = upscale(lowres, (width, height))
-    render_float = render.astype(np.float32)
-    render_low = low_band(render_float, low_size)
     if mask is None:
-        mask = agreement_mask(render_low, lowres_up, config)
+        lowres_up, render_float, _, mask = fusion_inputs(lowres, render, config)
     elif mask.shape != (height, width):
         raise ValueError(f"fusion mask must be {(height, width)}, got {mask.shape}")
+    else:
+        lowres_up, render_float = upscale(lowres, (width, height)), render.astype(np.float32)
     weight = mask[..., None]
     fused = lowres_up + weight * (render_float - lowres_up)
     return np.clip(np.rint(fused), 0, 255).astype(np.uint8)

@@ -97,3 +97,67 @@ def feature_matching_loss(
         for real, fake in zip(real_scale[:-1], fake_scale[:-1], strict=True)
     ]
     return torch.stack(losses).mean()
+
+
+_YIQ = torch.tensor(
+    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float32
+)
+
+
+def _convolve_same(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """scipy's convolve2d(mode="same") with zero padding, as talkcodec.metrics, of (B, 1, H, W)
+    by a (k, k) kernel: the flipped kernel correlated over a window k // 2 before each pixel."""
+    size = kernel.shape[0]
+    before, after = size // 2, size - 1 - size // 2
+    x = F.pad(x, (before, after, before, after))
+    return F.conv2d(x, kernel.flip(0, 1).view(1, 1, size, size))
+
+
+def haarpsi(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Differentiable HaarPSI per image, (B,), of (B, 3, H, W) RGB images in [0, 1]: the same
+    colour index as talkcodec.metrics.haarpsi (which works on 0..255 values), computed with
+    torch so that a network can be trained on it."""
+    from talkcodec.metrics import HAARPSI_ALPHA, HAARPSI_C, HAARPSI_SCALES
+
+    def channels(image: torch.Tensor) -> list[torch.Tensor]:
+        yiq = torch.einsum("bchw,dc->bdhw", image * 255.0, _YIQ.to(image.device))
+        box = torch.full((2, 2), 0.25, device=image.device)
+        return [_convolve_same(yiq[:, i : i + 1], box)[..., ::2, ::2] for i in range(3)]
+
+    def haar(channel: torch.Tensor) -> list[torch.Tensor]:
+        """Horizontal then vertical responses, finest scale first."""
+        horizontal, vertical = [], []
+        for scale in range(1, HAARPSI_SCALES + 1):
+            size = 2**scale
+            kernel = torch.full((size, size), 2.0**-scale, device=channel.device)
+            kernel[: size // 2] *= -1
+            horizontal.append(_convolve_same(channel, kernel))
+            vertical.append(_convolve_same(channel, kernel.t()))
+        return horizontal + vertical
+
+    def similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (2 * a * b + HAARPSI_C) / (a**2 + b**2 + HAARPSI_C)
+
+    ref, dec = channels(x), channels(y)
+    ref_haar, dec_haar = haar(ref[0]), haar(dec[0])
+    similarities, weights = [], []
+    for orientation in range(2):
+        coarsest = HAARPSI_SCALES - 1 + orientation * HAARPSI_SCALES
+        weights.append(torch.maximum(ref_haar[coarsest].abs(), dec_haar[coarsest].abs()))
+        fine = (orientation * HAARPSI_SCALES, 1 + orientation * HAARPSI_SCALES)
+        local = [similarity(ref_haar[i].abs(), dec_haar[i].abs()) for i in fine]
+        similarities.append((local[0] + local[1]) / 2)
+    box = torch.full((2, 2), 0.25, device=x.device)
+    chroma = [
+        similarity(_convolve_same(r, box).abs(), _convolve_same(d, box).abs())
+        for r, d in zip(ref[1:], dec[1:], strict=True)
+    ]
+    similarities.append((chroma[0] + chroma[1]) / 2)
+    weights.append((weights[0] + weights[1]) / 2)
+    local = torch.cat(similarities, dim=1)  # (B, 3, h, w)
+    weight = torch.cat(weights, dim=1)
+    pooled = (torch.sigmoid(HAARPSI_ALPHA * local) * weight).sum((1, 2, 3)) / weight.sum(
+        (1, 2, 3)
+    ).clamp_min(1e-6)
+    pooled = pooled.clamp(1e-6, 1 - 1e-6)
+    return (torch.log(pooled / (1 - pooled)) / HAARPSI_ALPHA) ** 2

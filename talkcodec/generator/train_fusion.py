@@ -1,0 +1,294 @@
+"""Training the learned fusion of the hybrid mode (talkcodec.generator.fusion_net).
+
+    python -m talkcodec.generator.train_fusion --out runs/fusion [--data ../shared/data/train]
+        [--steps 6000] [--export weights/fusion-v1.safetensors]
+
+1. Examples: every clip of --data goes through the real codec (StreamEncoder, hybrid at 48 px,
+   GC or WebP keyframe and 3, 4, 6 or 8 kbit/s of low-res, alternating over the clips) and the
+   decoder's renderer; every third frame's decoded low-res picture, render and camera frame are
+   kept in --out/examples (one .npz per clip, made once, reused on a resumed run).
+2. Training: random 128 px crops (mirrored half the time), loss 1 - HaarPSI + 2 L1 against the
+   camera frame, Adam. Held out are all clips of every --holdout-every'th person of the data's
+   MANIFEST.tsv, so validation is on people the network never saw. Every --eval-every steps
+   their clips are fused whole and scored with talkcodec.metrics.haarpsi, per person; the best
+   mean over people is kept, provided no person scores more than 0.02 below the agreement-mask
+   fusion (the project's validation rule). Progress goes to --out/log.txt; --out/checkpoint.pt
+   resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from talkcodec.generator.fusion import FusionConfig, fuse
+from talkcodec.generator.fusion_net import FusionModel, FusionNet, save_fusion
+from talkcodec.generator.learned_fusion import planes_of
+from talkcodec.training.losses import haarpsi as haarpsi_torch
+
+logger = logging.getLogger(__name__)
+
+LOWRES_PX = 48
+LOWRES_KBPS = (3.0, 4.0, 6.0, 8.0)
+KEYFRAME_CODECS = ("gc", "webp")
+CROP_PX = 128
+# A held-out clip may lose at most this much HaarPSI against the mask fusion (the project's
+# validation rule) for an evaluation to be kept.
+MAX_CLIP_DROP = 0.02
+
+
+def make_examples(clip: Path, index: int, target: Path, max_frames: int) -> bool:
+    """Run one clip through the hybrid codec and save its examples; False if it has no face."""
+    from talkcodec.codec import StreamDecoder, StreamEncoder
+    from talkcodec.config import DecoderConfig, EncoderConfig
+    from talkcodec.evaluation import stream_frames
+    from talkcodec.keypoints.dataset import load_reference_clip
+
+    reference = load_reference_clip(clip, 256, max_frames=max_frames)
+    if reference is None:
+        return False
+    config = EncoderConfig(
+        size_px=256,
+        crop=False,
+        keyframe_codec=KEYFRAME_CODECS[index % len(KEYFRAME_CODECS)],
+        reference_bank_size=1,
+        lowres_px=LOWRES_PX,
+        lowres_kbps=LOWRES_KBPS[(index // len(KEYFRAME_CODECS)) % len(LOWRES_KBPS)],
+    )
+    encoder = StreamEncoder(config)
+    decoder = StreamDecoder(encoder.header, DecoderConfig())
+    lowres, renders, truths = [], [], []
+    try:
+        for streamed in stream_frames(reference.frames, encoder):
+            frame = None
+            for packet in streamed.packets:
+                frame = decoder.decode_packet(packet) or frame
+            if frame is None or frame.lowres is None or streamed.index % 3:
+                continue
+            renders.append(decoder.renderer.render(frame.landmarks))
+            lowres.append(frame.lowres)
+            truths.append(reference.frames[streamed.index])
+    finally:
+        encoder.close()
+    if not lowres:
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        target,
+        lowres=np.stack(lowres),
+        render=np.stack(renders),
+        truth=np.stack(truths),
+        level=encoder.header.fusion_level,
+    )
+    return True
+
+
+@dataclass
+class ClipExamples:
+    """One clip's examples as network inputs: planes (N, 11, H, W) float16, truth uint8."""
+
+    name: str
+    planes: np.ndarray
+    truth: np.ndarray  # (N, H, W, 3) uint8
+    lowres: np.ndarray  # (N, h, w, 3) uint8
+    render: np.ndarray  # (N, H, W, 3) uint8
+    level: int
+
+
+def load_examples(path: Path) -> ClipExamples:
+    with np.load(path) as data:
+        lowres, render, truth = data["lowres"], data["render"], data["truth"]
+        level = int(data["level"])
+    planes = np.stack([planes_of(lo, re, level) for lo, re in zip(lowres, render, strict=True)])
+    return ClipExamples(path.stem, planes.astype(np.float16), truth, lowres, render, level)
+
+
+def score(model: FusionModel, clip: ClipExamples) -> tuple[float, float]:
+    """Mean HaarPSI over the clip's frames of (learned fusion, agreement-mask fusion)."""
+    from talkcodec.metrics import haarpsi
+
+    learned, plain = [], []
+    config = FusionConfig.for_level(clip.level)
+    with torch.no_grad():
+        for i in range(len(clip.truth)):
+            planes = torch.from_numpy(clip.planes[i : i + 1].astype(np.float32))
+            fused = model(planes)[0].permute(1, 2, 0).numpy()
+            image = np.clip(fused * 255 + 0.5, 0, 255).astype(np.uint8)
+            learned.append(haarpsi(clip.truth[i], image))
+            plain.append(haarpsi(clip.truth[i], fuse(clip.lowres[i], clip.render[i], config)))
+    return float(np.mean(learned)), float(np.mean(plain))
+
+
+def batch_of(
+    clips: list[ClipExamples], size: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(planes (B, 11, C, C), truth (B, 3, C, C) float in [0, 1]) of random crops."""
+    planes, truths = [], []
+    for _ in range(size):
+        clip = clips[rng.integers(len(clips))]
+        i = rng.integers(len(clip.truth))
+        height, width = clip.truth.shape[1:3]
+        y, x = rng.integers(0, height - CROP_PX + 1), rng.integers(0, width - CROP_PX + 1)
+        plane = clip.planes[i, :, y : y + CROP_PX, x : x + CROP_PX].astype(np.float32)
+        truth = clip.truth[i, y : y + CROP_PX, x : x + CROP_PX].transpose(2, 0, 1) / 255.0
+        if rng.random() < 0.5:
+            plane, truth = plane[..., ::-1], truth[..., ::-1]
+        planes.append(np.ascontiguousarray(plane))
+        truths.append(np.ascontiguousarray(truth, dtype=np.float32))
+    return torch.from_numpy(np.stack(planes)), torch.from_numpy(np.stack(truths))
+
+
+def held_out_clips(clips: list[Path], every: int) -> dict[str, str]:
+    """The clips held out for validation (stem -> person): every `every`th person of the
+    data's MANIFEST.tsv (its person_id column; all of that person's clips), or every `every`th
+    clip (each its own person) where the folder has no manifest."""
+    manifest = clips[0].parent.parent / "MANIFEST.tsv"
+    if not manifest.is_file():
+        return {clip.stem: clip.stem for clip in clips[::every]}
+    rows = [line.split("\t") for line in manifest.read_text().splitlines()]
+    header, rows = rows[0], rows[1:]
+    file_column, person_column = header.index("file"), header.index("person_id")
+    person_of = {Path(row[file_column]).stem: row[person_column] for row in rows}
+    people = sorted({person_of.get(clip.stem, clip.stem) for clip in clips})
+    held_people = set(people[::every])
+    held = {clip.stem: person_of.get(clip.stem, clip.stem) for clip in clips}
+    return {stem: person for stem, person in held.items() if person in held_people}
+
+
+def evaluate(
+    model: FusionModel, held: list[ClipExamples], person_of: dict[str, str], step: int
+) -> dict:
+    """The held-out scores at this step: per person (the mean of their clips) learned and
+    plain (mask) HaarPSI, their means over people, and the largest drop of any person."""
+    model.eval()
+    by_person: dict[str, list[tuple[float, float]]] = {}
+    for clip in held:
+        by_person.setdefault(person_of[clip.name], []).append(score(model, clip))
+    scores = {person: np.mean(values, axis=0).tolist() for person, values in by_person.items()}
+    return {
+        "step": step,
+        "held_haarpsi": float(np.mean([s[0] for s in scores.values()])),
+        "held_plain_haarpsi": float(np.mean([s[1] for s in scores.values()])),
+        "held_worst_drop": float(max(s[1] - s[0] for s in scores.values())),
+        "per_person": scores,
+    }
+
+
+def train(
+    args: argparse.Namespace,
+    train_clips: list[ClipExamples],
+    held: list[ClipExamples],
+    person_of: dict[str, str],
+) -> dict | None:
+    """Train (resuming from --out/checkpoint.pt) and return the best evaluation, with the
+    network's state under "net", or None if no evaluation qualified."""
+    net = FusionNet()
+    model = FusionModel(net)
+    optimiser = torch.optim.Adam(net.parameters(), lr=args.lr)
+    step, best, history = 0, None, []
+    checkpoint = args.out / "checkpoint.pt"
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        net.load_state_dict(state["net"])
+        optimiser.load_state_dict(state["optimiser"])
+        step, best, history = state["step"], state["best"], state["history"]
+    rng = np.random.default_rng(step)
+    start = step
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: 0.5 * (1 + np.cos(np.pi * min(1.0, (s + start) / args.steps)))
+    )
+    progress = tqdm(total=args.steps, initial=step, desc="fusion", unit="step")
+    started = time.time()
+    with open(args.out / "log.txt", "a") as log:
+        while step < args.steps:
+            model.train()
+            planes, truth = batch_of(train_clips, args.batch, rng)
+            fused = model(planes)
+            quality = haarpsi_torch(truth, fused).mean()
+            loss = (1 - quality) + 2 * (fused - truth).abs().mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            step += 1
+            progress.update(1)
+            progress.set_postfix(haarpsi=f"{quality.item():.3f}")
+            if step % args.eval_every and step != args.steps:
+                continue
+            entry = evaluate(model, held, person_of, step) | {"loss": float(loss.item())}
+            entry["minutes"] = (time.time() - started) / 60
+            history.append(entry)
+            print(json.dumps(entry), file=log, flush=True)
+            qualifies = entry["held_worst_drop"] <= MAX_CLIP_DROP
+            if qualifies and (best is None or entry["held_haarpsi"] > best["held_haarpsi"]):
+                best = entry | {"net": {k: v.clone() for k, v in net.state_dict().items()}}
+            state = {"net": net.state_dict(), "optimiser": optimiser.state_dict(), "step": step}
+            torch.save(state | {"best": best, "history": history}, checkpoint)
+    progress.close()
+    return best
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/train"))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--frames", type=int, default=120, help="frames read per clip")
+    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--batch", type=int, default=12)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--holdout-every", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--export", type=Path, default=None, help="write the best weights here")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clips = sorted(args.data.glob("*.mp4"))
+    if not clips:
+        raise SystemExit(f"no clips in {args.data}")
+    examples_dir = args.out / "examples"
+    for index, clip in enumerate(tqdm(clips, desc="examples", unit="clip")):
+        target = examples_dir / f"{clip.stem}.npz"
+        if not target.is_file():
+            make_examples(clip, index, target, args.frames)
+    held_names = held_out_clips(clips, args.holdout_every)
+    train_clips, held = [], []
+    for path in tqdm(sorted(examples_dir.glob("*.npz")), desc="loading", unit="clip"):
+        (held if path.stem in held_names else train_clips).append(load_examples(path))
+    best = train(args, train_clips, held, held_names)
+    if args.export is None:
+        return
+    if best is None:
+        raise SystemExit(f"no evaluation kept every held-out clip within {MAX_CLIP_DROP}")
+    net = FusionNet()
+    net.load_state_dict(best["net"])
+    metadata = {
+        "data": str(args.data),
+        "train_clips": json.dumps(sorted(c.name for c in train_clips)),
+        "held_clips": json.dumps(sorted(c.name for c in held)),
+        "held_people": json.dumps(sorted(set(held_names.values()))),
+        "steps": str(best["step"]),
+        "held_haarpsi": f"{best['held_haarpsi']:.4f}",
+        "held_plain_haarpsi": f"{best['held_plain_haarpsi']:.4f}",
+        "command": "python -m talkcodec.generator.train_fusion " + " ".join(argv),
+    }
+    save_fusion(net, args.export, metadata)
+    print(
+        f"wrote {args.export} (step {best['step']}, held-out HaarPSI "
+        f"{best['held_haarpsi']:.4f} vs {best['held_plain_haarpsi']:.4f} with the mask alone)"
+    )
+
+
+if __name__ == "__main__":
+    main()
