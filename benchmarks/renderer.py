@@ -15,7 +15,7 @@ packet stream is decoded by the renderers:
     gan+periodic       warp v2 + refiner, periodic keyframes (the control)
     gan+refs           the full renderer: warp v2 + reference bank + refiner (bank 4)
 
-Per clip and variant: PSNR, SSIM, AKD (mediapipe landmarks of the decoded frame vs the sent
+Per clip and variant: PSNR, SSIM, HaarPSI, AKD (mediapipe landmarks of the decoded frame vs the sent
 frame, static-image mode), PSNR on open-mouth frames (decoded mouth opening one descriptor
 unit above the first keyframe's), keyframe and total kbit/s, and render ms/frame as measured
 inside the decode loop (the 2 cores may be shared: benchmarks/speed.py and
@@ -43,7 +43,7 @@ from talkcodec.codec import StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.evaluation import LandmarkProbe, keypoint_agreement, stream_frames
 from talkcodec.keypoints.dataset import load_reference_clip
-from talkcodec.metrics import psnr, ssim
+from talkcodec.metrics import haarpsi, psnr, ssim
 
 import common
 
@@ -146,11 +146,10 @@ def measure_clip(
         clip_encoded = encoded[setting]
         decoder_config = DecoderConfig(renderer=renderer, backend=args.backend)
         decoded, rendered, render_ms = decode(clip_encoded, decoder_config, frames.shape[1:])
-        psnrs = np.array(
-            [psnr(f, d) if r else np.nan for f, d, r in zip(frames, decoded, rendered, strict=True)]
-        )
-        ssims = np.array(
-            [ssim(f, d) if r else np.nan for f, d, r in zip(frames, decoded, rendered, strict=True)]
+        pairs = list(zip(frames, decoded, rendered, strict=True))
+        psnrs, ssims, haar = (
+            np.array([metric(f, d) if r else np.nan for f, d, r in pairs])
+            for metric in (psnr, ssim, haarpsi)
         )
         decoded_points = [
             probe.points(d) if r else None for d, r in zip(decoded, rendered, strict=True)
@@ -169,6 +168,7 @@ def measure_clip(
                 "head_motion_px": head_motion_px(sent_points),
                 "psnr_db": float(np.nanmean(psnrs)),
                 "ssim": float(np.nanmean(ssims)),
+                "haarpsi": float(np.nanmean(haar)),
                 "akd_px": akd,
                 "akd_failures": akd_failures,
                 "open_mouth_frames": int(open_mouth.sum()),
@@ -192,6 +192,7 @@ def measure_clip(
 _COLUMNS = (
     ("PSNR dB", "psnr_db", 2),
     ("SSIM", "ssim", 3),
+    ("HaarPSI", "haarpsi", 3),
     ("AKD px", "akd_px", 2),
     ("open-mouth PSNR dB", "open_mouth_psnr_db", 2),
     ("keyframe kbit/s", "keyframe_kbps", 1),
@@ -233,14 +234,44 @@ def markdown(rows: list[dict], means: dict[str, dict[str, dict]]) -> str:
             cells = [common.fmt(values[key], digits) for _, key, digits in _COLUMNS]
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["### per clip", "", "| clip | head motion px | variant | PSNR dB | SSIM | AKD px |",
-              "|---|---:|---|---:|---:|---:|"]  # fmt: skip
+    lines += ["### gan against the plain warps, per clip (each dev clip is another person)", ""]
+    lines += [gan_wins(rows), ""]
+    lines += ["### per clip", "",
+              "| clip | head motion px | variant | PSNR dB | SSIM | HaarPSI | AKD px |",
+              "|---|---:|---|---:|---:|---:|---:|"]  # fmt: skip
     for row in rows:
         lines.append(
             f"| {row['clip']} | {row['head_motion_px']:.1f} | {row['variant']} | "
-            f"{row['psnr_db']:.2f} | {row['ssim']:.3f} | {common.fmt(row['akd_px'], 2)} |"
+            f"{row['psnr_db']:.2f} | {row['ssim']:.3f} | {common.fmt(row['haarpsi'], 3)} | "
+            f"{common.fmt(row['akd_px'], 2)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def gan_wins(rows: list[dict]) -> str:
+    """On how many clips `gan` beats `meshwarp` and `headwarp` (same bits: bank 1) on PSNR,
+    HaarPSI and AKD, as a small markdown table."""
+    by_clip: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        by_clip.setdefault(row["clip"], {})[row["variant"]] = row
+    table = ["| metric | gan > meshwarp | gan > headwarp | gan > both |", "|---|---:|---:|---:|"]
+    for name, key, higher in (("PSNR", "psnr_db", True), ("HaarPSI", "haarpsi", True),
+                              ("AKD", "akd_px", False)):  # fmt: skip
+        counts = [0, 0, 0]
+        for variants in by_clip.values():
+            gan = variants["gan"][key]
+            wins = []
+            for other in ("meshwarp", "headwarp"):
+                value = variants[other][key]
+                wins.append(
+                    gan is not None
+                    and value is not None
+                    and (gan > value) == higher
+                    and gan != value
+                )
+            counts = [counts[0] + wins[0], counts[1] + wins[1], counts[2] + all(wins)]
+        table.append(f"| {name} | " + " | ".join(f"{c}/{len(by_clip)}" for c in counts) + " |")
+    return "\n".join(table)
 
 
 def plot(means: dict[str, dict[str, dict]], path: Path) -> None:
@@ -252,7 +283,11 @@ def plot(means: dict[str, dict[str, dict]], path: Path) -> None:
     figure, axes = plt.subplots(1, 3, figsize=(13, 4))
     names = [variant for variant, _, _ in VARIANTS]
     width = 0.38
-    panels = [("PSNR (dB)", "psnr_db"), ("SSIM", "ssim"), ("AKD (px, lower is better)", "akd_px")]
+    panels = [
+        ("PSNR (dB)", "psnr_db"),
+        ("HaarPSI", "haarpsi"),
+        ("AKD (px, lower is better)", "akd_px"),
+    ]
     for axis, (label, key) in zip(axes, panels, strict=True):
         for offset, (group, by_variant) in enumerate(means.items()):
             values = [by_variant[name][key] or 0.0 for name in names]
