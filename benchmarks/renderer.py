@@ -254,22 +254,19 @@ def gan_wins(rows: list[dict]) -> str:
     by_clip: dict[str, dict[str, dict]] = {}
     for row in rows:
         by_clip.setdefault(row["clip"], {})[row["variant"]] = row
+
+    def beats(variants: dict[str, dict], other: str, key: str, sign: int) -> bool:
+        gan, value = variants["gan"][key], variants[other][key]
+        return gan is not None and value is not None and sign * (gan - value) > 0
+
     table = ["| metric | gan > meshwarp | gan > headwarp | gan > both |", "|---|---:|---:|---:|"]
-    for name, key, higher in (("PSNR", "psnr_db", True), ("HaarPSI", "haarpsi", True),
-                              ("AKD", "akd_px", False)):  # fmt: skip
-        counts = [0, 0, 0]
-        for variants in by_clip.values():
-            gan = variants["gan"][key]
-            wins = []
-            for other in ("meshwarp", "headwarp"):
-                value = variants[other][key]
-                wins.append(
-                    gan is not None
-                    and value is not None
-                    and (gan > value) == higher
-                    and gan != value
-                )
-            counts = [counts[0] + wins[0], counts[1] + wins[1], counts[2] + all(wins)]
+    metrics = (("PSNR", "psnr_db", 1), ("HaarPSI", "haarpsi", 1), ("AKD", "akd_px", -1))
+    for name, key, sign in metrics:
+        wins = [
+            (beats(v, "meshwarp", key, sign), beats(v, "headwarp", key, sign))
+            for v in by_clip.values()
+        ]
+        counts = (sum(m for m, _ in wins), sum(h for _, h in wins), sum(m and h for m, h in wins))
         table.append(f"| {name} | " + " | ".join(f"{c}/{len(by_clip)}" for c in counts) + " |")
     return "\n".join(table)
 

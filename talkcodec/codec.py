@@ -562,7 +562,7 @@ class StreamDecoder:
         )
         self._fusion = FusionConfig.for_level(header.fusion_level) if header.hybrid else None
         self._learned_fusion = None
-        if header.hybrid and self.config.fuse_lowres and self.config.fusion == "learned":
+        if header.hybrid and self.config.fusion == "learned":
             # Made (and its ONNX export loaded) now, not at the first frame.
             self._learned_fusion = LearnedFusion()
             self._learned_fusion.warm_up(header.height, header.width)
@@ -609,7 +609,7 @@ class StreamDecoder:
         renders only the newest decoded frame.
         """
         image = self.renderer.render(frame.landmarks)
-        if frame.lowres is not None and self.config.fuse_lowres:
+        if frame.lowres is not None and self.config.fusion != "none":
             image = self.fuse(frame.lowres, image)
         self.stats.rendered += 1
         return image

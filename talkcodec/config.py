@@ -153,11 +153,10 @@ class DecoderConfig:
     # Inference backend of the gan renderer: auto (tensorrt with an NVIDIA GPU, else
     # onnxruntime), torch, torch-bf16, onnxruntime or tensorrt.
     backend: str = "auto"
-    # Hybrid streams: whether the receiver fuses its render with the low-res picture (False:
-    # shows the render alone, as for a keypoints-only stream), and how: "learned", the fusion
-    # network (weights/fusion-v1.safetensors, on ONNX Runtime) on top of the agreement mask,
-    # or "mask", the training-free agreement mask alone (talkcodec.generator.fusion).
-    fuse_lowres: bool = True
+    # Hybrid streams: how the receiver fuses its render with the low-res picture: "learned",
+    # the fusion network (weights/fusion-v1.safetensors, on ONNX Runtime) on top of the
+    # agreement mask; "mask", the training-free agreement mask alone
+    # (talkcodec.generator.fusion); "none", the render alone, as for a keypoints-only stream.
     fusion: str = "learned"
 
     def __post_init__(self) -> None:
@@ -167,7 +166,7 @@ class DecoderConfig:
             )
 
 
-FUSION_MODES = ("learned", "mask")
+FUSION_MODES = ("learned", "mask", "none")
 REDUNDANCY_MODES = ("auto", "on", "off")
 
 

@@ -108,7 +108,8 @@ def keypoint_distance(reference_points: np.ndarray, decoded_points: np.ndarray) 
 HAARPSI_C = 30.0
 HAARPSI_ALPHA = 4.2
 HAARPSI_SCALES = 3
-_YIQ = np.array(
+# RGB to YIQ, the colour space HaarPSI works in (also the training loss's, training/losses.py).
+YIQ_FROM_RGB = np.array(
     [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=np.float64
 )
 
@@ -160,7 +161,7 @@ def haarpsi(reference: np.ndarray, decoded: np.ndarray) -> float:
 def _haarpsi_channels(image: np.ndarray, colour: bool) -> list[np.ndarray]:
     if not colour:
         return [image]
-    yiq = image @ _YIQ.T
+    yiq = image @ YIQ_FROM_RGB.T
     return [yiq[..., 0], yiq[..., 1], yiq[..., 2]]
 
 

@@ -156,13 +156,14 @@ def add_decoder_options(parser: argparse.ArgumentParser) -> None:
         "onnxruntime)",
     )  # fmt: skip
     parser.add_argument(
-        "--no-fusion", action="store_true",
-        help="hybrid streams: show the render alone, without the low-res picture",
+        "--no-fusion", dest="fusion", action="store_const", const="none",
+        default=DecoderConfig.fusion,
+        help="hybrid streams: show the render alone, without the low-res picture (--fusion none)",
     )  # fmt: skip
     parser.add_argument(
         "--fusion", choices=FUSION_MODES, default=DecoderConfig.fusion,
-        help="hybrid streams: fuse with the learned network on top of the agreement mask, or "
-        "with the mask alone",
+        help="hybrid streams: fuse with the learned network on top of the agreement mask, with "
+        "the mask alone, or not at all",
     )  # fmt: skip
 
 
@@ -170,6 +171,5 @@ def decoder_config(args: argparse.Namespace) -> DecoderConfig:
     return DecoderConfig(
         renderer=args.renderer,
         backend=args.backend,
-        fuse_lowres=not args.no_fusion,
         fusion=args.fusion,
     )

@@ -189,7 +189,7 @@ def test_hybrid_fusion_beats_the_render_alone_on_a_dev_clip(dev_clip: Path) -> N
     config = EncoderConfig(lowres_px=64, lowres_kbps=6.0, reference_bank_size=1)
     fused, _ = round_trip(dev_clip, config, DecoderConfig(renderer="meshwarp"), max_frames=40)
     alone, _ = round_trip(
-        dev_clip, config, DecoderConfig(renderer="meshwarp", fuse_lowres=False), max_frames=40
+        dev_clip, config, DecoderConfig(renderer="meshwarp", fusion="none"), max_frames=40
     )
     assert fused.rendered == alone.rendered == 40
     assert fused.psnr_db.mean() > alone.psnr_db.mean() + 0.3  # 0.7 dB measured

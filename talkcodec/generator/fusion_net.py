@@ -3,8 +3,7 @@
 Its inputs (learned_fusion.planes_of) are what the training-free fusion
 (talkcodec.generator.fusion) already computes: the upscaled low-res frame, the render, the
 render's low band and the agreement mask, plus the stream's fusion level as a constant plane.
-It outputs a correction of the mask's logit and a
-residual image:
+It outputs a correction of the mask's logit and a residual image:
 
     weight = sigmoid(MASK_GAIN * (2 * mask - 1) + correction)
     fused  = lowres_up + weight * (render - lowres_up) + residual
@@ -12,13 +11,11 @@ residual image:
 Both heads start at zero, so an untrained network is the agreement-mask fusion with a softened
 ramp, and training (python -m talkcodec.generator.train_fusion, on train clips, with HaarPSI
 and L1 against the camera frame) moves it only where that pays. It runs at half resolution
-and below (three scales), ~0.25 GMAC at 256x256.
-Images are float in [0, 1].
+and below (three scales), ~0.25 GMAC at 256x256. Images are float in [0, 1].
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from talkcodec.generator.learned_fusion import INPUT_CHANNELS
-from talkcodec.training.weights_io import read_weights, write_weights
+from talkcodec.training.weights_io import load_state, read_network, write_network
 
 # The mask's ramp as a logit: 0 -> sigmoid(-4) = 0.02, 1 -> 0.98.
 MASK_GAIN = 4.0
@@ -112,8 +109,11 @@ class FusionModel(nn.Module):
 
 def save_fusion(net: FusionNet, path: Path, metadata: dict[str, str] | None = None) -> None:
     """Write the network's tensors and config (plus free-form string metadata) to `path`."""
-    header = {"format": FORMAT, "config": json.dumps(net.config.to_dict())}
-    write_weights(net.state_dict(), path, {**header, **(metadata or {})})
+    write_network(net, net.config.to_dict(), path, FORMAT, metadata)
+
+
+def _config_from(raw: dict) -> FusionNetConfig:
+    return FusionNetConfig(tuple(raw["channels"]), int(raw["head_channels"]))
 
 
 def load_fusion(path: Path | None = None) -> tuple[FusionNet, dict[str, str]]:
@@ -123,18 +123,5 @@ def load_fusion(path: Path | None = None) -> tuple[FusionNet, dict[str, str]]:
     the file is not fusion weights.
     """
     path = Path(path or DEFAULT_FUSION_WEIGHTS)
-    tensors, metadata = read_weights(path, "fusion", TRAIN_COMMAND)
-    if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path} holds {metadata.get('format')!r} weights, expected {FORMAT!r}")
-    try:
-        raw = json.loads(metadata["config"])
-        config = FusionNetConfig(tuple(raw["channels"]), int(raw["head_channels"]))
-    except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{path} has no valid fusion config: {error}") from None
-    net = FusionNet(config)
-    try:
-        net.load_state_dict(tensors)
-    except RuntimeError as error:
-        raise ValueError(f"{path} does not match its config: {error}") from None
-    net.eval()
-    return net, metadata
+    tensors, metadata, config = read_network(path, "fusion", FORMAT, TRAIN_COMMAND, _config_from)
+    return load_state(FusionNet(config), tensors, path), metadata

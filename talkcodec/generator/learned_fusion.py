@@ -59,25 +59,13 @@ def export_fusion_onnx(weights_path: Path | None, height: int, width: int, path:
     import onnx
     import torch
 
-    from talkcodec.generator.backends.onnx_export import ONNX_OPSET, _quiet_exporter
+    from talkcodec.generator.backends.onnx_export import export_module
     from talkcodec.generator.fusion_net import FusionModel, load_fusion
 
     net, _ = load_fusion(weights_path)
-    model = FusionModel(net).eval()
     generator = torch.Generator().manual_seed(0)
     example = torch.rand(1, INPUT_CHANNELS, height, width, generator=generator)
-    with _quiet_exporter():
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=["planes"],
-            output_names=["frame"],
-            opset_version=ONNX_OPSET,
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
+    export_module(FusionModel(net).eval(), (example,), path, ("planes",), ("frame",))
     onnx.checker.check_model(str(path), full_check=True)
 
 
@@ -137,21 +125,11 @@ class LearnedFusion:
     def _session_for(self, height: int, width: int):  # noqa: ANN202 (onnxruntime's type)
         shape = (padded_side(height), padded_side(width))
         if self._session is None or self._shape != shape:
-            import onnxruntime
-
             from talkcodec.generator.backends.base import default_threads
+            from talkcodec.generator.backends.onnxruntime_backend import cpu_session
 
             path = cached_fusion_onnx(self._weights, *shape, self._cache_dir)
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = self._threads or default_threads()
-            options.inter_op_num_threads = 1
-            options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-            # As the refiner's sessions: idle threads sleep instead of spinning.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._session = onnxruntime.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
+            self._session = cpu_session(path, self._threads or default_threads())
             self._shape = shape
         return self._session
 

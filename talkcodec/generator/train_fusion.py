@@ -94,38 +94,41 @@ def make_examples(clip: Path, index: int, target: Path, max_frames: int) -> bool
 
 @dataclass
 class ClipExamples:
-    """One clip's examples as network inputs: planes (N, 11, H, W) float16, truth uint8."""
+    """One clip's examples as network inputs, and for a held-out clip the agreement-mask
+    fusion's HaarPSI on them (the baseline every evaluation compares with, scored once)."""
 
     name: str
-    planes: np.ndarray
+    planes: np.ndarray  # (N, 11, H, W) float16
     truth: np.ndarray  # (N, H, W, 3) uint8
-    lowres: np.ndarray  # (N, h, w, 3) uint8
-    render: np.ndarray  # (N, H, W, 3) uint8
-    level: int
+    mask_haarpsi: float | None
 
 
-def load_examples(path: Path) -> ClipExamples:
+def load_examples(path: Path, held_out: bool) -> ClipExamples:
+    from talkcodec.metrics import haarpsi
+
     with np.load(path) as data:
         lowres, render, truth = data["lowres"], data["render"], data["truth"]
         level = int(data["level"])
     planes = np.stack([planes_of(lo, re, level) for lo, re in zip(lowres, render, strict=True)])
-    return ClipExamples(path.stem, planes.astype(np.float16), truth, lowres, render, level)
+    mask_haarpsi = None
+    if held_out:
+        config = FusionConfig.for_level(level)
+        pictures = zip(truth, lowres, render, strict=True)
+        mask_haarpsi = float(np.mean([haarpsi(t, fuse(lo, re, config)) for t, lo, re in pictures]))
+    return ClipExamples(path.stem, planes.astype(np.float16), truth, mask_haarpsi)
 
 
-def score(model: FusionModel, clip: ClipExamples) -> tuple[float, float]:
-    """Mean HaarPSI over the clip's frames of (learned fusion, agreement-mask fusion)."""
+def score(model: FusionModel, clip: ClipExamples) -> float:
+    """Mean HaarPSI of the learned fusion over the clip's frames."""
     from talkcodec.metrics import haarpsi
 
-    learned, plain = [], []
-    config = FusionConfig.for_level(clip.level)
+    scores = []
     with torch.no_grad():
-        for i in range(len(clip.truth)):
-            planes = torch.from_numpy(clip.planes[i : i + 1].astype(np.float32))
-            fused = model(planes)[0].permute(1, 2, 0).numpy()
-            image = np.clip(fused * 255 + 0.5, 0, 255).astype(np.uint8)
-            learned.append(haarpsi(clip.truth[i], image))
-            plain.append(haarpsi(clip.truth[i], fuse(clip.lowres[i], clip.render[i], config)))
-    return float(np.mean(learned)), float(np.mean(plain))
+        for planes, truth in zip(clip.planes, clip.truth, strict=True):
+            fused = model(torch.from_numpy(planes[None].astype(np.float32)))[0]
+            image = np.clip(fused.permute(1, 2, 0).numpy() * 255 + 0.5, 0, 255).astype(np.uint8)
+            scores.append(haarpsi(truth, image))
+    return float(np.mean(scores))
 
 
 def batch_of(
@@ -172,7 +175,9 @@ def evaluate(
     model.eval()
     by_person: dict[str, list[tuple[float, float]]] = {}
     for clip in held:
-        by_person.setdefault(person_of[clip.name], []).append(score(model, clip))
+        assert clip.mask_haarpsi is not None  # loaded as held out
+        pair = (score(model, clip), clip.mask_haarpsi)
+        by_person.setdefault(person_of[clip.name], []).append(pair)
     scores = {person: np.mean(values, axis=0).tolist() for person, values in by_person.items()}
     return {
         "step": step,
@@ -265,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     held_names = held_out_clips(clips, args.holdout_every)
     train_clips, held = [], []
     for path in tqdm(sorted(examples_dir.glob("*.npz")), desc="loading", unit="clip"):
-        (held if path.stem in held_names else train_clips).append(load_examples(path))
+        held_out = path.stem in held_names
+        (held if held_out else train_clips).append(load_examples(path, held_out))
     best = train(args, train_clips, held, held_names)
     if args.export is None:
         return

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from talkcodec.generator.refiner import Refiner, RefinerConfig
-from talkcodec.training.weights_io import read_weights, write_weights
+from talkcodec.training.weights_io import load_state, read_network, write_network
 
 FORMAT = "talkcodec-refiner"
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
@@ -18,8 +17,7 @@ TRAIN_COMMAND = "python -m talkcodec.generator.train --out runs/refiner --export
 
 def save_refiner(model: Refiner, path: Path, metadata: dict[str, str] | None = None) -> None:
     """Write the refiner's tensors and config (plus free-form string metadata) to `path`."""
-    header = {"format": FORMAT, "config": json.dumps(model.config.to_dict())}
-    write_weights(model.state_dict(), path, {**header, **(metadata or {})})
+    write_network(model, model.config.to_dict(), path, FORMAT, metadata)
 
 
 def load_refiner(path: Path | None = None) -> tuple[Refiner, dict[str, str]]:
@@ -29,17 +27,7 @@ def load_refiner(path: Path | None = None) -> tuple[Refiner, dict[str, str]]:
     the file is not refiner weights.
     """
     path = Path(path or DEFAULT_REFINER_WEIGHTS)
-    tensors, metadata = read_weights(path, "refiner", TRAIN_COMMAND)
-    if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path} holds {metadata.get('format')!r} weights, expected {FORMAT!r}")
-    try:
-        config = RefinerConfig(**json.loads(metadata["config"]))
-    except (KeyError, TypeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} has no valid refiner config: {error}") from None
-    model = Refiner(config)
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as error:
-        raise ValueError(f"{path} does not match its config: {error}") from None
-    model.eval()
-    return model, metadata
+    tensors, metadata, config = read_network(
+        path, "refiner", FORMAT, TRAIN_COMMAND, lambda raw: RefinerConfig(**raw)
+    )
+    return load_state(Refiner(config), tensors, path), metadata

@@ -99,11 +99,6 @@ def feature_matching_loss(
     return torch.stack(losses).mean()
 
 
-_YIQ = torch.tensor(
-    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float32
-)
-
-
 def _convolve_same(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """scipy's convolve2d(mode="same") with zero padding, as talkcodec.metrics, of (B, 1, H, W)
     by a (k, k) kernel: the flipped kernel correlated over a window k // 2 before each pixel."""
@@ -117,10 +112,12 @@ def haarpsi(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Differentiable HaarPSI per image, (B,), of (B, 3, H, W) RGB images in [0, 1]: the same
     colour index as talkcodec.metrics.haarpsi (which works on 0..255 values), computed with
     torch so that a network can be trained on it."""
-    from talkcodec.metrics import HAARPSI_ALPHA, HAARPSI_C, HAARPSI_SCALES
+    from talkcodec.metrics import HAARPSI_ALPHA, HAARPSI_C, HAARPSI_SCALES, YIQ_FROM_RGB
+
+    yiq_from_rgb = torch.tensor(YIQ_FROM_RGB, dtype=torch.float32, device=x.device)
 
     def channels(image: torch.Tensor) -> list[torch.Tensor]:
-        yiq = torch.einsum("bchw,dc->bdhw", image * 255.0, _YIQ.to(image.device))
+        yiq = torch.einsum("bchw,dc->bdhw", image * 255.0, yiq_from_rgb)
         box = torch.full((2, 2), 0.25, device=image.device)
         return [_convolve_same(yiq[:, i : i + 1], box)[..., ::2, ::2] for i in range(3)]
 

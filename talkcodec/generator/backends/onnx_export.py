@@ -107,14 +107,14 @@ def export_onnx(refiner: Refiner, size_px: int, out_dir: Path) -> OnnxModels:
     grid = torch.rand(1, size_px, size_px, 2, generator=generator) * 2 - 1  # (1, S, S, 2)
     guide = torch.rand(1, GUIDE_CHANNELS, size_px, size_px, generator=generator)
     models = OnnxModels(out_dir / REFERENCE_ENCODER_FILE, out_dir / FRAME_REFINER_FILE)
-    _export(
+    export_module(
         refiner.reference_encoder,
         (reference,),
         models.reference_encoder,
         REFERENCE_ENCODER_INPUTS,
         REFERENCE_ENCODER_OUTPUTS,
     )
-    _export(
+    export_module(
         refiner.frame_refiner,
         (reference, features, grid, guide),
         models.frame_refiner,
@@ -141,13 +141,15 @@ def describe_onnx(path: Path) -> str:
     return f"{inputs} -> {outputs}"
 
 
-def _export(
+def export_module(
     network: torch.nn.Module,
     example_inputs: tuple[torch.Tensor, ...],
     path: Path,
     input_names: tuple[str, ...],
     output_names: tuple[str, ...],
 ) -> None:
+    """Export `network` with fixed-shape example inputs to `path` (ONNX_OPSET, the dynamo
+    exporter, one self-contained file)."""
     import torch
 
     with _quiet_exporter():

@@ -18,6 +18,23 @@ from talkcodec.generator.backends.onnx_export import (
 )
 
 
+def cpu_session(path: Path, threads: int):  # noqa: ANN201 (onnxruntime.InferenceSession)
+    """An ONNX Runtime session of the model at `path` on the CPU: fp32, all graph
+    optimisations on, `threads` intra-op threads that sleep when idle."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle worker threads would otherwise busy-wait after each run and take the cores from
+    # the receiver's other stages (measured: torch ran 3x slower right after a spinning
+    # session); blocking costs about 3 ms per 256x256 frame on 2 cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxRuntimeBackend(RefinerBackend):
     """ONNX Runtime on the CPU, fp32, all graph optimisations on, idle threads that sleep.
 
@@ -39,22 +56,8 @@ class OnnxRuntimeBackend(RefinerBackend):
         check_size(size_px)
         self.models = cached_onnx(weights_path, size_px, cache_dir)
         self.threads = threads or default_threads()
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle worker threads would otherwise busy-wait after each run and take the cores from
-        # the receiver's other stages (measured: torch ran 3x slower right after a spinning
-        # session); blocking costs about 3 ms per 256x256 frame on 2 cores.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = ["CPUExecutionProvider"]
-        self._encoder = onnxruntime.InferenceSession(
-            str(self.models.reference_encoder), options, providers=providers
-        )
-        self._refiner = onnxruntime.InferenceSession(
-            str(self.models.frame_refiner), options, providers=providers
-        )
+        self._encoder = cpu_session(self.models.reference_encoder, self.threads)
+        self._refiner = cpu_session(self.models.frame_refiner, self.threads)
         guide_shape = self._refiner.get_inputs()[FRAME_REFINER_INPUTS.index("guide")].shape
         super().__init__(size_px, int(guide_shape[1]))
         self._version = onnxruntime.__version__
