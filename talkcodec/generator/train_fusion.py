@@ -7,11 +7,12 @@
    GC or WebP keyframe and 3, 4, 6 or 8 kbit/s of low-res, alternating over the clips) and the
    decoder's renderer; every third frame's decoded low-res picture, render and camera frame are
    kept in --out/examples (one .npz per clip, made once, reused on a resumed run).
-2. Training: random 128 px crops (mirrored half the time), loss 1 - HaarPSI + 2 L1 against the
-   camera frame, Adam. Held out are all clips of every --holdout-every'th person of the data's
-   MANIFEST.tsv, so validation is on people the network never saw. Every --eval-every steps
-   their clips are fused whole and scored with talkcodec.metrics.haarpsi, per person; the best
-   mean over people is kept, provided no person scores more than 0.02 below the agreement-mask
+2. Training: random 128 px crops (mirrored half the time), loss 1 - HaarPSI + 2 L1 + 20 MSE
+   against the camera frame (--l1-weight, --mse-weight), Adam. Held out are all clips of every
+   --holdout-every'th person of the data's MANIFEST.tsv, so validation is on people the network
+   never saw. Every --eval-every steps their clips are fused whole and scored with
+   talkcodec.metrics (HaarPSI and PSNR), per person; the best mean HaarPSI over people is kept,
+   provided no person scores more than 0.02 HaarPSI or 0.3 dB PSNR below the agreement-mask
    fusion (the project's validation rule). Progress goes to --out/log.txt; --out/checkpoint.pt
    resumes.
 """
@@ -31,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from talkcodec.generator.fusion import FusionConfig, fuse
-from talkcodec.generator.fusion_net import FusionModel, FusionNet, save_fusion
+from talkcodec.generator.fusion_net import FusionModel, FusionNet, FusionNetConfig, save_fusion
 from talkcodec.generator.learned_fusion import planes_of
 from talkcodec.training.losses import haarpsi as haarpsi_torch
 
@@ -41,9 +42,10 @@ LOWRES_PX = 48
 LOWRES_KBPS = (3.0, 4.0, 6.0, 8.0)
 KEYFRAME_CODECS = ("gc", "webp")
 CROP_PX = 128
-# A held-out clip may lose at most this much HaarPSI against the mask fusion (the project's
-# validation rule) for an evaluation to be kept.
+# A held-out person may lose at most this much HaarPSI, or this much PSNR, against the mask
+# fusion (the project's validation rule) for an evaluation to be kept.
 MAX_CLIP_DROP = 0.02
+MAX_PSNR_DROP_DB = 0.3
 
 
 def make_examples(clip: Path, index: int, target: Path, max_frames: int) -> bool:
@@ -95,40 +97,47 @@ def make_examples(clip: Path, index: int, target: Path, max_frames: int) -> bool
 @dataclass
 class ClipExamples:
     """One clip's examples as network inputs, and for a held-out clip the agreement-mask
-    fusion's HaarPSI on them (the baseline every evaluation compares with, scored once)."""
+    fusion's (HaarPSI, PSNR) on them (the baseline every evaluation compares with, scored
+    once)."""
 
     name: str
     planes: np.ndarray  # (N, 11, H, W) float16
     truth: np.ndarray  # (N, H, W, 3) uint8
-    mask_haarpsi: float | None
+    mask_scores: tuple[float, float] | None
+
+
+def _scores(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
+    """Mean (HaarPSI, PSNR dB) over (truth, picture) uint8 pairs."""
+    from talkcodec.metrics import haarpsi, psnr
+
+    return (
+        float(np.mean([haarpsi(truth, picture) for truth, picture in pairs])),
+        float(np.mean([psnr(truth, picture) for truth, picture in pairs])),
+    )
 
 
 def load_examples(path: Path, held_out: bool) -> ClipExamples:
-    from talkcodec.metrics import haarpsi
-
     with np.load(path) as data:
         lowres, render, truth = data["lowres"], data["render"], data["truth"]
         level = int(data["level"])
     planes = np.stack([planes_of(lo, re, level) for lo, re in zip(lowres, render, strict=True)])
-    mask_haarpsi = None
+    mask_scores = None
     if held_out:
         config = FusionConfig.for_level(level)
         pictures = zip(truth, lowres, render, strict=True)
-        mask_haarpsi = float(np.mean([haarpsi(t, fuse(lo, re, config)) for t, lo, re in pictures]))
-    return ClipExamples(path.stem, planes.astype(np.float16), truth, mask_haarpsi)
+        mask_scores = _scores([(t, fuse(lo, re, config)) for t, lo, re in pictures])
+    return ClipExamples(path.stem, planes.astype(np.float16), truth, mask_scores)
 
 
-def score(model: FusionModel, clip: ClipExamples) -> float:
-    """Mean HaarPSI of the learned fusion over the clip's frames."""
-    from talkcodec.metrics import haarpsi
-
-    scores = []
+def score(model: FusionModel, clip: ClipExamples) -> tuple[float, float]:
+    """Mean (HaarPSI, PSNR dB) of the learned fusion over the clip's frames."""
+    pairs = []
     with torch.no_grad():
         for planes, truth in zip(clip.planes, clip.truth, strict=True):
             fused = model(torch.from_numpy(planes[None].astype(np.float32)))[0]
             image = np.clip(fused.permute(1, 2, 0).numpy() * 255 + 0.5, 0, 255).astype(np.uint8)
-            scores.append(haarpsi(truth, image))
-    return float(np.mean(scores))
+            pairs.append((truth, image))
+    return _scores(pairs)
 
 
 def batch_of(
@@ -171,21 +180,35 @@ def evaluate(
     model: FusionModel, held: list[ClipExamples], person_of: dict[str, str], step: int
 ) -> dict:
     """The held-out scores at this step: per person (the mean of their clips) learned and
-    plain (mask) HaarPSI, their means over people, and the largest drop of any person."""
+    plain (mask) HaarPSI and PSNR, their means over people, and the largest drop of any
+    person on each."""
     model.eval()
-    by_person: dict[str, list[tuple[float, float]]] = {}
+    by_person: dict[str, list[tuple[float, ...]]] = {}
     for clip in held:
-        assert clip.mask_haarpsi is not None  # loaded as held out
-        pair = (score(model, clip), clip.mask_haarpsi)
-        by_person.setdefault(person_of[clip.name], []).append(pair)
+        assert clip.mask_scores is not None  # loaded as held out
+        learned = score(model, clip)
+        row = (learned[0], clip.mask_scores[0], learned[1], clip.mask_scores[1])
+        by_person.setdefault(person_of[clip.name], []).append(row)
     scores = {person: np.mean(values, axis=0).tolist() for person, values in by_person.items()}
+    rows = np.array(list(scores.values()))  # (people, 4)
     return {
         "step": step,
-        "held_haarpsi": float(np.mean([s[0] for s in scores.values()])),
-        "held_plain_haarpsi": float(np.mean([s[1] for s in scores.values()])),
-        "held_worst_drop": float(max(s[1] - s[0] for s in scores.values())),
-        "per_person": scores,
+        "held_haarpsi": float(rows[:, 0].mean()),
+        "held_plain_haarpsi": float(rows[:, 1].mean()),
+        "held_psnr": float(rows[:, 2].mean()),
+        "held_plain_psnr": float(rows[:, 3].mean()),
+        "held_worst_drop": float((rows[:, 1] - rows[:, 0]).max()),
+        "held_worst_psnr_drop": float((rows[:, 3] - rows[:, 2]).max()),
+        "per_person": scores,  # learned HaarPSI, mask HaarPSI, learned PSNR, mask PSNR
     }
+
+
+def qualifies(entry: dict) -> bool:
+    """Whether an evaluation keeps every held-out person within the validation rule."""
+    return (
+        entry["held_worst_drop"] <= MAX_CLIP_DROP
+        and entry["held_worst_psnr_drop"] <= MAX_PSNR_DROP_DB
+    )
 
 
 def train(
@@ -196,7 +219,7 @@ def train(
 ) -> dict | None:
     """Train (resuming from --out/checkpoint.pt) and return the best evaluation, with the
     network's state under "net", or None if no evaluation qualified."""
-    net = FusionNet()
+    net = FusionNet(FusionNetConfig(channels=tuple(args.widths)))
     model = FusionModel(net)
     optimiser = torch.optim.Adam(net.parameters(), lr=args.lr)
     step, best, history = 0, None, []
@@ -219,7 +242,9 @@ def train(
             planes, truth = batch_of(train_clips, args.batch, rng)
             fused = model(planes)
             quality = haarpsi_torch(truth, fused).mean()
-            loss = (1 - quality) + 2 * (fused - truth).abs().mean()
+            error = fused - truth
+            loss = (1 - quality) + args.l1_weight * error.abs().mean()
+            loss = loss + args.mse_weight * error.square().mean()
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -233,8 +258,7 @@ def train(
             entry["minutes"] = (time.time() - started) / 60
             history.append(entry)
             print(json.dumps(entry), file=log, flush=True)
-            qualifies = entry["held_worst_drop"] <= MAX_CLIP_DROP
-            if qualifies and (best is None or entry["held_haarpsi"] > best["held_haarpsi"]):
+            if qualifies(entry) and (best is None or entry["held_haarpsi"] > best["held_haarpsi"]):
                 best = entry | {"net": {k: v.clone() for k, v in net.state_dict().items()}}
             state = {"net": net.state_dict(), "optimiser": optimiser.state_dict(), "step": step}
             torch.save(state | {"best": best, "history": history}, checkpoint)
@@ -250,6 +274,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--l1-weight", type=float, default=2.0)
+    parser.add_argument("--mse-weight", type=float, default=20.0)
+    parser.add_argument(
+        "--widths",
+        type=int,
+        nargs=3,
+        default=list(FusionNetConfig().channels),
+        help="channels at 1/2, 1/4 and 1/8 of the image",
+    )
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--holdout-every", type=int, default=6)
     parser.add_argument("--threads", type=int, default=None)
@@ -276,8 +309,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.export is None:
         return
     if best is None:
-        raise SystemExit(f"no evaluation kept every held-out clip within {MAX_CLIP_DROP}")
-    net = FusionNet()
+        raise SystemExit(
+            f"no evaluation kept every held-out person within {MAX_CLIP_DROP} HaarPSI "
+            f"and {MAX_PSNR_DROP_DB} dB"
+        )
+    net = FusionNet(FusionNetConfig(channels=tuple(args.widths)))
     net.load_state_dict(best["net"])
     metadata = {
         "data": str(args.data),
@@ -287,6 +323,8 @@ def main(argv: list[str] | None = None) -> None:
         "steps": str(best["step"]),
         "held_haarpsi": f"{best['held_haarpsi']:.4f}",
         "held_plain_haarpsi": f"{best['held_plain_haarpsi']:.4f}",
+        "held_psnr": f"{best['held_psnr']:.3f}",
+        "held_plain_psnr": f"{best['held_plain_psnr']:.3f}",
         "command": "python -m talkcodec.generator.train_fusion " + " ".join(argv),
     }
     save_fusion(net, args.export, metadata)

@@ -123,3 +123,12 @@ def test_torch_haarpsi_is_the_metric() -> None:
         haarpsi(reference, noisy), abs=1e-4
     )
     assert haarpsi_torch(tensor(reference), tensor(reference)).item() == pytest.approx(1, abs=1e-4)
+
+
+def test_fusion_model_selection_guards_haarpsi_and_psnr_of_every_person() -> None:
+    from talkcodec.generator.train_fusion import qualifies
+
+    entry = {"held_worst_drop": 0.01, "held_worst_psnr_drop": 0.2}
+    assert qualifies(entry)
+    assert not qualifies(entry | {"held_worst_drop": 0.03})
+    assert not qualifies(entry | {"held_worst_psnr_drop": 0.5})

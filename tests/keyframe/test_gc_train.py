@@ -1,8 +1,10 @@
-"""GC training: the selective-mode mask, selective steps, starting a run from other weights, and
-the weights version on export -- on tiny synthetic crops (no clips)."""
+"""GC training: the selective-mode mask, selective steps, starting a run from other weights,
+widening the latent, the soft rate, and the weights version on export -- on tiny synthetic crops
+(no clips)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +16,11 @@ from talkcodec.keyframe.gc.model import GCModel, GCModelConfig
 from talkcodec.keyframe.gc.selective import cell_channels, person_cells, sent_mask
 from talkcodec.keyframe.gc.train import (
     CHECKPOINT_NAME,
+    MarginalRate,
     TrainConfig,
     Trainer,
     initial_model_state,
+    widened_state,
 )
 from talkcodec.keyframe.gc.weights import export_weights, fit_prior_counts
 
@@ -135,3 +139,37 @@ def test_exported_weights_carry_the_version_payloads_name(tmp_path: Path) -> Non
     data = codec.compress(crops[0])
     assert data[2] == 7  # the payload's version byte
     assert codec.decompress(data).shape == crops[0].shape
+
+
+def test_a_widened_model_decodes_every_old_rate_exactly() -> None:
+    torch.manual_seed(0)
+    narrow = GCModel(GCModelConfig()).eval()
+    wide = GCModel(GCModelConfig(channels=16, channel_choices=(2, 4, 8, 12, 16))).eval()
+    wide.load_state_dict(widened_state(narrow.state_dict(), wide.state_dict()))
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        symbols, wide_symbols = narrow.analyse(image), wide.analyse(image)
+        assert torch.equal(wide_symbols[:, :8], symbols)
+        for channels in (2, 4, 8):
+            expected = narrow.synthesise(symbols[:, :channels])
+            assert torch.equal(wide.synthesise(wide_symbols[:, :channels]), expected)
+    # The new channels enter the generator through columns that start at zero.
+    first = wide.state_dict()["generator.net.0.1.weight"]
+    assert not first[:, 8:16].any() and not first[:, 24:].any()
+    with pytest.raises(ValueError, match="cannot narrow"):
+        widened_state(wide.state_dict(), narrow.state_dict())
+
+
+def test_soft_rate_follows_the_counts_and_pulls_towards_cheap_centres() -> None:
+    model = GCModel(GCModelConfig())
+    rate = MarginalRate(8)
+    latent = torch.zeros(2, 8, 3, 3)
+    # Uniform counts: every value costs log2(5) bits, whatever the latent.
+    assert torch.allclose(
+        rate.soft_bits(latent, 4, model.quantiser), torch.full((2,), 36 * math.log2(5))
+    )
+    rate.counts[:, 2] = 1000.0  # the centre 0 is cheap
+    latent = torch.full((1, 8, 3, 3), 0.6, requires_grad=True)
+    bits = rate.soft_bits(latent, 8, model.quantiser).sum()
+    bits.backward()
+    assert latent.grad is not None and (latent.grad > 0).all()  # descending moves towards 0

@@ -34,6 +34,7 @@ from talkcodec.keyframe.gc.data import (
     load_person_probabilities,
 )
 from talkcodec.keyframe.gc.model import GCModel, GCModelConfig
+from talkcodec.keyframe.gc.quantiser import Quantiser
 from talkcodec.keyframe.gc.selective import cell_channels, person_cells
 from talkcodec.keyframe.gc.weights import export_weights, fit_prior_counts, load_weights
 from talkcodec.keypoints.dataset import list_clips
@@ -94,6 +95,21 @@ class MarginalRate(nn.Module):
         ).squeeze(-1)
         return per_symbol[:, :active_channels].sum(dim=(1, 2, 3)).float()
 
+    def soft_bits(
+        self, latent: torch.Tensor, active_channels: int, quantiser: Quantiser
+    ) -> torch.Tensor:
+        """Differentiable bits per image of the first `active_channels` of a (B, C, h, w)
+        unquantised latent: each value's soft assignment to the centres (the quantiser's
+        softmax) times the information of each centre under the counts (not differentiated).
+        A rate loss on it moves the encoder's values towards the cheap centres (the entropy
+        term of Agustsson et al. 2017, with a per-channel marginal standing in for the
+        shipped context prior)."""
+        probs = self.counts / self.counts.sum(dim=1, keepdim=True)
+        info = (-torch.log2(probs[:active_channels])).float()  # (k, L)
+        values = latent[:, :active_channels].unsqueeze(-1)  # (B, k, h, w, 1)
+        soft = torch.softmax(-quantiser.sigma * (values - quantiser.centres) ** 2, dim=-1)
+        return (soft * info[None, :, None, None, :]).sum(dim=(1, 2, 3, 4))
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -116,6 +132,9 @@ class TrainConfig:
     ms_ssim_weight: float = 3.0
     adversarial_weight: float = 0.1
     feature_matching_weight: float = 1.0
+    # Loss per bit per pixel of the soft rate (MarginalRate.soft_bits) of ordinary steps; 0:
+    # the rate is set by the channel count alone.
+    rate_weight: float = 0.0
     discriminator_scales: int = 2
     color_jitter: float = 0.05
     # Selective mode (selective.py): the share of steps that send all channels only on the
@@ -242,6 +261,11 @@ class Trainer:
         similarity = ms_ssim(reconstruction.clamp(0, 1), target).mean()
         loss = config.mse_weight * mse + config.ms_ssim_weight * (1 - similarity)
         stats = {"mse": mse.item(), "ms_ssim": similarity.item(), "channels": float(active)}
+        if config.rate_weight > 0 and selective is None:
+            pixels = images.shape[2] * images.shape[3]
+            soft_bpp = self.prior.soft_bits(out["latent"], active, self.model.quantiser).mean()
+            loss = loss + config.rate_weight * soft_bpp / pixels
+            stats["soft_bpp"] = soft_bpp.item() / pixels
         if selective is not None:
             stats = {"selective_mse": mse.item(), "channels": float(active)}
         if adversarial:
@@ -312,6 +336,34 @@ def initial_model_state(path: Path) -> dict[str, torch.Tensor]:
     return state["model"]  # type: ignore[no-any-return]
 
 
+def widened_state(
+    state: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """A state dict of a model with more latent channels that decodes like `state` did.
+
+    `fresh` is the wider model's own (randomly initialised) state. The encoder's output layer
+    keeps its old channels first and takes the fresh rows for the new ones; the generator's
+    first convolution, whose input is (latent * sent, sent), keeps its old columns in the
+    matching places and gets zeros for the new ones, so while the new channels are not sent (or
+    until training moves those zeros) every old rate decodes exactly as before.
+    """
+    encoder_key, generator_key = "encoder.net.5", "generator.net.0.1.weight"
+    old = state[encoder_key + ".weight"].shape[0]
+    new = fresh[encoder_key + ".weight"].shape[0]
+    if new < old:
+        raise ValueError(f"cannot narrow a GC model from {old} to {new} latent channels")
+    widened = dict(state)
+    for suffix in (".weight", ".bias"):
+        rows = fresh[encoder_key + suffix].clone()
+        rows[:old] = state[encoder_key + suffix]
+        widened[encoder_key + suffix] = rows
+    columns = torch.zeros_like(fresh[generator_key])
+    columns[:, :old] = state[generator_key][:, :old]  # latent * sent
+    columns[:, new : new + old] = state[generator_key][:, old:]  # sent
+    widened[generator_key] = columns
+    return widened
+
+
 def train(
     config: TrainConfig,
     out_dir: Path,
@@ -331,7 +383,12 @@ def train(
         trainer.load(checkpoint)
         logger.info("resumed from %s at step %d", checkpoint, trainer.step)
     elif init_from is not None:
-        trainer.model.load_state_dict(initial_model_state(init_from))
+        state = initial_model_state(init_from)
+        fresh = trainer.model.state_dict()
+        if state["encoder.net.5.bias"].shape != fresh["encoder.net.5.bias"].shape:
+            state = widened_state(state, fresh)
+            logger.info("latent widened to %d channels", config.channels)
+        trainer.model.load_state_dict(state)
         logger.info("model initialised from %s", init_from)
     limit = TimeLimit(max_minutes)
     history: list[dict[str, float]] = []
