@@ -11,7 +11,7 @@ It outputs a correction of the mask's logit and a residual image:
 Both heads start at zero, so an untrained network is the agreement-mask fusion with a softened
 ramp, and training (python -m talkcodec.generator.train_fusion, on train clips, with HaarPSI
 and L1 against the camera frame) moves it only where that pays. It runs at half resolution
-and below (three scales), ~0.25 GMAC at 256x256. Images are float in [0, 1].
+and below (three scales), ~0.14 GMAC at 256x256. Images are float in [0, 1].
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ MASK_GAIN = 4.0
 
 FORMAT = "talkcodec-fusion"
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
-DEFAULT_FUSION_WEIGHTS = WEIGHTS_DIR / "fusion-v1.safetensors"
+DEFAULT_FUSION_WEIGHTS = WEIGHTS_DIR / "fusion-v2.safetensors"
 TRAIN_COMMAND = "python -m talkcodec.generator.train_fusion --out runs/fusion --export " + str(
     Path("weights") / DEFAULT_FUSION_WEIGHTS.name
 )
@@ -41,7 +41,7 @@ TRAIN_COMMAND = "python -m talkcodec.generator.train_fusion --out runs/fusion --
 class FusionNetConfig:
     """Widths of the fusion network; saved beside its weights."""
 
-    channels: tuple[int, int, int] = (12, 24, 40)
+    channels: tuple[int, int, int] = (8, 16, 32)
     head_channels: int = 8
 
     def to_dict(self) -> dict:
