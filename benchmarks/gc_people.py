@@ -10,10 +10,10 @@ frames) and per rung: bytes, PSNR, MS-SSIM and AKD (face-mesh landmark distance,
 
 The first weights file is the baseline. Every other one is judged at each rung of the
 baseline, per person at the baseline's bytes (the candidate's rungs interpolated in log bytes:
-the same channel count need not cost the same), by the project's validation rule: better on
-the mean over people, and no person more than 0.3 dB PSNR or 0.01 MS-SSIM below the baseline.
-A person whose baseline bytes lie outside the candidate's ladder is not compared (the verdict
-then fails).
+the same channel count need not cost the same; above the candidate's top rung its top rung
+counts, reached with fewer bytes), by the project's validation rule: better on the mean over
+people, and no person more than 0.3 dB PSNR or 0.01 MS-SSIM below the baseline. A person whose
+baseline bytes lie below the candidate's lowest rung is not compared (the verdict then fails).
 Writes benchmarks/results/NAME.json and NAME.md.
 """
 
@@ -83,15 +83,18 @@ def per_person(records: list[dict]) -> dict[tuple[str, int], dict[str, dict[str,
 
 
 def at_bytes(table: dict, name: str, person: str, target: float, metric: str) -> float | None:
-    """`metric` of weights `name` for `person` at `target` bytes: linear in log bytes between
-    the two rungs around it; None outside the rungs' range."""
+    """`metric` (higher is better) of weights `name` for `person` at `target` bytes: linear in
+    log bytes between the two rungs around it; above its top rung, the top rung's value (what
+    it reaches with fewer bytes: a lower bound); None below its lowest rung."""
     points = sorted(
         (values[person]["bytes"], values[person][metric])
         for (weights, _), values in table.items()
         if weights == name and person in values and values[person][metric] is not None
     )
-    if not points or not points[0][0] <= target <= points[-1][0]:
+    if not points or target < points[0][0]:
         return None
+    if target >= points[-1][0]:
+        return points[-1][1]
     sizes, values = zip(*points, strict=True)
     return float(np.interp(np.log(target), np.log(sizes), values))
 

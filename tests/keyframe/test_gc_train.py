@@ -156,7 +156,7 @@ def test_a_widened_model_decodes_every_old_rate_exactly() -> None:
     # The new channels enter the generator through columns that start at zero.
     first = wide.state_dict()["generator.net.0.1.weight"]
     assert not first[:, 8:16].any() and not first[:, 24:].any()
-    with pytest.raises(ValueError, match="cannot narrow"):
+    with pytest.raises(ValueError, match="can widen, not narrow"):
         widened_state(wide.state_dict(), narrow.state_dict())
 
 

@@ -132,9 +132,13 @@ class TrainConfig:
     ms_ssim_weight: float = 3.0
     adversarial_weight: float = 0.1
     feature_matching_weight: float = 1.0
-    # Loss per bit per pixel of the soft rate (MarginalRate.soft_bits) of ordinary steps; 0:
-    # the rate is set by the channel count alone.
+    # Loss per bit per pixel of the soft rate (MarginalRate.soft_bits) of ordinary steps, on
+    # the first rate_channels of the step's channels (0: all of them); 0: the rate is set by
+    # the channel count alone. Channels that start afresh (a widened latent) need to be left
+    # out at first: the rate would pin them to one symbol before the generator learns to use
+    # them.
     rate_weight: float = 0.0
+    rate_channels: int = 0
     discriminator_scales: int = 2
     color_jitter: float = 0.05
     # Selective mode (selective.py): the share of steps that send all channels only on the
@@ -263,7 +267,8 @@ class Trainer:
         stats = {"mse": mse.item(), "ms_ssim": similarity.item(), "channels": float(active)}
         if config.rate_weight > 0 and selective is None:
             pixels = images.shape[2] * images.shape[3]
-            soft_bpp = self.prior.soft_bits(out["latent"], active, self.model.quantiser).mean()
+            priced = min(active, config.rate_channels or active)
+            soft_bpp = self.prior.soft_bits(out["latent"], priced, self.model.quantiser).mean()
             loss = loss + config.rate_weight * soft_bpp / pixels
             stats["soft_bpp"] = soft_bpp.item() / pixels
         if selective is not None:
@@ -337,29 +342,35 @@ def initial_model_state(path: Path) -> dict[str, torch.Tensor]:
 
 
 def widened_state(
-    state: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor]
+    state: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor], keep: int | None = None
 ) -> dict[str, torch.Tensor]:
     """A state dict of a model with more latent channels that decodes like `state` did.
 
-    `fresh` is the wider model's own (randomly initialised) state. The encoder's output layer
-    keeps its old channels first and takes the fresh rows for the new ones; the generator's
-    first convolution, whose input is (latent * sent, sent), keeps its old columns in the
-    matching places and gets zeros for the new ones, so while the new channels are not sent (or
-    until training moves those zeros) every old rate decodes exactly as before.
+    `fresh` is the wider model's own (randomly initialised) state; `keep` (default: all of
+    them) is how many of `state`'s latent channels to keep, the rest starting afresh too. The
+    encoder's output layer keeps those channels first and takes the fresh rows for the new
+    ones; the generator's first convolution, whose input is (latent * sent, sent), keeps their
+    columns in the matching places and gets zeros for the new ones, so while the new channels
+    are not sent (or until training moves those zeros) every kept rate decodes exactly as
+    before.
     """
     encoder_key, generator_key = "encoder.net.5", "generator.net.0.1.weight"
     old = state[encoder_key + ".weight"].shape[0]
     new = fresh[encoder_key + ".weight"].shape[0]
-    if new < old:
-        raise ValueError(f"cannot narrow a GC model from {old} to {new} latent channels")
+    keep = old if keep is None else keep
+    if not 0 < keep <= min(old, new):
+        raise ValueError(
+            f"cannot keep {keep} of {old} latent channels in a model of {new} "
+            "(a GC model can widen, not narrow)"
+        )
     widened = dict(state)
     for suffix in (".weight", ".bias"):
         rows = fresh[encoder_key + suffix].clone()
-        rows[:old] = state[encoder_key + suffix]
+        rows[:keep] = state[encoder_key + suffix][:keep]
         widened[encoder_key + suffix] = rows
     columns = torch.zeros_like(fresh[generator_key])
-    columns[:, :old] = state[generator_key][:, :old]  # latent * sent
-    columns[:, new : new + old] = state[generator_key][:, old:]  # sent
+    columns[:, :keep] = state[generator_key][:, :keep]  # latent * sent
+    columns[:, new : new + keep] = state[generator_key][:, old : old + keep]  # sent
     widened[generator_key] = columns
     return widened
 
@@ -371,6 +382,7 @@ def train(
     max_minutes: float | None,
     init_from: Path | None = None,
     threads: int = 1,
+    init_channels: int | None = None,
 ) -> Trainer:
     """Run (or continue) training until total_steps or the wall-clock limit; returns the trainer."""
     torch.set_num_threads(threads)
@@ -385,8 +397,10 @@ def train(
     elif init_from is not None:
         state = initial_model_state(init_from)
         fresh = trainer.model.state_dict()
-        if state["encoder.net.5.bias"].shape != fresh["encoder.net.5.bias"].shape:
-            state = widened_state(state, fresh)
+        if init_channels is not None or (
+            state["encoder.net.5.bias"].shape != fresh["encoder.net.5.bias"].shape
+        ):
+            state = widened_state(state, fresh, init_channels)
             logger.info("latent widened to %d channels", config.channels)
         trainer.model.load_state_dict(state)
         logger.info("model initialised from %s", init_from)
@@ -428,6 +442,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="start a new run from these GC weights (.safetensors) or a run's checkpoint.pt",
     )
+    parser.add_argument(
+        "--init-channels",
+        type=int,
+        help="with --init-from: keep only its first N latent channels, the others start afresh",
+    )
     add_config_flags(parser, TrainConfig)
     return parser.parse_args(argv)
 
@@ -455,7 +474,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.init_from is not None and args.resume:
             raise SystemExit("--init-from starts a new run; it cannot be combined with --resume")
         trainer = train(
-            config, args.out, args.resume, args.max_minutes, args.init_from, args.threads
+            config,
+            args.out,
+            args.resume,
+            args.max_minutes,
+            args.init_from,
+            args.threads,
+            args.init_channels,
         )
         crops = trainer.sampler.crops
     if args.export is not None:
