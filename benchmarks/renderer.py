@@ -80,7 +80,7 @@ def encode(frames: np.ndarray, config: EncoderConfig) -> EncodedClip:
         for streamed in stream_frames(frames, encoder):
             for packet in streamed.packets:
                 payload[packet.kind] += len(packet.payload)
-            messages.append([bytes(packet) for packet in streamed.packets])
+            messages.append(list(streamed.messages))
             if streamed.decoded_landmarks is not None:
                 mouths[streamed.index] = describe(streamed.decoded_landmarks, size)[_MOUTH]
     finally:
@@ -104,8 +104,8 @@ def decode(
     times = []
     for index, messages in enumerate(encoded.messages):
         for message in messages:
-            frame = decoder.decode(message)
-            if frame is not None:
+            # One packet a message here (no bundles): at most one frame each.
+            for frame in decoder.decode(message):
                 started = time.perf_counter()
                 decoded[index] = decoder.render(frame)
                 times.append(time.perf_counter() - started)
