@@ -6,14 +6,15 @@
 Frames: those of benchmarks/keyframe.py (`--frames-per-clip` per dev clip at 256x256, each
 clip one person). Every weights file codes every frame at each of its latent channel counts
 (its ladder: the GC payload's whole bytes, header included). Per person (the mean of their
-frames) and per rung: bytes, PSNR, MS-SSIM and AKD (face-mesh landmark distance, px).
+frames) and per rung: bytes, PSNR, MS-SSIM, HaarPSI and AKD (face-mesh landmark distance, px).
 
 The first weights file is the baseline. Every other one is judged at each rung of the
 baseline, per person at the baseline's bytes (the candidate's rungs interpolated in log bytes:
 the same channel count need not cost the same; above the candidate's top rung its top rung
 counts, reached with fewer bytes), by the project's validation rule: better on the mean over
-people, and no person more than 0.3 dB PSNR or 0.01 MS-SSIM below the baseline. A person whose
-baseline bytes lie below the candidate's lowest rung is not compared (the verdict then fails).
+people, and no person more than 0.3 dB PSNR, 0.01 MS-SSIM or 0.02 HaarPSI below the baseline.
+A person whose baseline bytes lie below the candidate's lowest rung is not compared (the
+verdict then fails).
 Writes benchmarks/results/NAME.json and NAME.md.
 """
 
@@ -30,13 +31,14 @@ from tqdm import tqdm
 from talkcodec.evaluation import LandmarkProbe
 from talkcodec.keyframe.gc.codec import GCCodec
 from talkcodec.keypoints.segmentation import PersonSegmenter
-from talkcodec.metrics import keypoint_distance, ms_ssim, psnr
+from talkcodec.metrics import haarpsi, keypoint_distance, ms_ssim, psnr
 
 import common
 
 MAX_PSNR_DROP_DB = 0.3
 MAX_MS_SSIM_DROP = 0.01
-METRICS = ("bytes", "psnr_db", "ms_ssim", "akd_px")
+MAX_HAARPSI_DROP = 0.02
+METRICS = ("bytes", "psnr_db", "ms_ssim", "haarpsi", "akd_px")
 
 
 def measure(weights: list[Path], frames: list, probe: LandmarkProbe) -> list[dict]:
@@ -61,6 +63,7 @@ def measure(weights: list[Path], frames: list, probe: LandmarkProbe) -> list[dic
                         "bytes": len(payload),
                         "psnr_db": psnr(frame.image, decoded),
                         "ms_ssim": ms_ssim(frame.image, decoded),
+                        "haarpsi": haarpsi(frame.image, decoded),
                         "akd_px": akd,
                     }
                 )
@@ -107,13 +110,15 @@ def verdicts(table: dict, baseline: str, candidate: str) -> list[dict]:
     for (name, channels), base in sorted(table.items()):
         if name != baseline:
             continue
-        psnr_drop, ssim_drop = {}, {}
+        psnr_drop, ssim_drop, haar_drop = {}, {}, {}
         for person, values in base.items():
             psnr_at = at_bytes(table, candidate, person, values["bytes"], "psnr_db")
             ssim_at = at_bytes(table, candidate, person, values["bytes"], "ms_ssim")
-            if psnr_at is not None and ssim_at is not None:
+            haar_at = at_bytes(table, candidate, person, values["bytes"], "haarpsi")
+            if psnr_at is not None and ssim_at is not None and haar_at is not None:
                 psnr_drop[person] = values["psnr_db"] - psnr_at
                 ssim_drop[person] = values["ms_ssim"] - ssim_at
+                haar_drop[person] = values["haarpsi"] - haar_at
         if not psnr_drop:
             continue
         mean_gain = float(np.mean([-d for d in psnr_drop.values()]))
@@ -123,6 +128,7 @@ def verdicts(table: dict, baseline: str, candidate: str) -> list[dict]:
             and mean_gain > 0
             and max(psnr_drop.values()) <= MAX_PSNR_DROP_DB
             and max(ssim_drop.values()) <= MAX_MS_SSIM_DROP
+            and max(haar_drop.values()) <= MAX_HAARPSI_DROP
         )
         out.append(
             {
@@ -133,6 +139,8 @@ def verdicts(table: dict, baseline: str, candidate: str) -> list[dict]:
                 "worst_person": worst,
                 "worst_psnr_drop_db": psnr_drop[worst],
                 "worst_ms_ssim_drop": max(ssim_drop.values()),
+                "mean_haarpsi_gain": float(np.mean([-d for d in haar_drop.values()])),
+                "worst_haarpsi_drop": max(haar_drop.values()),
                 "passes": ok,
             }
         )
@@ -154,7 +162,13 @@ def markdown(table: dict, judged: dict[str, list[dict]], meta: dict) -> str:
     ):
         values = list(people.values())
         row = [name, channels]
-        for metric, digits in (("bytes", 0), ("psnr_db", 2), ("ms_ssim", 4), ("akd_px", 2)):
+        for metric, digits in (
+            ("bytes", 0),
+            ("psnr_db", 2),
+            ("ms_ssim", 4),
+            ("haarpsi", 3),
+            ("akd_px", 2),
+        ):
             column = [v[metric] for v in values if v[metric] is not None]
             worst = max(column) if metric == "akd_px" else min(column)
             if metric == "bytes":
@@ -169,6 +183,8 @@ def markdown(table: dict, judged: dict[str, list[dict]], meta: dict) -> str:
         "PSNR dB",
         "worst",
         "MS-SSIM",
+        "worst",
+        "HaarPSI",
         "worst",
         "AKD px",
         "worst",
@@ -185,6 +201,8 @@ def markdown(table: dict, judged: dict[str, list[dict]], meta: dict) -> str:
                 "worst person",
                 "its PSNR drop dB",
                 "worst MS-SSIM drop",
+                "mean HaarPSI gain",
+                "worst HaarPSI drop",
                 "passes",
             ],
             [
@@ -196,6 +214,8 @@ def markdown(table: dict, judged: dict[str, list[dict]], meta: dict) -> str:
                     e["worst_person"],
                     f"{e['worst_psnr_drop_db']:+.2f}",
                     f"{e['worst_ms_ssim_drop']:+.4f}",
+                    f"{e['mean_haarpsi_gain']:+.3f}",
+                    f"{e['worst_haarpsi_drop']:+.3f}",
                     "yes" if e["passes"] else "no",
                 ]
                 for e in entries
