@@ -308,7 +308,8 @@ def _run_point(point: dict, reference: np.ndarray, size: int, fps: float) -> dic
             lowres_px=point.get("lowres_px", 0),
             lowres_kbps=point.get("lowres_kbps", EncoderConfig.lowres_kbps),
         )
-        decoder = DecoderConfig()  # the bank size comes from the stream header
+        # The bank size comes from the stream header.
+        decoder = DecoderConfig(renderer=point.get("renderer", DecoderConfig.renderer))
         result = round_trip_frames(reference, config, decoder)
         # As the live sender sends them: keypoints bundled within the default --bundle-ms.
         costs = stream_wire_cost(result.header, result.packets, SenderConfig.bundle_ms)
@@ -421,6 +422,8 @@ def _per_clip_bd_rates(rows: list[dict]) -> dict:
 def _matched_h264(points: list[dict]) -> list[dict]:
     """For each talkcodec point: the H.264 rate (payload and wire) reaching the same quality."""
     h264 = [p for p in points if p["codec"] == "h264"]
+    if not h264:  # --codecs without h264
+        return []
     matched = []
     for point in (p for p in points if p["codec"] == "talkcodec"):
         row = {
@@ -502,6 +505,9 @@ def _markdown(report: dict) -> str:
             f"| {_format(p.get('haarpsi'), '.4f')} | {_format(p['akd_px'], '.2f')} "
             f"| {p['akd_failure_rate']:.1%} |"
         )
+    if not any(p["codec"] == "h264" for p in points):
+        lines += ["", "H.264 was not in this run (--codecs): no BD-rates, no matched rates."]
+        return "\n".join(lines + _note_lines(report)) + "\n"
     lines += [
         "",
         "## BD-rate against H.264 (negative: fewer bits for the same quality)",
@@ -543,11 +549,17 @@ def _markdown(report: dict) -> str:
             + " | ".join(wire)
             + " |"
         )
-    lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
-    lines += [
-        f"- Run time {report['run_time_s']:.0f} s on {report['config']['workers']} worker(s)."
+    return "\n".join(lines + _note_lines(report)) + "\n"
+
+
+def _note_lines(report: dict) -> list[str]:
+    return [
+        "",
+        "## Notes",
+        "",
+        *(f"- {note}" for note in report["notes"]),
+        f"- Run time {report['run_time_s']:.0f} s on {report['config']['workers']} worker(s).",
     ]
-    return "\n".join(lines) + "\n"
 
 
 def _plots(points: list[dict], size: int, results_name: str) -> list[Path]:
@@ -680,6 +692,11 @@ def run(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict[str, np.
             if args.hybrid
             else [p for p in _talkcodec_points() if p["keyframe_codec"] in args.keyframe_codecs]
         )
+        if args.renderer != DecoderConfig.renderer:
+            talkcodec_points = [
+                {**p, "renderer": args.renderer, "label": f"{p['label']}, {args.renderer}"}
+                for p in talkcodec_points
+            ]
         tasks = [(m, talkcodec_points) for m in metas] if "talkcodec" in args.codecs else []
         tasks += [
             (m, _baseline_points(codec, tuple(args.scaled_sizes)))
@@ -733,7 +750,7 @@ def _run_config(args: argparse.Namespace) -> dict:
         "talkcodec_webp_qualities": list(KEYFRAME_QUALITIES),
         "talkcodec_gc_channels": list(GC_CHANNELS),
         "talkcodec_keypoint_steps_px": list(KEYPOINT_STEPS_PX),
-        "talkcodec_decoder": asdict(DecoderConfig()),
+        "talkcodec_decoder": asdict(DecoderConfig(renderer=args.renderer)),
         "rtp_packet_overhead_bytes": overhead.RTP_PACKET_OVERHEAD_BYTES,
         "rtp_max_payload_bytes": overhead.RTP_MAX_PAYLOAD_BYTES,
         "sctp_packet_overhead_bytes": overhead.SCTP_PACKET_OVERHEAD_BYTES,
@@ -766,6 +783,10 @@ def main() -> None:
     parser.add_argument(
         "--lowres-size", type=int, default=64, help="the hybrid mode's low-res side (px)"
     )
+    parser.add_argument(
+        "--renderer", default=DecoderConfig.renderer,
+        help="the talkcodec receiver's renderer (results then go to ...-RENDERER)",
+    )  # fmt: skip
     args = parser.parse_args()
     name = f"bandwidth-{args.size}"
     if sorted(args.codecs) != sorted(codecs) or len(args.keyframe_codecs) < 2:
@@ -774,6 +795,8 @@ def main() -> None:
             name += "-" + "-".join(args.keyframe_codecs)
     if args.hybrid:
         name += f"-hybrid{args.lowres_size}"
+    if args.renderer != DecoderConfig.renderer:
+        name += f"-{args.renderer}"
     started = time.perf_counter()
     metas, rows, references = run(args)
     points = _mean_points(rows)

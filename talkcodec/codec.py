@@ -547,7 +547,7 @@ class StreamDecoder:
         step_px = header.keypoint_step_millipx / 1000
         self._keypoints = KeypointDecoder(self.model, step_px)
         self.renderer: Renderer = make_renderer(
-            self.config.renderer,
+            self.config.renderer_for(header.hybrid),
             bank_size=header.reference_bank_size,
             backend=backend or self.config.backend,
         )

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import argparse
 
-from talkcodec.config import FUSION_MODES, PACKET_FORMATS, DecoderConfig, EncoderConfig
+from talkcodec.config import (
+    AUTO_RENDERER,
+    FUSION_MODES,
+    PACKET_FORMATS,
+    DecoderConfig,
+    EncoderConfig,
+)
 
 _DEFAULTS = EncoderConfig()
 
@@ -149,7 +155,10 @@ def add_decoder_options(parser: argparse.ArgumentParser) -> None:
     from talkcodec.generator import RENDERERS
     from talkcodec.generator.backends import BACKEND_CHOICES
 
-    parser.add_argument("--renderer", choices=list(RENDERERS), default=DecoderConfig.renderer)
+    parser.add_argument(
+        "--renderer", choices=[AUTO_RENDERER, *RENDERERS], default=DecoderConfig.renderer,
+        help="auto: headwarp for fused hybrid streams, gan for the others",
+    )  # fmt: skip
     parser.add_argument(
         "--backend", choices=BACKEND_CHOICES, default=DecoderConfig.backend,
         help="inference backend of the gan renderer (auto: tensorrt on an NVIDIA GPU, else "

@@ -462,6 +462,21 @@ def _hybrid_pair(
     return encoder, StreamDecoder(encoder.header, replace(MESH_WARP, fusion=fusion))
 
 
+def test_the_auto_renderer_drops_the_refiner_only_for_fused_hybrid_streams() -> None:
+    encoder, _ = _hybrid_pair(1)
+    hybrid = encoder.header
+    plain = StreamEncoder(
+        EncoderConfig(crop=False, reference_bank_size=1),
+        detector=_ScriptedDetector(_talking_head(1)),
+    ).header
+    auto = DecoderConfig()
+    assert auto.renderer == "auto"
+    assert StreamDecoder(hybrid, auto).renderer.name == "headwarp"
+    assert replace(auto, fusion="none").renderer_for(hybrid=True) == "gan"
+    assert auto.renderer_for(hybrid=plain.hybrid) == "gan"
+    assert replace(auto, renderer="meshwarp").renderer_for(hybrid=True) == "meshwarp"
+
+
 # How far (mean, 0..255) the fused frame may be from the low-res picture where the render
 # disagrees: the mask shows the picture exactly there; the learned fusion starts from a
 # softened mask (2% render at its floor) and adds its own corrections.

@@ -198,15 +198,19 @@ def run_live_command(args: argparse.Namespace) -> None:
 # -- pieces ---------------------------------------------------------------------------------
 
 
-def warm_up_renderer(decoder: DecoderConfig, size_px: int) -> RefinerBackend | None:
+def warm_up_renderer(
+    decoder: DecoderConfig, size_px: int, hybrid: bool = False
+) -> RefinerBackend | None:
     """The renderer's inference backend, made before the call so the first keyframe does not
     wait for it (the first use on a machine exports the network to ONNX, seconds; later ones
     load the cached export); the receiver's decoder then renders with this very backend.
-    None for renderers without a network. A stream of another size makes its own."""
+    None for renderers without a network. A stream of another size makes its own. hybrid:
+    whether the stream will be hybrid (a receiver that does not know yet warms up for a
+    keypoint-only stream)."""
     from talkcodec.generator import renderer_class
     from talkcodec.generator.backends import make_backend
 
-    if renderer_class(decoder.renderer).uses_backend:
+    if renderer_class(decoder.renderer_for(hybrid)).uses_backend:
         return make_backend(decoder.backend, size_px=size_px)
     return None
 
@@ -473,7 +477,7 @@ def _run_call(args: argparse.Namespace, config: EncoderConfig) -> None:
     sender_config = _sender_config(args)
     receiver_config = _receiver_config(args)
     audio_config = _audio_config(args)
-    backend = warm_up_renderer(receiver_config.decoder, config.size_px)
+    backend = warm_up_renderer(receiver_config.decoder, config.size_px, config.lowres_px > 0)
     source = _open_source(args, config.fps, default_camera=True)
     audio_source = _open_audio(args, source, audio_config)
     inputs = InputFrames()
