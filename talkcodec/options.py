@@ -36,7 +36,7 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
         "--keyframe-quality",
         type=int,
         default=None,
-        help="webp/jpeg quality 1-100; gc: latent channels 2, 4 or 8",
+        help="webp/jpeg quality 1-100; gc: latent channels 2, 4, 8, 12 or 16 (default 8)",
     )
     parser.add_argument(
         "--keypoint-step",

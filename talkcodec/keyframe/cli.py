@@ -40,7 +40,10 @@ def add_keyframe_commands(commands: argparse._SubParsersAction) -> None:
     encode.add_argument("input", type=Path, help="input image")
     encode.add_argument("-o", "--output", type=Path, required=True, help="output .gck file")
     encode.add_argument(
-        "--channels", type=int, default=None, help="latent channels sent: 2, 4 or 8 (default 8)"
+        "--channels",
+        type=int,
+        default=None,
+        help="latent channels sent: a rung of the weights' ladder (2, 4, 8, 12, 16; default 8)",
     )
     encode.add_argument(
         "--selective",

@@ -105,7 +105,7 @@ def test_shipped_prior_round_trips_random_latents() -> None:
     _, table, _ = load_weights(DEFAULT_WEIGHTS)
     probabilities = table_probabilities(table)
     rng = np.random.default_rng(1)
-    for shape in [(8, 16, 16), (4, 32, 32), (2, 3, 4), (8, 1, 1)]:
+    for shape in [(16, 16, 16), (8, 16, 16), (4, 32, 32), (2, 3, 4), (16, 1, 1)]:
         symbols = rng.integers(0, 5, shape)  # even the unlikely ones
         data = encode_latent(symbols, probabilities)
         assert np.array_equal(decode_latent(data, probabilities, shape), symbols)
@@ -189,7 +189,7 @@ def test_fewer_channels_give_fewer_bytes_and_decode(codec: GCCodec) -> None:
     image = np.zeros((128, 128, 3), np.uint8)
     image[32:96, 40:88] = (200, 150, 120)
     sizes = []
-    for channels in (2, 4, 8):
+    for channels in codec.channel_choices:
         coder = GCCodec(quality=channels)
         data = coder.compress(image)
         sizes.append(len(data))
@@ -199,7 +199,7 @@ def test_fewer_channels_give_fewer_bytes_and_decode(codec: GCCodec) -> None:
 
 def test_quality_must_be_a_trained_channel_count() -> None:
     with pytest.raises(
-        ValueError, match="gc quality \\(latent channels\\) must be one of 2, 4, 8, got 80"
+        ValueError, match="gc quality \\(latent channels\\) must be one of 2, 4, 8, 12, 16, got 80"
     ):
         GCCodec(quality=80)
 
@@ -242,9 +242,9 @@ def test_wrong_version_and_too_many_channels_are_rejected(codec: GCCodec) -> Non
     ):
         codec.decompress(bytes(GcPayload(unknown, 8, 16, 16, b"")))
     with pytest.raises(
-        BitstreamError, match="GC payload has 16 channels, the loaded weights code at most 8"
+        BitstreamError, match="GC payload has 17 channels, the loaded weights code at most 16"
     ):
-        codec.decompress(bytes(GcPayload(codec.version, 16, 16, 16, b"")))
+        codec.decompress(bytes(GcPayload(codec.version, 17, 16, 16, b"")))
     with pytest.raises(BitstreamError, match="gc keyframe is empty"):
         codec.decompress(b"")
 
@@ -281,8 +281,8 @@ def test_registry_knows_gc_by_name_and_wire_id() -> None:
 
 def test_shipped_weights_load_with_their_config() -> None:
     model, table, metadata = load_weights(DEFAULT_WEIGHTS)
-    assert model.config.channels == 8 and model.config.channel_choices == (2, 4, 8)
-    assert table.shape == (8, NUM_CONTEXTS, 5)
+    assert model.config.channels == 16 and model.config.channel_choices == (2, 4, 8, 12, 16)
+    assert table.shape == (16, NUM_CONTEXTS, 5)
     assert (table.sum(axis=-1) == FREQUENCY_TOTAL).all() and table.min() >= 1
     assert int(metadata["steps"]) > 0
     assert not model.training

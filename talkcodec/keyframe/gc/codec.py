@@ -61,9 +61,9 @@ def _channel_counts(cells: np.ndarray, channels: int, background_channels: int) 
 
 
 class GCCodec(KeyframeCodec):
-    """Generative compression (Agustsson et al. 2019): about 0.01-0.06 bit/pixel on faces.
+    """Generative compression (Agustsson et al. 2019): about 0.017-0.12 bit/pixel on faces.
 
-    quality is the number of latent channels sent (2, 4 or 8 with the shipped weights; more is
+    quality is the number of latent channels sent (2, 4, 8, 12 or 16 with the v3 weights; more is
     better and larger); the receiver reads it from the payload. The weights load on
     construction: FileNotFoundError names a missing file, ValueError one that is not GC weights.
 

@@ -12,7 +12,7 @@ class Generator(nn.Module):
     """A 3x3 conv from the latent, residual blocks at 1/16, then four 2x upsampling stages.
 
     The input is the latent and a mask of which of its channels were sent (1) or left out (0),
-    so one network decodes latents of 2, 4 or 8 channels (the first k of the encoder's).
+    so one network decodes latents of any of its rungs' channels (the first k of the encoder's).
 
     The first three stages are nearest-neighbour upsampling and a 3x3 conv (no checkerboard); the
     last is a sub-pixel convolution (a 3x3 conv to 12 channels and a pixel shuffle), which spares

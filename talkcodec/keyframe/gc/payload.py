@@ -24,10 +24,11 @@ def _checksum(data: bytes) -> int:
 class GcPayload:
     """magic "GC" | version u8 | flag:1 channels:7 | height u16 | width u16 | check u16 | body.
 
-    version names the weights the latent was coded for (1: gc-c8-v1, 2: gc-c8-v2); channels is
-    how many latent channels were sent (the first `channels` of the model's); height and width
-    are the image size in pixels before padding to a multiple of 16; check is the low 16 bits of the
-    CRC-32 of every other byte (header without check, then body).
+    version names the weights the latent was coded for (1: gc-c8-v1, 2: gc-c8-v2, 3:
+    gc-c16-v3); channels is how many latent channels were sent (the first `channels` of the
+    model's); height and width are the image size in pixels before padding to a multiple of
+    16; check is the low 16 bits of the CRC-32 of every other byte (header without check, then
+    body).
 
     Without the flag (the high bit of the channels byte) body is the latent: the range-coded
     symbols (channel by channel, each in anti-diagonal order, under the weights' context prior),

@@ -30,6 +30,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[3] / "weights"
 SHIPPED_WEIGHTS = {
     1: WEIGHTS_DIR / "gc-c8-v1.safetensors",
     2: WEIGHTS_DIR / "gc-c8-v2.safetensors",
+    3: WEIGHTS_DIR / "gc-c16-v3.safetensors",
 }
 DEFAULT_WEIGHTS = SHIPPED_WEIGHTS[max(SHIPPED_WEIGHTS)]
 
