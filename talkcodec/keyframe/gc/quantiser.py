@@ -35,12 +35,16 @@ class Quantiser(nn.Module):
         """Symbol indices -> their centres (float32)."""
         return self.centres[symbols]
 
+    def soft_assignment(self, latent: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) float -> (B, C, h, w, L) softmax(-sigma (z - c_l)^2) over the centres."""
+        distances = (latent.unsqueeze(-1) - self.centres) ** 2
+        return torch.softmax(-self.sigma * distances, dim=-1)
+
     def forward(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(quantised latent, symbols): hard values, soft gradient when training."""
         symbols = self.symbols(latent)
         hard = self.dequantise(symbols)
         if not (self.training and latent.requires_grad):
             return hard, symbols
-        distances = (latent.unsqueeze(-1) - self.centres) ** 2  # (B, C, h, w, L)
-        soft = (torch.softmax(-self.sigma * distances, dim=-1) * self.centres).sum(-1)
+        soft = (self.soft_assignment(latent) * self.centres).sum(-1)
         return soft + (hard - soft).detach(), symbols

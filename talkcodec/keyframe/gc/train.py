@@ -84,10 +84,13 @@ class MarginalRate(nn.Module):
         batch.scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float64))
         self.counts[:active_channels] = decay * self.counts[:active_channels] + batch
 
+    def information(self) -> torch.Tensor:
+        """(C, L) bits of each symbol of each channel under the counts."""
+        return -torch.log2(self.counts / self.counts.sum(dim=1, keepdim=True))
+
     def bits(self, symbols: torch.Tensor, active_channels: int) -> torch.Tensor:
         """Total information content in bits of (B, C, h, w) symbols under the counts, per image."""
-        probs = self.counts / self.counts.sum(dim=1, keepdim=True)  # (C, L)
-        info = -torch.log2(probs)
+        info = self.information()
         per_symbol = torch.gather(
             info[None, :, None, None, :].expand(*symbols.shape, NUM_LEVELS),
             -1,
@@ -104,10 +107,8 @@ class MarginalRate(nn.Module):
         A rate loss on it moves the encoder's values towards the cheap centres (the entropy
         term of Agustsson et al. 2017, with a per-channel marginal standing in for the
         shipped context prior)."""
-        probs = self.counts / self.counts.sum(dim=1, keepdim=True)
-        info = (-torch.log2(probs[:active_channels])).float()  # (k, L)
-        values = latent[:, :active_channels].unsqueeze(-1)  # (B, k, h, w, 1)
-        soft = torch.softmax(-quantiser.sigma * (values - quantiser.centres) ** 2, dim=-1)
+        info = self.information()[:active_channels].float()  # (k, L)
+        soft = quantiser.soft_assignment(latent[:, :active_channels])  # (B, k, h, w, L)
         return (soft * info[None, :, None, None, :]).sum(dim=(1, 2, 3, 4))
 
 
@@ -341,6 +342,17 @@ def initial_model_state(path: Path) -> dict[str, torch.Tensor]:
     return state["model"]  # type: ignore[no-any-return]
 
 
+# The encoder's output layer (one row per latent channel) and the generator's first convolution
+# (columns: latent * sent, then sent), the layers a change of latent width touches.
+_LATENT_LAYER = "encoder.net.5"
+_GENERATOR_INPUT = "generator.net.0.1.weight"
+
+
+def latent_channels(state: dict[str, torch.Tensor]) -> int:
+    """How many latent channels the GC model of a state dict produces."""
+    return int(state[_LATENT_LAYER + ".bias"].shape[0])
+
+
 def widened_state(
     state: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor], keep: int | None = None
 ) -> dict[str, torch.Tensor]:
@@ -354,9 +366,7 @@ def widened_state(
     are not sent (or until training moves those zeros) every kept rate decodes exactly as
     before.
     """
-    encoder_key, generator_key = "encoder.net.5", "generator.net.0.1.weight"
-    old = state[encoder_key + ".weight"].shape[0]
-    new = fresh[encoder_key + ".weight"].shape[0]
+    old, new = latent_channels(state), latent_channels(fresh)
     keep = old if keep is None else keep
     if not 0 < keep <= min(old, new):
         raise ValueError(
@@ -365,13 +375,13 @@ def widened_state(
         )
     widened = dict(state)
     for suffix in (".weight", ".bias"):
-        rows = fresh[encoder_key + suffix].clone()
-        rows[:keep] = state[encoder_key + suffix][:keep]
-        widened[encoder_key + suffix] = rows
-    columns = torch.zeros_like(fresh[generator_key])
-    columns[:, :keep] = state[generator_key][:, :keep]  # latent * sent
-    columns[:, new : new + keep] = state[generator_key][:, old : old + keep]  # sent
-    widened[generator_key] = columns
+        rows = fresh[_LATENT_LAYER + suffix].clone()
+        rows[:keep] = state[_LATENT_LAYER + suffix][:keep]
+        widened[_LATENT_LAYER + suffix] = rows
+    columns = torch.zeros_like(fresh[_GENERATOR_INPUT])
+    columns[:, :keep] = state[_GENERATOR_INPUT][:, :keep]  # latent * sent
+    columns[:, new : new + keep] = state[_GENERATOR_INPUT][:, old : old + keep]  # sent
+    widened[_GENERATOR_INPUT] = columns
     return widened
 
 
@@ -397,9 +407,7 @@ def train(
     elif init_from is not None:
         state = initial_model_state(init_from)
         fresh = trainer.model.state_dict()
-        if init_channels is not None or (
-            state["encoder.net.5.bias"].shape != fresh["encoder.net.5.bias"].shape
-        ):
+        if init_channels is not None or latent_channels(state) != latent_channels(fresh):
             state = widened_state(state, fresh, init_channels)
             logger.info("latent widened to %d channels", config.channels)
         trainer.model.load_state_dict(state)
