@@ -24,14 +24,13 @@ import argparse
 from contextlib import ExitStack, closing
 from pathlib import Path
 
+import keyframe
 import numpy as np
-from keyframe import DEFAULT_DATA, dev_frames
-from tqdm import tqdm
+from keyframe import DEFAULT_DATA, Coder, DevFrame, dev_frames
 
 from talkcodec.evaluation import LandmarkProbe
 from talkcodec.keyframe.gc.codec import GCCodec
 from talkcodec.keypoints.segmentation import PersonSegmenter
-from talkcodec.metrics import haarpsi, keypoint_distance, ms_ssim, psnr
 
 import common
 
@@ -41,41 +40,32 @@ MAX_HAARPSI_DROP = 0.02
 METRICS = ("bytes", "psnr_db", "ms_ssim", "haarpsi", "akd_px")
 
 
-def measure(weights: list[Path], frames: list, probe: LandmarkProbe) -> list[dict]:
-    """One record per (weights, channels, frame)."""
-    records = []
-    for path in weights:
-        codec = GCCodec(weights=path)
-        with closing(codec):
-            jobs = [(channels, frame) for channels in codec.channel_choices for frame in frames]
-            for channels, frame in tqdm(jobs, desc=path.name, unit="image"):
-                codec.quality = channels
-                payload = codec.compress(frame.image)
-                decoded = codec.decompress(payload)
-                points = probe.points(decoded) if frame.landmarks is not None else None
-                akd = None if points is None else keypoint_distance(frame.landmarks, points)
-                records.append(
-                    {
-                        "weights": path.name,
-                        "channels": channels,
-                        "person": frame.clip,
-                        "frame": frame.key,
-                        "bytes": len(payload),
-                        "psnr_db": psnr(frame.image, decoded),
-                        "ms_ssim": ms_ssim(frame.image, decoded),
-                        "haarpsi": haarpsi(frame.image, decoded),
-                        "akd_px": akd,
-                    }
-                )
-    return records
+def _ladder_coder(codec: GCCodec) -> Coder:
+    """keyframe.measure's coder of one GC codec at each rung of its ladder."""
+
+    def code(frame: DevFrame, channels: int) -> tuple[int, np.ndarray]:
+        codec.quality = channels
+        data = codec.compress(frame.image)
+        return len(data), codec.decompress(data)
+
+    return code
+
+
+def measure(weights: list[Path], frames: list[DevFrame], probe: LandmarkProbe) -> list[dict]:
+    """keyframe.measure's records, one per (frame, weights file name as codec, channels as
+    setting)."""
+    with ExitStack() as stack:
+        codecs = {p.name: stack.enter_context(closing(GCCodec(weights=p))) for p in weights}
+        coders = {name: (_ladder_coder(c), c.channel_choices) for name, c in codecs.items()}
+        return keyframe.measure(frames, coders, probe)
 
 
 def per_person(records: list[dict]) -> dict[tuple[str, int], dict[str, dict[str, float | None]]]:
     """(weights, channels) -> person -> metric -> mean over the person's frames."""
     grouped: dict[tuple[str, int], dict[str, list[dict]]] = {}
-    for record in records:
-        key = (record["weights"], record["channels"])
-        grouped.setdefault(key, {}).setdefault(record["person"], []).append(record)
+    for record in records:  # each dev clip is one person
+        key = (record["codec"], record["setting"])
+        grouped.setdefault(key, {}).setdefault(record["clip"], []).append(record)
     return {
         key: {
             person: {metric: common.mean_of(rows, metric) for metric in METRICS}

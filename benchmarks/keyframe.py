@@ -69,7 +69,7 @@ from talkcodec.keypoints.dataset import list_clips
 from talkcodec.keypoints.detectors import make_detector
 from talkcodec.keypoints.frontend import FaceFrontend, FrontendFrame
 from talkcodec.keypoints.segmentation import PersonSegmenter
-from talkcodec.metrics import keypoint_distance, ms_ssim, psnr
+from talkcodec.metrics import haarpsi, keypoint_distance, ms_ssim, psnr
 from talkcodec.video import read_frames
 
 import common
@@ -301,7 +301,7 @@ def measure(
     coders: dict[str, tuple[Coder, tuple[int, ...]]],
     probe: LandmarkProbe,
 ) -> list[dict]:
-    """One record per (frame, codec, setting): bytes, bpp and the four metrics."""
+    """One record per (frame, codec, setting): bytes, bpp and the five metrics."""
     records = []
     jobs = [
         (frame, name, setting) for frame in frames for name in coders for setting in coders[name][1]
@@ -322,6 +322,7 @@ def measure(
                 "psnr_db": psnr(frame.image, decoded),
                 "person_psnr_db": person_psnr(frame.image, decoded, frame.person),
                 "ms_ssim": ms_ssim(frame.image, decoded),
+                "haarpsi": haarpsi(frame.image, decoded),
                 "akd_px": None if points is None else keypoint_distance(frame.landmarks, points),
                 "face_found": points is not None,
             }
