@@ -2,10 +2,12 @@
 
     python benchmarks/keypoints.py [--data ../shared/data/dev] [--fps 25] [--dims 16 24 32 40]
         [--steps 0.25 0.3 0.35] [--rdo-lambdas 0 0.008] [--refresh-frames 25 50]
+        [--coders v2 v3]
 
 For every clip: the sender's front end (face crop, mediapipe landmarks at 256x256), then the
 keypoint model and entropy coder exactly as the stream uses them. Rate is the payload bytes the
-coder really emits (byte-exact, intra refreshes included); error is the mean 2-D distance
+coder really emits (byte-exact, intra refreshes included; `--coders`: the V2 coder of streams
+already written and the joint V3 coder, the default); error is the mean 2-D distance
 between the detected landmarks and the decoded ones, in pixels at 256x256, over all frames and
 per clip (each dev clip is another person: the mean and worst of the clips). Writes
 benchmarks/results/keypoints.json and keypoints.png; the plot shows the curve of the previous
@@ -32,6 +34,8 @@ from talkcodec.keypoints.model import KeypointModel, landmark_error_px
 from talkcodec.keypoints.registry import load_keypoint_model
 
 import common
+
+CODERS = {"v2": KeypointModelId.MEDIAPIPE_478_V2, "v3": KeypointModelId.MEDIAPIPE_478_V3}
 
 
 def measure_track(
@@ -115,21 +119,25 @@ def main() -> None:
     parser.add_argument("--dims", type=int, nargs="+", default=[16, 24, 32, 40])
     parser.add_argument("--steps", type=float, nargs="+", default=[0.25, 0.3, 0.35])
     parser.add_argument("--rdo-lambdas", type=float, nargs="+", default=[0.0, RDO_LAMBDA_PX2])
+    parser.add_argument("--coders", nargs="+", choices=sorted(CODERS), default=["v2", "v3"])
     args = parser.parse_args()
     tracks = load_tracks(common.clips(args.data), fps=args.fps)
-    full = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V2)
     rows = []
     grid = [
-        (dims, step, rdo_lambda, refresh)
+        (coder, dims, step, rdo_lambda, refresh)
+        for coder in args.coders
         for dims in args.dims
         for step in [None, *args.steps]
         for rdo_lambda in ([0.0] if step is None else args.rdo_lambdas)
         for refresh in ([0] if step is None else args.refresh_frames)
+        if step is not None or coder == args.coders[0]  # the basis alone: once
     ]
-    for dims, step, rdo_lambda, refresh in tqdm(grid, desc="operating points"):
+    for coder, dims, step, rdo_lambda, refresh in tqdm(grid, desc="operating points"):
+        full = load_keypoint_model(CODERS[coder])
         result = measure(full.truncated(dims), tracks, step, refresh, rdo_lambda)
         rows.append(
             {
+                "coder": coder if step is not None else None,
                 "expression_dims": dims,
                 "step_px": step,
                 "rdo_lambda_px2": rdo_lambda,
@@ -162,7 +170,8 @@ def previous_coder_rows(path: Path) -> list[dict]:
 
 
 def print_rows(rows: list[dict], fps: float) -> None:
-    columns = [("dims", 4), ("step", 5), ("lambda", 6), ("ref", 3), ("bits/frame", 10)]
+    columns = [("coder", 5), ("dims", 4), ("step", 5), ("lambda", 6), ("ref", 3)]
+    columns += [("bits/frame", 10)]
     columns += [("kbit/s", 7), ("intra", 6), ("err px", 7), ("p95", 6), ("person", 6)]
     columns += [("worst", 6), ("w.bits", 6), ("sh.px", 6)]
     print(" ".join(f"{name:>{width}}" for name, width in columns))
@@ -170,7 +179,8 @@ def print_rows(rows: list[dict], fps: float) -> None:
         step = "basis" if row["step_px"] is None else f"{row['step_px']:.2f}"
         kbps = row["bits_per_frame"] * fps / 1000
         print(
-            f"{row['expression_dims']:>4} {step:>5} {row['rdo_lambda_px2']:>6.4f} "
+            f"{row['coder'] or '-':>5} {row['expression_dims']:>4} {step:>5} "
+            f"{row['rdo_lambda_px2']:>6.4f} "
             f"{row['refresh_frames']:>3} {row['bits_per_frame']:>10.1f} {kbps:>7.2f} "
             f"{row['intra_bits']:>6.0f} {row['error_px']:>7.3f} {row['error_px_p95']:>6.3f} "
             f"{row['person_mean_error_px']:>6.3f} {row['person_worst_error_px']:>6.3f} "
@@ -179,25 +189,30 @@ def print_rows(rows: list[dict], fps: float) -> None:
 
 
 def plot(rows: list[dict], previous: list[dict], path: Path) -> None:
-    """Error over bits: a colour per basis size, solid with the RDO quantiser and dashed
-    without, a marker per refresh interval; the previous coder in grey."""
+    """Error over bits: a colour per basis size; the V3 coder solid, V2 dashed, plain rounding
+    dotted; a marker per refresh interval; the coder before the tables in grey."""
     figure, axes = plt.subplots(figsize=(7.5, 5))
     curves: dict[tuple, list[dict]] = {}
     for row in rows:
         if row["step_px"] is not None:
-            key = (row["expression_dims"], row["rdo_lambda_px2"], row["refresh_frames"])
+            key = (
+                row["coder"],
+                row["expression_dims"],
+                row["rdo_lambda_px2"],
+                row["refresh_frames"],
+            )
             curves.setdefault(key, []).append(row)
-    all_dims = sorted({dims for dims, _, _ in curves})
-    refreshes = sorted({refresh for _, _, refresh in curves})
-    for (dims, rdo_lambda, refresh), coded in sorted(curves.items()):
+    all_dims = sorted({dims for _, dims, _, _ in curves})
+    refreshes = sorted({refresh for *_, refresh in curves})
+    for (coder, dims, rdo_lambda, refresh), coded in sorted(curves.items()):
         axes.plot(
             [r["bits_per_frame"] for r in coded],
             [r["error_px"] for r in coded],
             color=f"C{all_dims.index(dims)}",
-            linestyle="-" if rdo_lambda > 0 else "--",
+            linestyle=":" if rdo_lambda == 0 else "-" if coder == "v3" else "--",
             marker="os^D"[refreshes.index(refresh) % 4],
             markersize=4,
-            label=f"{dims} dims, lambda {rdo_lambda:g}, refresh {refresh}",
+            label=f"{coder}, {dims} dims, lambda {rdo_lambda:g}, refresh {refresh}",
         )
     for dims in sorted({row["expression_dims"] for row in previous}):
         old = [r for r in previous if r["expression_dims"] == dims]

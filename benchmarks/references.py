@@ -2,19 +2,23 @@
 
     python benchmarks/references.py [--data ../shared/data/dev] [--renderer meshwarp]
         [--frames 250] [--bank-sizes 1 4] [--threshold 2.0] [--control-interval-s 3]
+        [--reference-codecs gc gc:4] [--keyframe-codec webp]
 
 Each clip is cut to a fixed face-centred 256x256 crop (talkcodec.evaluation.load_reference_clip,
 the test conditions of benchmarks/bandwidth.py), sent through StreamEncoder and decoded with
 StreamDecoder as over a lossless link, once per bank size, and once more with a bank of 1 and a
 fresh keyframe every --control-interval-s seconds: the control that spends keyframe bits
-without choosing when. Reported per clip and setting: extra keyframes (after the first:
-references, or the control's periodic ones), keyframe bytes and kbit/s, total kbit/s, PSNR and
-SSIM of every frame, and PSNR of the "open mouth" frames: those whose decoded mouth opening
+without choosing when; `--reference-codecs CODEC[:QUALITY]` adds each bank size above 1 with its
+references (not the first keyframe) in that codec: cheaper references. Reported per clip and
+setting: extra keyframes (after the first: references, or the control's periodic ones), keyframe
+bytes and kbit/s, total kbit/s, PSNR, SSIM and HaarPSI of every frame, and PSNR of the "open
+mouth" frames: those whose decoded mouth opening
 exceeds the first keyframe's by at least one descriptor unit (DESCRIPTOR_SCALES), i.e. the
 frames the first keyframe shows no teeth or mouth interior for. The script also checks, frame
-by frame, that the sender's mirrored reference choice equals the receiver's.
+by frame, that the sender's mirrored reference choice equals the receiver's. A last table gives
+each setting's gain over the bank of 1 (mean and worst clip) and what it paid for it.
 
-Writes benchmarks/results/references-<renderer>.json and .md. No frames are saved.
+Writes benchmarks/results/references-<keyframe codec>-<renderer>.json and .md. No frames are saved.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from talkcodec.codec import StreamDecoder, StreamEncoder
 from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.evaluation import stream_frames
 from talkcodec.keypoints.dataset import load_reference_clip
-from talkcodec.metrics import psnr, ssim
+from talkcodec.metrics import haarpsi, psnr, ssim
 
 import common
 
@@ -44,6 +48,7 @@ class ClipRun:
 
     psnr_db: np.ndarray
     ssim: np.ndarray
+    haarpsi: np.ndarray
     mouth_open: np.ndarray  # decoded mouth opening (fraction of the eye span)
     keyframe_bytes: int  # payload bytes of all KEYFRAME packets
     keypoint_bytes: int
@@ -59,6 +64,7 @@ def run_clip(
     decoder = StreamDecoder(encoder.header, decoder_config)
     count = len(frames)
     psnrs, ssims, mouths = np.full(count, np.nan), np.full(count, np.nan), np.full(count, np.nan)
+    haarpsis = np.full(count, np.nan)
     payload = {PacketKind.KEYFRAME: 0, PacketKind.KEYPOINTS: 0}
     mismatches = 0
     image_size = (encoder_config.size_px, encoder_config.size_px)
@@ -70,9 +76,10 @@ def run_clip(
                 continue
             index, rendered = streamed.index, streamed.rendered
             mismatches += streamed.sender_reference_id != streamed.receiver_reference_id
-            psnrs[index], ssims[index] = (
+            psnrs[index], ssims[index], haarpsis[index] = (
                 psnr(frames[index], rendered),
                 ssim(frames[index], rendered),
+                haarpsi(frames[index], rendered),
             )
             mouths[index] = describe(streamed.decoded_landmarks, image_size)[_MOUTH]
     finally:
@@ -80,6 +87,7 @@ def run_clip(
     return ClipRun(
         psnrs,
         ssims,
+        haarpsis,
         mouths,
         payload[PacketKind.KEYFRAME],
         payload[PacketKind.KEYPOINTS],
@@ -106,6 +114,7 @@ def _row(clip: str, frames: int, fps: float, setting: str, run: ClipRun) -> dict
         "total_kbps": (run.keyframe_bytes + run.keypoint_bytes) * 8 / seconds / 1000,
         "psnr_db": float(np.nanmean(run.psnr_db)),
         "ssim": float(np.nanmean(run.ssim)),
+        "haarpsi": float(np.nanmean(run.haarpsi)),
         "open_mouth_frames": int(open_mouth.sum()),
         "open_mouth_psnr_db": float(run.psnr_db[open_mouth].mean()) if open_mouth.any() else None,
         "selection_mismatches": run.selection_mismatches,
@@ -119,6 +128,7 @@ _COLUMNS = (
     ("total kbit/s", "total_kbps", 2),
     ("PSNR dB", "psnr_db", 2),
     ("SSIM", "ssim", 4),
+    ("HaarPSI", "haarpsi", 4),
     ("open frames", "open_mouth_frames", 0),
     ("open PSNR dB", "open_mouth_psnr_db", 2),
 )
@@ -138,10 +148,55 @@ def markdown_table(rows: list[dict], settings: list[str]) -> str:
     return "\n".join(common.markdown_table(header, body))
 
 
+def gains_table(rows: list[dict], settings: list[str]) -> str:
+    """Each setting against the first (the bank of 1): the mean and the worst clip's change
+    in PSNR and HaarPSI, the extra keyframe kbit/s, and PSNR and HaarPSI gained per kbit/s."""
+    first = {row["clip"]: row for row in rows if row["setting"] == settings[0]}
+    body = []
+    for setting in settings[1:]:
+        subset = [row for row in rows if row["setting"] == setting and row["clip"] in first]
+        if not subset:
+            continue
+        psnr_gain = np.array([row["psnr_db"] - first[row["clip"]]["psnr_db"] for row in subset])
+        haar_gain = np.array([row["haarpsi"] - first[row["clip"]]["haarpsi"] for row in subset])
+        kbps = np.mean(
+            [row["keyframe_kbps"] - first[row["clip"]]["keyframe_kbps"] for row in subset]
+        )
+        per_kbps = 1 / kbps if kbps > 0 else None
+        body.append(
+            [
+                setting,
+                f"{psnr_gain.mean():+.2f} ({psnr_gain.min():+.2f})",
+                f"{haar_gain.mean():+.4f} ({haar_gain.min():+.4f})",
+                f"{kbps:+.2f}",
+                common.fmt(per_kbps and psnr_gain.mean() * per_kbps, 3),
+                common.fmt(per_kbps and haar_gain.mean() * per_kbps, 5),
+            ]
+        )
+    header = ["setting", "PSNR dB (worst)", "HaarPSI (worst)", "keyframe kbit/s", "dB per kbit/s"]
+    header.append("HaarPSI per kbit/s")
+    return "\n".join(common.markdown_table(header, body))
+
+
 def settings_of(args: argparse.Namespace) -> dict[str, EncoderConfig]:
     """The encoder of each setting: one per bank size, and the periodic-keyframe control."""
-    base = EncoderConfig(size_px=args.size, crop=False, reference_threshold=args.threshold)
+    base = EncoderConfig(
+        size_px=args.size,
+        crop=False,
+        reference_threshold=args.threshold,
+        keyframe_codec=args.keyframe_codec,
+    )
     configs = {f"bank {size}": replace(base, reference_bank_size=size) for size in args.bank_sizes}
+    for spec in args.reference_codecs:
+        name, _, quality = spec.partition(":")
+        for size in args.bank_sizes:
+            if size > 1:
+                configs[f"bank {size}, {spec} references"] = replace(
+                    base,
+                    reference_bank_size=size,
+                    reference_codec=name,
+                    reference_quality=int(quality) if quality else None,
+                )
     if args.control_interval_s > 0:
         control = f"bank 1, keyframe every {args.control_interval_s:g} s"
         configs[control] = replace(
@@ -153,7 +208,8 @@ def settings_of(args: argparse.Namespace) -> dict[str, EncoderConfig]:
 def describe_run(args: argparse.Namespace, rows: list[dict], mismatches: int) -> str:
     base = EncoderConfig()
     return (
-        f"`python benchmarks/references.py --renderer {args.renderer}`: "
+        f"`python benchmarks/references.py --renderer {args.renderer} --keyframe-codec "
+        f"{args.keyframe_codec} --reference-codecs {' '.join(args.reference_codecs)}`: "
         f"{len({row['clip'] for row in rows})} clips from `{args.data}`, fixed face crop, "
         f"{args.size}x{args.size}, {base.fps:g} fps, first {args.frames} frames, lossless link; "
         f"reference threshold {args.threshold:g}, at most one reference per "
@@ -175,6 +231,11 @@ def main() -> None:
         "--control-interval-s", type=float, default=3.0,
         help="also run a bank of 1 with a keyframe every this many seconds (0: skip)",
     )  # fmt: skip
+    parser.add_argument("--keyframe-codec", default=EncoderConfig.keyframe_codec)
+    parser.add_argument(
+        "--reference-codecs", nargs="*", default=[], metavar="CODEC[:QUALITY]",
+        help="also run each bank size above 1 with its references in these codecs",
+    )  # fmt: skip
     args = parser.parse_args()
     configs = settings_of(args)
     rows = []
@@ -186,7 +247,9 @@ def main() -> None:
             run = run_clip(reference.frames, config, DecoderConfig(renderer=args.renderer))
             rows.append(_row(clip.name, len(reference.frames), config.fps, setting, run))
     table = markdown_table(rows, list(configs))
+    gains = gains_table(rows, list(configs))
     print(table)
+    print(gains)
     mismatches = sum(row["selection_mismatches"] for row in rows)
     print(f"frames where sender and receiver chose different references: {mismatches}")
     means = {
@@ -201,12 +264,15 @@ def main() -> None:
         "frames_per_clip": args.frames,
         "encoder": {setting: asdict(config) for setting, config in configs.items()},
         "renderer": args.renderer,
+        "keyframe_codec": args.keyframe_codec,
         "clips": rows,
         "mean": means,
     }
-    heading = f"# Reference bank, renderer {args.renderer}\n\n"
-    markdown = heading + describe_run(args, rows, mismatches) + f"\n\n{table}\n"
-    common.write_results(f"references-{args.renderer}", report, markdown)
+    heading = f"# Reference bank, {args.keyframe_codec} keyframes, renderer {args.renderer}\n\n"
+    markdown = heading + describe_run(args, rows, mismatches) + f"\n\n{table}\n\n"
+    markdown += "Gain over the bank of 1, per clip (each clip is another person):\n\n"
+    markdown += f"{gains}\n"
+    common.write_results(f"references-{args.keyframe_codec}-{args.renderer}", report, markdown)
 
 
 if __name__ == "__main__":

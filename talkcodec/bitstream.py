@@ -67,13 +67,17 @@ class KeypointModelId(IntEnum):
 
     The V1 ids name the keypoint coder of streams written before 2026-12; this build no
     longer decodes their keypoints (talkcodec.keypoints.registry says so in one line). The V2
-    ids are the same bases with the context-coded residuals and coarser pose steps.
+    ids are the same bases with the context-coded residuals and coarser pose steps. The V3 ids
+    (written since 2026-12-07) code each parameter's change in a context of the changes coded
+    before it in the same frame (talkcodec.entropy.keypoints); V2 streams still decode.
     """
 
     MEDIAPIPE_478_V1 = 1
     FAN_68_V1 = 2
     MEDIAPIPE_478_V2 = 3
     FAN_68_V2 = 4
+    MEDIAPIPE_478_V3 = 5
+    FAN_68_V3 = 6
 
 
 class LowresCodecId(IntEnum):

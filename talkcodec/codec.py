@@ -118,6 +118,12 @@ class StreamEncoder:
         self.keyframe_codec = keyframe_codec or make_keyframe_codec(
             config.keyframe_codec, config.keyframe_quality
         )
+        # The extra references' codec (each keyframe packet names its own).
+        self.reference_codec = (
+            make_keyframe_codec(config.reference_codec, config.reference_quality)
+            if config.reference_codec
+            else self.keyframe_codec
+        )
         model_id = MODEL_FOR_DETECTOR[config.detector]
         self.model = _keypoint_model(model_id, config.expression_dims)
         lowres_px = config.lowres_px
@@ -392,15 +398,16 @@ class StreamEncoder:
     def _keyframe_packet(
         self, image: np.ndarray, intra_keypoints: bytes, pts_ms: int, reference_id: int
     ) -> Packet:
+        codec = self.keyframe_codec if reference_id == 0 else self.reference_codec
         if self.rate_cap is None:
-            image_bytes = self.keyframe_codec.compress(image)
+            image_bytes = codec.compress(image)
         else:  # what is left for the image once this frame's keypoints are paid for
             allowance = self.rate_cap.available(pts_ms) - 2 * len(intra_keypoints) - 24
             if self.config.max_wire_kbps:  # less the keypoints' message, the fragments' headers
                 allowance = keyframe_image_allowance(allowance - 2 * SCTP_PACKET_OVERHEAD_BYTES)
-            image_bytes = self.rate_cap.compress_keyframe(self.keyframe_codec, image, allowance)
+            image_bytes = self.rate_cap.compress_keyframe(codec, image, allowance)
         payload = KeyframePayload(
-            codec=self.keyframe_codec.wire_id,
+            codec=codec.wire_id,
             reference_id=reference_id,
             keypoints=intra_keypoints,
             image=image_bytes,

@@ -39,10 +39,13 @@ class EncoderConfig:
     keypoint_step_px: float = 0.3
     expression_dims: int = 32
     # The keypoint coder's rate-distortion quantiser: what a bit is worth in squared px of
-    # mean face-point error (0: plain rounding). 0.008 with a refresh every 2 s: 34.8
-    # bits/frame at 0.59 px on dev (61.4 bits at 0.52 px with rounding and 1 s before).
-    keypoint_rdo_lambda_px2: float = 0.008
-    keypoint_refresh_interval_s: float = 2.0
+    # mean face-point error (0: plain rounding). With the V3 (joint) coder, 0.009 and an intra
+    # refresh every 4 s: 31.2 bits/frame at 0.59 px on dev (the V2 coder at 0.008 and 2 s: 34.8
+    # bits at 0.59 px; 61.4 bits at 0.52 px with rounding and 1 s before). Live receivers ask
+    # for an intra frame as soon as they miss one, so the periodic refresh only bounds how long
+    # a file is undecodable after damage and how long a joining receiver waits.
+    keypoint_rdo_lambda_px2: float = 0.009
+    keypoint_refresh_interval_s: float = 4.0
     # A fresh start (keyframe into slot 0, emptying the reference bank) every this many seconds
     # of stream time since the last one (0: only when needed).
     keyframe_interval_s: float = 0.0
@@ -65,6 +68,10 @@ class EncoderConfig:
     # 4-12 KB, 4 kbit/s is one reference every 8-24 s once the first burst is spent.
     reference_budget_kbps: float = 4.0
     reference_burst_s: float = 20.0
+    # The codec of the extra references (keyframes into slots 1.., each packet names its
+    # codec), and its quality; "" (the default): the keyframe codec at keyframe_quality.
+    reference_codec: str = ""
+    reference_quality: int | None = None
     # The packets' wire layout (docs/bitstream.md): compact (2-byte headers, implied
     # timestamps, bundles) or fixed (the 8-byte headers of stream revision 2, for old readers).
     packet_format: str = "compact"

@@ -101,6 +101,8 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_reference_options(parser: argparse.ArgumentParser) -> None:
+    from talkcodec.keyframe import KEYFRAME_CODECS
+
     parser.add_argument(
         "--reference-bank-size", type=int, default=_DEFAULTS.reference_bank_size, metavar="N",
         help="references the receiver holds (1: the keyframe only, no extra references)",
@@ -116,6 +118,14 @@ def _add_reference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reference-budget", type=float, default=_DEFAULTS.reference_budget_kbps,
         metavar="KBPS", help="long-run kbit/s extra references may add (0: no cap)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reference-codec", choices=list(KEYFRAME_CODECS), default=None,
+        help="codec of the extra references (default: the keyframe codec)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reference-quality", type=int, default=None,
+        help="the extra references' quality, as --keyframe-quality (default: the codec's)",
     )  # fmt: skip
 
 
@@ -137,6 +147,8 @@ def encoder_config(args: argparse.Namespace) -> EncoderConfig:
             reference_threshold=args.reference_threshold,
             min_reference_interval_s=args.min_reference_interval,
             reference_budget_kbps=args.reference_budget,
+            reference_codec=args.reference_codec or "",
+            reference_quality=args.reference_quality,
             packet_format=args.packet_format,
             max_kbps=args.max_kbps,
             max_wire_kbps=args.max_wire_kbps,

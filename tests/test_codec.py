@@ -295,6 +295,32 @@ def test_sender_and_receiver_choose_the_same_reference() -> None:
     assert set(slots[1:]) == {1, 2} and set(sender) == {0, 1, 2}
 
 
+def test_references_may_use_their_own_codec_and_the_receiver_decodes_each() -> None:
+    config = EncoderConfig(
+        crop=False,
+        reference_bank_size=3,
+        reference_threshold=1.0,
+        min_reference_interval_s=0.2,
+        reference_codec="jpeg",
+        reference_quality=40,
+    )
+    encoder = StreamEncoder(config, detector=_ScriptedDetector(_talking_head(60)))
+    decoder = StreamDecoder(encoder.header, DecoderConfig(renderer="meshwarp"))
+    assert encoder.header.keyframe_codec is KeyframeCodecId.WEBP
+    image = np.full((SIZE, SIZE, 3), 128, np.uint8)
+    codecs = {}
+    for index in range(60):
+        for packet in encoder.encode(image, index * 40):
+            if packet.kind is PacketKind.KEYFRAME:
+                payload = KeyframePayload.parse(packet.payload)
+                codecs[packet.pts_ms] = (payload.reference_id, payload.codec)
+            decoder.receive_packet(packet)
+    assert decoder.stats.rendered == 60
+    assert codecs[0] == (0, KeyframeCodecId.WEBP)
+    references = [codec for slot, codec in codecs.values() if slot != 0]
+    assert references and set(references) == {KeyframeCodecId.JPEG}
+
+
 def test_bank_of_one_sends_no_extra_references() -> None:
     config = EncoderConfig(crop=False, reference_bank_size=1, min_reference_interval_s=0.0)
     encoder, sender, receiver, keyframes = _run_scripted(config, 50)

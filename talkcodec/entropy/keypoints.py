@@ -25,6 +25,22 @@ Predicted payload: empty for a frame exactly as predicted (no parameter changed)
 the categorical symbols of all P parameters, then the escaped changes in parameter order, in
 one range-coded stream trimmed to whole bytes, at least one (rangecoder.encode_parts). Intra
 payload: the P indices, range-coded under the intra Gaussians (rangecoder.encode_symbols).
+
+Two coders share all of this; the stream's keypoint model id says which one wrote it
+(joint_coded):
+- V2 ids: each parameter's symbol is chosen by its group and context alone (residual_counts,
+  (NUM_GROUPS, NUM_CONTEXTS, NUM_SYMBOLS); escapes are one symbol).
+- V3 ids (the default since 2026-12-07): a parameter's symbol also depends on the changes coded
+  before it in the same frame, which the decoder has by then. An integer linear prediction
+  from those changes (change_predictor, in 1/PREDICTOR_UNIT; the changes clipped to
+  +-(RESIDUAL_LIMIT + 1), i.e. what the symbols alone say) gives a direction: where it points
+  down the symbol is mirrored, so one table serves both directions; its size is one context.
+  The share of earlier parameters that changed at all (activity) is another, and the sign of
+  the parameter's own last change relative to that direction a third. Escapes are two symbols,
+  down and up, so the symbols alone give the prediction. Table joint_counts,
+  JOINT_TABLE_SHAPE. All of it is integer arithmetic but the scales, which are V2's.
+  Measured on dev (benchmarks/keypoints.py): about 2 bits a frame fewer than V2 at the same
+  error.
 """
 
 from __future__ import annotations
@@ -33,7 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from talkcodec.bitstream import BitstreamError
+from talkcodec.bitstream import BitstreamError, KeypointModelId
 from talkcodec.entropy.rangecoder import (
     StagedDecoder,
     SymbolModel,
@@ -59,13 +75,35 @@ CONTEXT_THRESHOLDS = np.array(
 )
 NUM_CONTEXTS = len(CONTEXT_THRESHOLDS) + 1
 _MIN_ESCAPE_SCALE = 2.0
+
+# The V3 (joint) coder. Symbols 0..2L are changes -L..L, then an escape down and an escape up.
+ESCAPE_DOWN = ESCAPE
+ESCAPE_UP = ESCAPE + 1
+NUM_JOINT_SYMBOLS = ESCAPE_UP + 1
+PREDICTOR_UNIT = 64  # change_predictor's weights are in 1/64
+# |prediction| bucket edges in 1/PREDICTOR_UNIT steps; below the first, no direction.
+PREDICTION_EDGES = (8, 24, 48)
+# Bucket edges of the share of earlier parameters that changed, in 1/20: 0.15, 0.3, 0.5 (the
+# share counts half a changed parameter more, so the first parameter sits in the middle).
+ACTIVITY_EDGES_TWENTIETHS = (3, 6, 10)
+NUM_RELATIONS = 3  # own last change against the direction: opposite, none, along
+JOINT_TABLE_SHAPE = (
+    NUM_GROUPS,
+    NUM_CONTEXTS,
+    len(PREDICTION_EDGES) + 1,
+    len(ACTIVITY_EDGES_TWENTIETHS) + 1,
+    NUM_RELATIONS,
+    NUM_JOINT_SYMBOLS,
+)
+JOINT_CODED = frozenset({KeypointModelId.MEDIAPIPE_478_V3, KeypointModelId.FAN_68_V3})
 # The operating point of the rate-distortion optimised quantiser, chosen on dev
-# (benchmarks/keypoints.py, results/keypoints.json): at 0.3 px and 32 expression dims it keeps
-# the mean landmark error under 0.6 px. The context tables are counted at it. A KeypointEncoder
-# uses it only when asked (rdo_lambda_px2): by default it rounds, so that every caller that
-# quantises frames without coding them (StreamEncoder.sent_keypoints for training data) gets
-# the values the stream decodes.
-RDO_LAMBDA_PX2 = 0.008
+# (benchmarks/keypoints.py, results/keypoints.json): at 0.3 px, 32 expression dims and a refresh
+# every 4 s, the V3 coder keeps the mean landmark error where V2 had it at 0.008 (0.59 px) for
+# 3.6 bits a frame fewer. The V3 table is counted at it (V2's at 0.008, refresh 50). A
+# KeypointEncoder uses it only when asked (rdo_lambda_px2): by default it rounds, so that every
+# caller that quantises frames without coding them (StreamEncoder.sent_keypoints for training
+# data) gets the values the stream decodes.
+RDO_LAMBDA_PX2 = 0.009
 # The prices of a bit (times rdo_lambda_px2) whose choices the frame-level decision compares.
 _RDO_SCALES = (0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 8.0)
 
@@ -104,8 +142,37 @@ def residual_symbols(change: np.ndarray) -> np.ndarray:
     return np.where(escaped, ESCAPE, change + RESIDUAL_LIMIT).astype(np.int32)
 
 
+Model = SymbolModel | np.ndarray  # a part's model in rangecoder.encode_parts
+
+
+def joint_symbols(change: np.ndarray) -> np.ndarray:
+    """Joint-coder symbols of index changes: change + RESIDUAL_LIMIT, ESCAPE_DOWN or ESCAPE_UP."""
+    symbols = change + RESIDUAL_LIMIT
+    symbols = np.where(change < -RESIDUAL_LIMIT, ESCAPE_DOWN, symbols)
+    return np.where(change > RESIDUAL_LIMIT, ESCAPE_UP, symbols).astype(np.int32)
+
+
+def mirrored(symbols: np.ndarray) -> np.ndarray:
+    """Joint-coder symbols of the opposite changes (an involution)."""
+    flipped = np.where(symbols == ESCAPE_DOWN, ESCAPE_UP, 2 * RESIDUAL_LIMIT - symbols)
+    return np.where(symbols == ESCAPE_UP, ESCAPE_DOWN, flipped).astype(np.int32)
+
+
+def joint_coded(model_id: int) -> bool:
+    """Whether streams of this keypoint model id are coded by the joint (V3) coder."""
+    return model_id in JOINT_CODED
+
+
+def _probabilities(counts: np.ndarray) -> np.ndarray:
+    """Rows of a count table as probabilities, + 1/2 each: integers halved, divided once, so
+    both sides get the same floats."""
+    doubled = 2 * counts.astype(np.float64) + 1
+    return doubled / doubled.sum(axis=-1, keepdims=True)
+
+
 class _CodingState:
-    """What encoder and decoder both know: the models they code with and how they adapt."""
+    """What encoder and decoder both know: the models they code with and how they adapt. The
+    V2 coder's (each parameter by its group and context); _JointState is V3's."""
 
     def __init__(self, model: KeypointModel, quantiser: Quantiser) -> None:
         if model.residual_counts is None:
@@ -119,6 +186,13 @@ class _CodingState:
                 f"residual_counts must be {(NUM_GROUPS, NUM_CONTEXTS, NUM_SYMBOLS)}, "
                 f"got {counts.shape}"
             )
+        self._init_common(model, quantiser)
+        # Integer counts plus one, divided once: the same floats on both sides.
+        self.table = ((counts + 1) / (counts + 1).sum(axis=-1, keepdims=True)).reshape(
+            -1, NUM_SYMBOLS
+        )
+
+    def _init_common(self, model: KeypointModel, quantiser: Quantiser) -> None:
         steps = quantiser.steps
         self.intra_model = SymbolModel(
             "gaussian",
@@ -126,8 +200,6 @@ class _CodingState:
             scales=np.maximum(model.param_std / steps, _MIN_INTRA_STD),
             max_abs=MAX_INDEX,
         )
-        # Integer counts plus one, divided once: the same floats on both sides.
-        self._tables = (counts + 1) / (counts + 1).sum(axis=-1, keepdims=True)
         self._groups = parameter_groups(model.num_params)
         # A Laplace with standard deviation sigma has scale b = sigma / sqrt(2).
         self._initial_scales = np.maximum(model.delta_std / steps / np.sqrt(2), _MIN_LAPLACE_SCALE)
@@ -140,12 +212,42 @@ class _CodingState:
 
     def predicted_probabilities(self) -> np.ndarray:
         """(P, NUM_SYMBOLS) table row of each parameter for the next predicted frame."""
-        return self._tables[self._groups, self.contexts()]
+        return self.table[self._groups * NUM_CONTEXTS + self.contexts()]
+
+    def cells(self, change: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(P,) table rows and (P,) symbols a predicted frame with these index changes codes
+        (what the table counts)."""
+        return self._groups * NUM_CONTEXTS + self.contexts(), residual_symbols(change)
 
     def escape_model(self, escaped: np.ndarray) -> SymbolModel:
         """The Laplace of the escaped changes ((P,) bool mask), in parameter order."""
         scales = np.maximum(4 * self.scales[escaped], _MIN_ESCAPE_SCALE)
         return SymbolModel("laplace", np.zeros_like(scales), scales, max_abs=2 * MAX_INDEX)
+
+    def payload_parts(self, change: np.ndarray) -> list[tuple[np.ndarray, Model]]:
+        """What a predicted frame with these (P,) index changes codes, in order: its symbols,
+        then the escaped changes."""
+        rows, symbols = self.cells(change)
+        escaped = np.abs(change) > RESIDUAL_LIMIT
+        return [(symbols, self.table[rows]), (change[escaped], self.escape_model(escaped))]
+
+    def change_bits(self, changes: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """(C, P) approximate bits of (C, P) candidate changes in the next predicted frame
+        (reference: the (P,) change whose contexts they are judged in; unused here)."""
+        table_bits = -np.log2(self.predicted_probabilities())  # (P, NUM_SYMBOLS)
+        symbols = residual_symbols(changes)
+        bits = np.take_along_axis(table_bits, symbols.T, axis=1).T
+        escaped = symbols == ESCAPE
+        return bits + np.where(escaped, 2 * np.log2(np.maximum(np.abs(changes), 1)) + 1, 0)
+
+    def decode_changes(self, decoder: StagedDecoder) -> np.ndarray:
+        """(P,) index changes of a predicted frame's payload."""
+        symbols = decoder.categorical(self.predicted_probabilities())
+        escaped = symbols == ESCAPE
+        change = symbols - RESIDUAL_LIMIT
+        # The escape model keeps these within +-2 * MAX_INDEX.
+        change[escaped] = decoder.symbols(self.escape_model(escaped))
+        return change
 
     def after_intra(self, indices: np.ndarray) -> None:
         self.previous = indices
@@ -158,6 +260,128 @@ class _CodingState:
             _SCALE_MEMORY * self.scales + (1 - _SCALE_MEMORY) * change, _MIN_LAPLACE_SCALE
         )
         self.previous = indices
+
+
+class _JointState(_CodingState):
+    """The V3 coder's state: V2's scales, plus the frame's earlier changes as context (see the
+    module docstring). rows() is the encoder's all-at-once form of what the decoder works out
+    parameter by parameter (decode_changes); the two are the same integer arithmetic."""
+
+    def __init__(self, model: KeypointModel, quantiser: Quantiser) -> None:
+        if model.joint_counts is None or model.change_predictor is None:
+            raise ValueError(
+                "keypoint model has no joint_counts or change_predictor table; count them "
+                "with python -m talkcodec.entropy.fit_contexts"
+            )
+        counts = np.asarray(model.joint_counts)
+        if counts.shape != JOINT_TABLE_SHAPE:
+            raise ValueError(f"joint_counts must be {JOINT_TABLE_SHAPE}, got {counts.shape}")
+        predictor = np.asarray(model.change_predictor, dtype=np.int64)
+        if predictor.shape != (model.num_params,) * 2 or np.any(np.triu(predictor)):
+            raise ValueError(
+                f"change_predictor must be strictly lower triangular "
+                f"{(model.num_params,) * 2}, got {predictor.shape}"
+            )
+        self._init_common(model, quantiser)
+        self.table = _probabilities(counts).reshape(-1, NUM_JOINT_SYMBOLS)
+        self._predictor = predictor
+        # The sign of each parameter's last change (0 after an intra frame).
+        self.last_sign = np.zeros(model.num_params, dtype=np.int64)
+
+    def _base_rows(self) -> np.ndarray:
+        return self._groups * NUM_CONTEXTS + self.contexts()
+
+    @staticmethod
+    def _row(
+        base: np.ndarray | int,
+        prediction: np.ndarray | int,
+        changed_before: np.ndarray | int,
+        position: np.ndarray | int,
+        last_sign: np.ndarray | int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Table row and mirror flag from integer context inputs (arrays or scalars)."""
+        magnitude = np.abs(prediction)
+        bucket = sum((magnitude >= edge).astype(np.int64) for edge in PREDICTION_EDGES)
+        direction = np.where(magnitude >= PREDICTION_EDGES[0], np.sign(prediction), 0)
+        # share = (changed_before + 1/2) / (position + 1) >= edge / 20, in integers.
+        share = 20 * (2 * np.asarray(changed_before) + 1)
+        activity = sum(
+            (edge * 2 * (np.asarray(position) + 1) <= share).astype(np.int64)
+            for edge in ACTIVITY_EDGES_TWENTIETHS
+        )
+        relation = np.asarray(last_sign) * np.where(direction != 0, direction, 1) + 1
+        row = (
+            (np.asarray(base) * (len(PREDICTION_EDGES) + 1) + bucket)
+            * (len(ACTIVITY_EDGES_TWENTIETHS) + 1)
+            + activity
+        ) * NUM_RELATIONS + relation
+        return row, direction < 0
+
+    def rows(self, change: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(P,) table rows and mirror flags of a whole frame's (P,) index changes."""
+        clipped = np.clip(change.astype(np.int64), -RESIDUAL_LIMIT - 1, RESIDUAL_LIMIT + 1)
+        prediction = self._predictor @ clipped  # strictly lower triangular: earlier ones only
+        changed = (change != 0).astype(np.int64)
+        changed_before = np.cumsum(changed) - changed
+        position = np.arange(len(change))
+        return self._row(self._base_rows(), prediction, changed_before, position, self.last_sign)
+
+    def cells(self, change: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows, mirror = self.rows(change)
+        symbols = joint_symbols(change)
+        return rows, np.where(mirror, mirrored(symbols), symbols)
+
+    def change_bits(self, changes: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        rows, mirror = self.rows(reference)
+        table_bits = -np.log2(self.table[rows])  # (P, NUM_JOINT_SYMBOLS)
+        symbols = joint_symbols(changes)
+        symbols = np.where(mirror[None, :], mirrored(symbols), symbols)
+        bits = np.take_along_axis(table_bits, symbols.T, axis=1).T
+        escaped = np.abs(changes) > RESIDUAL_LIMIT
+        return bits + np.where(escaped, 2 * np.log2(np.maximum(np.abs(changes), 1)) + 1, 0)
+
+    def decode_changes(self, decoder: StagedDecoder) -> np.ndarray:
+        count = len(self._groups)
+        base = self._base_rows()
+        clipped = np.zeros(count, dtype=np.int64)
+        symbols = np.zeros(count, dtype=np.int32)
+        changed_before = 0
+        for k in range(count):
+            prediction = int(self._predictor[k, :k] @ clipped[:k])
+            row, mirror = self._row(base[k], prediction, changed_before, k, self.last_sign[k])
+            symbol = int(decoder.categorical(self.table[int(row)][None])[0])
+            symbol = int(mirrored(np.array([symbol]))[0]) if mirror else symbol
+            symbols[k] = symbol
+            value = symbol - RESIDUAL_LIMIT
+            clipped[k] = {ESCAPE_DOWN: -RESIDUAL_LIMIT - 1, ESCAPE_UP: RESIDUAL_LIMIT + 1}.get(
+                symbol, value
+            )
+            changed_before += clipped[k] != 0
+        change = (symbols - RESIDUAL_LIMIT).astype(np.int32)
+        escaped = symbols >= ESCAPE_DOWN
+        values = decoder.symbols(self.escape_model(escaped))
+        if np.any(np.sign(values) != np.sign(clipped[escaped])) or np.any(
+            np.abs(values) <= RESIDUAL_LIMIT
+        ):
+            raise BitstreamError("escaped keypoint change disagrees with its escape symbol")
+        change[escaped] = values
+        return change
+
+    def after_intra(self, indices: np.ndarray) -> None:
+        super().after_intra(indices)
+        self.last_sign = np.zeros_like(self.last_sign)
+
+    def after_predicted(self, indices: np.ndarray) -> None:
+        assert self.previous is not None
+        self.last_sign = np.sign(indices.astype(np.int64) - self.previous)
+        super().after_predicted(indices)
+
+
+def coding_state(model: KeypointModel, quantiser: Quantiser) -> _CodingState:
+    """The coder of the model's id: V3 (joint) or V2."""
+    if joint_coded(model.model_id):
+        return _JointState(model, quantiser)
+    return _CodingState(model, quantiser)
 
 
 @dataclass(frozen=True)
@@ -193,7 +417,7 @@ class KeypointEncoder:
         self.rdo_lambda_px2 = rdo_lambda_px2
         # Squared px of image error per squared index step of each parameter.
         self._error_weights = model.image_weights() * self.quantiser.steps**2
-        self._state = _CodingState(model, self.quantiser)
+        self._state = coding_state(model, self.quantiser)
         self._since_intra = 0
 
     def encode(self, params: np.ndarray, force_intra: bool = False) -> CodedKeypoints:
@@ -231,25 +455,24 @@ class KeypointEncoder:
         lower = np.floor(scaled)
         candidates = np.clip(np.stack([lower, lower + 1, previous]), -MAX_INDEX, MAX_INDEX)
         candidates = candidates.astype(np.int64)
-        bits = self._change_bits(candidates - previous)
+        # Bits judged in the contexts of the rounded frame (exact for V2, whose contexts do
+        # not depend on the frame's changes).
+        rounded = np.clip(np.rint(scaled), -MAX_INDEX, MAX_INDEX).astype(np.int64) - previous
+        bits = self._state.change_bits(candidates - previous, rounded)
         cost = self._error_weights * (candidates - scaled) ** 2 + rdo_lambda_px2 * bits
         return candidates[np.argmin(cost, axis=0), np.arange(len(scaled))]
 
-    def _change_bits(self, changes: np.ndarray) -> np.ndarray:
-        """(C, P) approximate bits of (C, P) candidate index changes in the next predicted frame."""
-        table_bits = -np.log2(self._state.predicted_probabilities())  # (P, NUM_SYMBOLS)
-        symbols = residual_symbols(changes)
-        bits = np.take_along_axis(table_bits, symbols.T, axis=1).T
-        escaped = symbols == ESCAPE
-        return bits + np.where(escaped, 2 * np.log2(np.maximum(np.abs(changes), 1)) + 1, 0)
-
-    def encode_indices(self, indices: np.ndarray, force_intra: bool = False) -> CodedKeypoints:
-        """Code (P,) quantiser indices (quantise()) as the next frame of the stream."""
-        intra = (
+    def will_code_intra(self, force_intra: bool = False) -> bool:
+        """Whether the next frame is coded intra (the first, a forced one, or a refresh)."""
+        return (
             force_intra
             or self._state.previous is None
             or (0 < self.refresh_interval_frames <= self._since_intra)
         )
+
+    def encode_indices(self, indices: np.ndarray, force_intra: bool = False) -> CodedKeypoints:
+        """Code (P,) quantiser indices (quantise()) as the next frame of the stream."""
+        intra = self.will_code_intra(force_intra)
         if intra:
             payload = encode_symbols(indices, self._state.intra_model)
             self._state.after_intra(indices)
@@ -268,13 +491,7 @@ class KeypointEncoder:
         change = indices.astype(np.int32) - self._state.previous
         if not np.any(change):
             return b""
-        symbols = residual_symbols(change)
-        escaped = symbols == ESCAPE
-        parts = [
-            (symbols, self._state.predicted_probabilities()),
-            (change[escaped], self._state.escape_model(escaped)),
-        ]
-        return encode_parts(parts, min_bytes=1)
+        return encode_parts(self._state.payload_parts(change), min_bytes=1)
 
     def encode_intra(self, params: np.ndarray) -> bytes:
         """Code one frame on its own, leaving the stream state alone (for keyframe packets)."""
@@ -287,7 +504,7 @@ class KeypointDecoder:
 
     def __init__(self, model: KeypointModel, step_px: float) -> None:
         self.quantiser = make_quantiser(model, step_px)
-        self._state = _CodingState(model, self.quantiser)
+        self._state = coding_state(model, self.quantiser)
 
     @property
     def synchronised(self) -> bool:
@@ -309,12 +526,7 @@ class KeypointDecoder:
                 raise BitstreamError("predicted keypoint frame without a decoded previous frame")
             change = np.zeros_like(self._state.previous)
             if payload:  # empty: the frame exactly as predicted
-                decoder = StagedDecoder(payload)
-                symbols = decoder.categorical(self._state.predicted_probabilities())
-                escaped = symbols == ESCAPE
-                change = symbols - RESIDUAL_LIMIT
-                # The escape model keeps these within +-2 * MAX_INDEX.
-                change[escaped] = decoder.symbols(self._state.escape_model(escaped))
+                change = self._state.decode_changes(StagedDecoder(payload))
             indices = np.clip(self._state.previous + change, -MAX_INDEX, MAX_INDEX)
             self._state.after_predicted(indices.astype(np.int32))
         return self.quantiser.values(indices)

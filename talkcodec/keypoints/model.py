@@ -43,7 +43,15 @@ class KeypointModel:
     nominal_scale: median s in pixels at 256 (a typical face's RMS radius).
     residual_counts: (G, C, S) int64 or None, the entropy coder's table of predicted-frame
         residuals by parameter group, context and symbol, counted on the training clips
-        (`python -m talkcodec.entropy.fit_contexts`; the layout is the coder's).
+        (`python -m talkcodec.entropy.fit_contexts`; the layout is the coder's). The V2 ids'
+        coder uses it.
+    joint_counts: int64 or None, the V3 ids' table of predicted-frame changes by group,
+        context and the frame's earlier changes (layout: talkcodec.entropy.keypoints
+        JOINT_TABLE_SHAPE), counted the same way.
+    change_predictor: (P, P) int64 or None, strictly lower triangular: the V3 coder's linear
+        prediction of each parameter's change from the changes coded before it in the same
+        frame, in 1/PREDICTOR_UNIT (talkcodec.entropy.keypoints). Truncating the model keeps the
+        rows and columns of the kept parameters.
     """
 
     model_id: KeypointModelId
@@ -54,6 +62,8 @@ class KeypointModel:
     delta_std: np.ndarray
     nominal_scale: float
     residual_counts: np.ndarray | None = None
+    joint_counts: np.ndarray | None = None
+    change_predictor: np.ndarray | None = None
 
     @property
     def num_points(self) -> int:
@@ -75,6 +85,7 @@ class KeypointModel:
             np.arange(POSE_DIMS + expression_dims),
             np.arange(self.num_params - SHOULDER_DIMS, self.num_params),
         ]
+        predictor = self.change_predictor
         return KeypointModel(
             self.model_id,
             self.mean_shape,
@@ -84,6 +95,8 @@ class KeypointModel:
             self.delta_std[keep],
             self.nominal_scale,
             self.residual_counts,
+            self.joint_counts,
+            None if predictor is None else predictor[np.ix_(keep, keep)],
         )
 
     def quantisation_steps(self, step_px: float, shoulder_factor: float = 4.0) -> np.ndarray:
@@ -179,6 +192,10 @@ class KeypointModel:
         }
         if self.residual_counts is not None:
             tensors["residual_counts"] = self.residual_counts.astype(np.int64)
+        if self.joint_counts is not None:
+            tensors["joint_counts"] = self.joint_counts.astype(np.int64)
+        if self.change_predictor is not None:
+            tensors["change_predictor"] = self.change_predictor.astype(np.int64)
         info = {"model_id": str(int(self.model_id))} | (metadata or {})
         save_file(tensors, str(path), metadata=info)
 
@@ -194,6 +211,8 @@ class KeypointModel:
             delta_std=tensors["delta_std"],
             nominal_scale=float(tensors["nominal_scale"][0]),
             residual_counts=tensors.get("residual_counts"),
+            joint_counts=tensors.get("joint_counts"),
+            change_predictor=tensors.get("change_predictor"),
         )
 
 

@@ -10,21 +10,25 @@ from talkcodec.keypoints.model import KeypointModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 
-# The V2 models are the v1 bases (the same files) coded by the current keypoint coder.
+# The V2 and V3 models are the v1 bases (the same files), coded by the two keypoint coders of
+# this build: V2 by parameter and context, V3 also in the context of the frame's earlier changes
+# (talkcodec.entropy.keypoints; each file holds both coders' tables).
 KEYPOINT_MODEL_FILES: dict[KeypointModelId, str] = {
     KeypointModelId.MEDIAPIPE_478_V2: "keypoints-mediapipe478-v1.safetensors",
     KeypointModelId.FAN_68_V2: "keypoints-fan68-v1.safetensors",
+    KeypointModelId.MEDIAPIPE_478_V3: "keypoints-mediapipe478-v1.safetensors",
+    KeypointModelId.FAN_68_V3: "keypoints-fan68-v1.safetensors",
 }
 # Ids whose keypoints an earlier coder wrote: named in the error, never decoded wrongly.
 RETIRED_KEYPOINT_MODELS: dict[KeypointModelId, KeypointModelId] = {
-    KeypointModelId.MEDIAPIPE_478_V1: KeypointModelId.MEDIAPIPE_478_V2,
-    KeypointModelId.FAN_68_V1: KeypointModelId.FAN_68_V2,
+    KeypointModelId.MEDIAPIPE_478_V1: KeypointModelId.MEDIAPIPE_478_V3,
+    KeypointModelId.FAN_68_V1: KeypointModelId.FAN_68_V3,
 }
 
 # Which keypoint model codes the landmarks of each detector backend.
 MODEL_FOR_DETECTOR: dict[str, KeypointModelId] = {
-    "mediapipe": KeypointModelId.MEDIAPIPE_478_V2,
-    "face-alignment": KeypointModelId.FAN_68_V2,
+    "mediapipe": KeypointModelId.MEDIAPIPE_478_V3,
+    "face-alignment": KeypointModelId.FAN_68_V3,
 }
 
 # The face-mesh vertex nearest to each of the 68 points of the iBUG/face-alignment layout
@@ -39,11 +43,12 @@ FAN68_FROM_MEDIAPIPE478: tuple[int, ...] = (
 )  # fmt: skip
 
 
-# The face-mesh vertices each shipped model is fitted on (None: all 478): what the scripts that
-# fit a model's basis and its coding tables on train/ (fit_basis, entropy.fit_contexts) take.
+# The face-mesh vertices each shipped model file is fitted on (None: all 478), by the id of the
+# current coder: what the scripts that fit a model's basis and its coding tables on train/
+# (fit_basis, entropy.fit_contexts) take.
 MODEL_MESH_POINTS: dict[KeypointModelId, tuple[int, ...] | None] = {
-    KeypointModelId.MEDIAPIPE_478_V2: None,
-    KeypointModelId.FAN_68_V2: FAN68_FROM_MEDIAPIPE478,
+    KeypointModelId.MEDIAPIPE_478_V3: None,
+    KeypointModelId.FAN_68_V3: FAN68_FROM_MEDIAPIPE478,
 }
 
 

@@ -141,7 +141,7 @@ def test_exported_weights_carry_the_version_payloads_name(tmp_path: Path) -> Non
     assert codec.decompress(data).shape == crops[0].shape
 
 
-def test_a_widened_model_decodes_every_old_rate_exactly() -> None:
+def test_a_widened_model_decodes_every_old_rate_as_before() -> None:
     torch.manual_seed(0)
     narrow = GCModel(GCModelConfig()).eval()
     wide = GCModel(GCModelConfig(channels=16, channel_choices=(2, 4, 8, 12, 16))).eval()
@@ -152,7 +152,10 @@ def test_a_widened_model_decodes_every_old_rate_exactly() -> None:
         assert torch.equal(wide_symbols[:, :8], symbols)
         for channels in (2, 4, 8):
             expected = narrow.synthesise(symbols[:, :channels])
-            assert torch.equal(wide.synthesise(wide_symbols[:, :channels]), expected)
+            # Equal up to float rounding: the wider convolution sums its zero columns in an
+            # order the CPU's kernels choose (bit-equal on some machines, not on others).
+            actual = wide.synthesise(wide_symbols[:, :channels])
+            torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
     # The new channels enter the generator through columns that start at zero.
     first = wide.state_dict()["generator.net.0.1.weight"]
     assert not first[:, 8:16].any() and not first[:, 24:].any()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 
 from talkcodec.bitstream import BitstreamError, KeypointModelId
+from talkcodec.entropy.keypoints import JOINT_TABLE_SHAPE
 from talkcodec.keypoints.landmarks import Landmarks
 from talkcodec.keypoints.model import (
     POSE_DIMS,
@@ -167,6 +168,15 @@ def test_shipped_models_load_with_sane_statistics(
     assert model.residual_counts.ndim == 3
     assert np.all(model.residual_counts >= 0)
     assert model.residual_counts.sum() > 100_000
+    # The joint (V3) coder's table and its strictly lower triangular change predictor.
+    assert model.joint_counts is not None
+    assert model.joint_counts.shape == JOINT_TABLE_SHAPE
+    assert np.all(model.joint_counts >= 0)
+    assert model.joint_counts.sum() > 100_000
+    assert model.change_predictor is not None
+    assert model.change_predictor.shape == (model.num_params, model.num_params)
+    assert not np.any(np.triu(model.change_predictor))
+    assert np.any(model.change_predictor)
 
 
 def test_image_weights_measure_how_far_each_parameter_moves_the_face() -> None:
@@ -196,6 +206,10 @@ def test_truncated_keeps_pose_first_expressions_and_shoulders(kept: int) -> None
         np.testing.assert_array_equal(stats[: POSE_DIMS + kept], full[: POSE_DIMS + kept])
         np.testing.assert_array_equal(stats[-SHOULDER_DIMS:], full[-SHOULDER_DIMS:])
     assert len(small.quantisation_steps(0.3)) == small.num_params
+    # The change predictor keeps the rows and columns of the kept parameters.
+    keep = [*range(POSE_DIMS + kept), *range(model.num_params - SHOULDER_DIMS, model.num_params)]
+    assert model.change_predictor is not None and small.change_predictor is not None
+    np.testing.assert_array_equal(small.change_predictor, model.change_predictor[keep][:, keep])
 
 
 @pytest.mark.parametrize("kept", [49, -1])
@@ -223,7 +237,8 @@ def test_save_load_round_trip(model_id: KeypointModelId, tmp_path: Path) -> None
 
     assert loaded.model_id == model_id
     assert loaded.nominal_scale == model.nominal_scale
-    for name in ("mean_shape", "basis", "param_mean", "param_std", "delta_std", "residual_counts"):
+    names = ("mean_shape", "basis", "param_mean", "param_std", "delta_std", "residual_counts")
+    for name in (*names, "joint_counts", "change_predictor"):
         assert np.array_equal(getattr(loaded, name), getattr(model, name)), name
     with safe_open(str(path), framework="numpy") as stored:
         assert stored.metadata() == {"model_id": str(int(model_id)), "source": "test"}

@@ -363,8 +363,8 @@ def widened_state(
     encoder's output layer keeps those channels first and takes the fresh rows for the new
     ones; the generator's first convolution, whose input is (latent * sent, sent), keeps their
     columns in the matching places and gets zeros for the new ones, so while the new channels
-    are not sent (or until training moves those zeros) every kept rate decodes exactly as
-    before.
+    are not sent (or until training moves those zeros) every kept rate decodes as before
+    (to float rounding).
     """
     old, new = latent_channels(state), latent_channels(fresh)
     keep = old if keep is None else keep
