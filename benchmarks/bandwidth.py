@@ -126,6 +126,7 @@ _POINT_KEYS = (
     "reference_bank_size",
     "lowres_px",
     "lowres_kbps",
+    "max_kbps",
 )
 
 
@@ -184,6 +185,44 @@ def _hybrid_points(keyframe_codecs: list[str], lowres_px: int, kbps: list[float]
             for rate in kbps
         ]
     return points
+
+
+def _capped_points(kbps: list[float]) -> list[dict]:
+    """The cheapest sender (GC keyframe at its default rung, no extra references) under
+    `--max-kbps K` for each K: what the rate cap keeps (keyframe size, frames sent)."""
+    default = EncoderConfig()
+    return [
+        {
+            "codec": "talkcodec",
+            "keyframe_codec": "gc",
+            "keyframe_quality": GC_CHANNELS[-1],
+            "keypoint_step_px": default.keypoint_step_px,
+            "reference_bank_size": 1,
+            "max_kbps": cap,
+            "label": f"gc {GC_CHANNELS[-1]} channels, --max-kbps {cap:g}, no references",
+        }
+        for cap in kbps
+    ]
+
+
+def _capped_against_h264(points: list[dict]) -> list[dict]:
+    """Each capped talkcodec point beside H.264's lowest reachable point (the least payload of
+    any H.264 point, full or reduced size): the issue's bar on SSIM and landmark distance."""
+    h264 = [p for p in points if p["codec"] == "h264"]
+    if not h264:
+        return []
+    lowest = min(h264, key=lambda p: p["payload_kbps"])
+    rows = []
+    for point in points:
+        if point["codec"] != "talkcodec" or not point.get("max_kbps"):
+            continue
+        row = {"label": point["label"], "h264_lowest": lowest["label"]}
+        for key in ("payload_kbps", "wire_kbps", *METRICS):
+            row[key], row[f"h264_{key}"] = point.get(key), lowest.get(key)
+        row["ssim_at_least_h264"] = point["ssim"] >= lowest["ssim"]
+        row["akd_at_most_h264"] = point["akd_px"] <= lowest["akd_px"]
+        rows.append(row)
+    return rows
 
 
 def _is_default_point(row: dict) -> bool:
@@ -307,6 +346,7 @@ def _run_point(point: dict, reference: np.ndarray, size: int, fps: float) -> dic
             reference_bank_size=point["reference_bank_size"],
             lowres_px=point.get("lowres_px", 0),
             lowres_kbps=point.get("lowres_kbps", EncoderConfig.lowres_kbps),
+            max_kbps=point.get("max_kbps", 0.0),
         )
         # The bank size comes from the stream header.
         decoder = DecoderConfig(renderer=point.get("renderer", DecoderConfig.renderer))
@@ -481,6 +521,8 @@ def _subset_flags(report: dict) -> str:
     if config.get("talkcodec_hybrid_kbps"):
         rates = " ".join(f"{rate:g}" for rate in config["talkcodec_hybrid_kbps"])
         flags += f" --hybrid {rates} --lowres-size {config['talkcodec_lowres_px']}"
+    if config.get("talkcodec_max_kbps"):
+        flags += " --max-kbps " + " ".join(f"{cap:g}" for cap in config["talkcodec_max_kbps"])
     return flags
 
 
@@ -549,7 +591,31 @@ def _markdown(report: dict) -> str:
             + " | ".join(wire)
             + " |"
         )
-    return "\n".join(lines + _note_lines(report)) + "\n"
+    return "\n".join(lines + _capped_lines(report) + _note_lines(report)) + "\n"
+
+
+def _capped_lines(report: dict) -> list[str]:
+    rows = report.get("capped_vs_h264_lowest") or []
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Rate cap against H.264's lowest reachable point",
+        "",
+        "| talkcodec | payload | wire | SSIM | AKD px | H.264 lowest | payload | wire | SSIM "
+        "| AKD px | SSIM >= | AKD <= |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['label']} | {row['payload_kbps']:.2f} | {row['wire_kbps']:.2f} "
+            f"| {row['ssim']:.4f} | {row['akd_px']:.2f} | {row['h264_lowest']} "
+            f"| {row['h264_payload_kbps']:.2f} | {row['h264_wire_kbps']:.2f} "
+            f"| {row['h264_ssim']:.4f} | {row['h264_akd_px']:.2f} "
+            f"| {'yes' if row['ssim_at_least_h264'] else 'no'} "
+            f"| {'yes' if row['akd_at_most_h264'] else 'no'} |"
+        )
+    return lines
 
 
 def _note_lines(report: dict) -> list[str]:
@@ -692,6 +758,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict[str, np.
             if args.hybrid
             else [p for p in _talkcodec_points() if p["keyframe_codec"] in args.keyframe_codecs]
         )
+        talkcodec_points += _capped_points(args.max_kbps)
         if args.renderer != DecoderConfig.renderer:
             talkcodec_points = [
                 {**p, "renderer": args.renderer, "label": f"{p['label']}, {args.renderer}"}
@@ -740,6 +807,7 @@ def _run_config(args: argparse.Namespace) -> dict:
         "talkcodec_keyframe_codecs": list(args.keyframe_codecs),
         "talkcodec_hybrid_kbps": list(args.hybrid),
         "talkcodec_lowres_px": args.lowres_size,
+        "talkcodec_max_kbps": list(args.max_kbps),
         "baseline_target_kbps": list(BASELINE_KBPS),
         "baseline_scaled_sizes_px": list(args.scaled_sizes),
         "baseline_scaled_max_kbps": SCALED_MAX_KBPS,
@@ -787,6 +855,10 @@ def main() -> None:
         "--renderer", default=DecoderConfig.renderer,
         help="the talkcodec receiver's renderer (results then go to ...-RENDERER)",
     )  # fmt: skip
+    parser.add_argument(
+        "--max-kbps", nargs="*", type=float, default=[], metavar="KBPS",
+        help="also the cheapest talkcodec sender under these rate caps, beside H.264's lowest",
+    )  # fmt: skip
     args = parser.parse_args()
     name = f"bandwidth-{args.size}"
     if sorted(args.codecs) != sorted(codecs) or len(args.keyframe_codecs) < 2:
@@ -809,6 +881,7 @@ def main() -> None:
         "bd_rate_vs_h264_single_cubic_fit": _bd_rates(points, "cubic"),
         "talkcodec_bd_rate_vs_h264_per_clip": _per_clip_bd_rates(rows),
         "matched_h264": _matched_h264(points),
+        "capped_vs_h264_lowest": _capped_against_h264(points),
         "run_time_s": time.perf_counter() - started,
     }
     common.write_results(name, _json_safe(report), _markdown(report))
