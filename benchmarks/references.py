@@ -207,9 +207,13 @@ def settings_of(args: argparse.Namespace) -> dict[str, EncoderConfig]:
 
 def describe_run(args: argparse.Namespace, rows: list[dict], mismatches: int) -> str:
     base = EncoderConfig()
+    codecs = " ".join(args.reference_codecs)
+    reference_flag = f" --reference-codecs {codecs}" if codecs else ""
+    control = args.control_interval_s
+    reference_flag += f" --control-interval-s {control:g}" if control != 3.0 else ""
     return (
         f"`python benchmarks/references.py --renderer {args.renderer} --keyframe-codec "
-        f"{args.keyframe_codec} --reference-codecs {' '.join(args.reference_codecs)}`: "
+        f"{args.keyframe_codec}{reference_flag}`: "
         f"{len({row['clip'] for row in rows})} clips from `{args.data}`, fixed face crop, "
         f"{args.size}x{args.size}, {base.fps:g} fps, first {args.frames} frames, lossless link; "
         f"reference threshold {args.threshold:g}, at most one reference per "
