@@ -157,10 +157,12 @@ def _talkcodec_points() -> list[dict]:
     return points
 
 
-def _hybrid_points(keyframe_codecs: list[str], lowres_px: int, kbps: list[float]) -> list[dict]:
-    """The hybrid mode (a low-res x264 stream fused with the render, no extra references) at
-    each low-res rate target, with each keyframe codec at its cheapest setting, and the same
-    keyframes keypoints only (the hybrid's cheapest point)."""
+def _hybrid_points(
+    keyframe_codecs: list[str], lowres_px: int, kbps: list[float], bank_size: int = 1
+) -> list[dict]:
+    """The hybrid mode (a low-res x264 stream fused with the render; no extra references, or
+    a reference bank of bank_size) at each low-res rate target, with each keyframe codec at its
+    cheapest setting, and the same keyframes keypoints only (the hybrid's cheapest point)."""
     default = EncoderConfig()
     settings = {"webp": KEYFRAME_QUALITIES[0], "gc": GC_CHANNELS[-1]}
     points = []
@@ -172,15 +174,17 @@ def _hybrid_points(keyframe_codecs: list[str], lowres_px: int, kbps: list[float]
             "keyframe_codec": codec,
             "keyframe_quality": quality,
             "keypoint_step_px": default.keypoint_step_px,
-            "reference_bank_size": 1,
+            "reference_bank_size": bank_size,
         }
-        points.append({**base, "label": f"{name}, keypoints only, no references"})
+        bank = "no references" if bank_size == 1 else f"bank of {bank_size}"
+        points.append({**base, "label": f"{name}, keypoints only, {bank}"})
         points += [
             {
                 **base,
                 "lowres_px": lowres_px,
                 "lowres_kbps": rate,
-                "label": f"{name}, hybrid {lowres_px} px at {rate:g} kbit/s target",
+                "label": f"{name}, hybrid {lowres_px} px at {rate:g} kbit/s target"
+                + ("" if bank_size == 1 else f", {bank}"),
             }
             for rate in kbps
         ]
@@ -521,6 +525,8 @@ def _subset_flags(report: dict) -> str:
     if config.get("talkcodec_hybrid_kbps"):
         rates = " ".join(f"{rate:g}" for rate in config["talkcodec_hybrid_kbps"])
         flags += f" --hybrid {rates} --lowres-size {config['talkcodec_lowres_px']}"
+        if config.get("talkcodec_hybrid_bank_size", 1) != 1:
+            flags += f" --hybrid-bank {config['talkcodec_hybrid_bank_size']}"
     if config.get("talkcodec_max_kbps"):
         flags += " --max-kbps " + " ".join(f"{cap:g}" for cap in config["talkcodec_max_kbps"])
     return flags
@@ -754,7 +760,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict[str, np.
         metas = [m for m in metas if m is not None]
         strip_clips = {m["clip"] for m in metas[:STRIP_CLIPS]}
         talkcodec_points = (
-            _hybrid_points(args.keyframe_codecs, args.lowres_size, args.hybrid)
+            _hybrid_points(args.keyframe_codecs, args.lowres_size, args.hybrid, args.hybrid_bank)
             if args.hybrid
             else [p for p in _talkcodec_points() if p["keyframe_codec"] in args.keyframe_codecs]
         )
@@ -807,6 +813,7 @@ def _run_config(args: argparse.Namespace) -> dict:
         "talkcodec_keyframe_codecs": list(args.keyframe_codecs),
         "talkcodec_hybrid_kbps": list(args.hybrid),
         "talkcodec_lowres_px": args.lowres_size,
+        "talkcodec_hybrid_bank_size": args.hybrid_bank,
         "talkcodec_max_kbps": list(args.max_kbps),
         "baseline_target_kbps": list(BASELINE_KBPS),
         "baseline_scaled_sizes_px": list(args.scaled_sizes),
@@ -852,6 +859,10 @@ def main() -> None:
         "--lowres-size", type=int, default=64, help="the hybrid mode's low-res side (px)"
     )
     parser.add_argument(
+        "--hybrid-bank", type=int, default=1, metavar="N",
+        help="the hybrid points' reference bank size (1: no extra references)",
+    )  # fmt: skip
+    parser.add_argument(
         "--renderer", default=DecoderConfig.renderer,
         help="the talkcodec receiver's renderer (results then go to ...-RENDERER)",
     )  # fmt: skip
@@ -867,6 +878,7 @@ def main() -> None:
             name += "-" + "-".join(args.keyframe_codecs)
     if args.hybrid:
         name += f"-hybrid{args.lowres_size}"
+        name += f"-bank{args.hybrid_bank}" if args.hybrid_bank != 1 else ""
     if args.renderer != DecoderConfig.renderer:
         name += f"-{args.renderer}"
     started = time.perf_counter()
