@@ -193,3 +193,19 @@ def test_hybrid_fusion_beats_the_render_alone_on_a_dev_clip(dev_clip: Path) -> N
     )
     assert fused.rendered == alone.rendered == 40
     assert fused.psnr_db.mean() > alone.psnr_db.mean() + 0.3  # 0.7 dB measured
+
+
+def test_reference_codec_flags_reach_the_encoder_config() -> None:
+    from talkcodec.cli import build_parser
+    from talkcodec.options import encoder_config
+
+    parser = build_parser()
+    args = parser.parse_args(["encode", "in.mp4", "-o", "out.tkc"])
+    assert encoder_config(args).reference_codec == ""  # references keep the keyframe codec
+    args = parser.parse_args(
+        ["encode", "in.mp4", "-o", "out.tkc", "--reference-codec", "gc", "--reference-quality", "4"]
+    )
+    config = encoder_config(args)
+    assert (config.reference_codec, config.reference_quality) == ("gc", 4)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["encode", "in.mp4", "-o", "out.tkc", "--reference-codec", "png"])
