@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from talkcodec.bitstream import KeypointModelId
+from talkcodec.config import EncoderConfig
 from talkcodec.entropy.keypoints import RDO_LAMBDA_PX2, KeypointDecoder, KeypointEncoder
 from talkcodec.keypoints.dataset import LandmarkTrack, load_tracks
 from talkcodec.keypoints.landmarks import Landmarks
@@ -189,9 +190,11 @@ def print_rows(rows: list[dict], fps: float) -> None:
 
 
 def plot(rows: list[dict], previous: list[dict], path: Path) -> None:
-    """Error over bits: a colour per basis size; the V3 coder solid, V2 dashed, plain rounding
-    dotted; a marker per refresh interval; the coder before the tables in grey."""
-    figure, axes = plt.subplots(figsize=(7.5, 5))
+    """Error over bits. Left, every curve: a colour per basis size; the V3 coder solid, V2
+    dashed, plain rounding dotted; a marker per refresh interval; the coder before the tables
+    in grey. Right, the rate-distortion optimised curves near the targets, the defaults
+    starred."""
+    figure, (whole, near) = plt.subplots(1, 2, figsize=(13, 5.2))
     curves: dict[tuple, list[dict]] = {}
     for row in rows:
         if row["step_px"] is not None:
@@ -205,18 +208,21 @@ def plot(rows: list[dict], previous: list[dict], path: Path) -> None:
     all_dims = sorted({dims for _, dims, _, _ in curves})
     refreshes = sorted({refresh for *_, refresh in curves})
     for (coder, dims, rdo_lambda, refresh), coded in sorted(curves.items()):
-        axes.plot(
-            [r["bits_per_frame"] for r in coded],
-            [r["error_px"] for r in coded],
-            color=f"C{all_dims.index(dims)}",
-            linestyle=":" if rdo_lambda == 0 else "-" if coder == "v3" else "--",
-            marker="os^D"[refreshes.index(refresh) % 4],
-            markersize=4,
-            label=f"{coder}, {dims} dims, lambda {rdo_lambda:g}, refresh {refresh}",
-        )
+        style = {
+            "color": f"C{all_dims.index(dims)}",
+            "linestyle": ":" if rdo_lambda == 0 else "-" if coder == "v3" else "--",
+            "marker": "os^D"[refreshes.index(refresh) % 4],
+            "markersize": 4,
+            "label": f"{coder}, {dims} dims, lambda {rdo_lambda:g}, refresh {refresh}",
+        }
+        bits = [r["bits_per_frame"] for r in coded]
+        errors = [r["error_px"] for r in coded]
+        whole.plot(bits, errors, **style)
+        if rdo_lambda > 0:
+            near.plot(bits, errors, **style)
     for dims in sorted({row["expression_dims"] for row in previous}):
         old = [r for r in previous if r["expression_dims"] == dims]
-        axes.plot(
+        whole.plot(
             [r["bits_per_frame"] for r in old],
             [r["error_px"] for r in old],
             "x:",
@@ -224,15 +230,35 @@ def plot(rows: list[dict], previous: list[dict], path: Path) -> None:
             alpha=0.3 + 0.7 * (dims == 32),
             label="previous coder (32 dims dark), refresh 25" if dims == 32 else None,
         )
-    axes.axvline(32, color="grey", linestyle="--", linewidth=0.8, label="target 32 bits/frame")
-    axes.axhline(0.6, color="grey", linestyle=":", linewidth=0.8, label="target 0.6 px")
-    axes.set_xlim(15, 90)
-    axes.set_ylim(0.35, 1.2)
-    axes.set_xlabel("keypoint payload, bits/frame (byte-exact, refreshes included)")
-    axes.set_ylabel("landmark error, px at 256x256")
-    axes.set_title("Keypoint coder on dev clips, 25 fps (steps as in the JSON)")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=6, ncol=2)
+    default = EncoderConfig()
+    refresh = default.refresh_interval_frames
+    for row in rows:
+        if (
+            row["expression_dims"] == default.expression_dims
+            and row["step_px"] == default.keypoint_step_px
+            and row["rdo_lambda_px2"] == default.keypoint_rdo_lambda_px2
+            and row["refresh_frames"] == refresh
+        ):
+            near.plot(row["bits_per_frame"], row["error_px"], "*", color="black", markersize=12)
+            near.annotate(
+                f"{row['coder']} at the default settings: {row['bits_per_frame']:.1f} bits, "
+                f"{row['error_px']:.3f} px",
+                (row["bits_per_frame"], row["error_px"]),
+                textcoords="offset points",
+                xytext=(8, -12 if row["coder"] == "v3" else 6),
+                fontsize=7,
+            )
+    for axes in (whole, near):
+        axes.axvline(32, color="grey", linestyle="--", linewidth=0.8, label="target 32 bits/frame")
+        axes.axhline(0.6, color="grey", linestyle=":", linewidth=0.8, label="target 0.6 px")
+        axes.set_xlabel("keypoint payload, bits/frame (byte-exact, refreshes included)")
+        axes.set_ylabel("landmark error, px at 256x256")
+        axes.grid(alpha=0.3)
+    whole.set_xlim(15, 90)
+    whole.set_ylim(0.35, 1.2)
+    whole.set_title("Keypoint coder on dev clips, 25 fps (steps as in the JSON)")
+    whole.legend(fontsize=5.5, ncol=2)
+    near.set_title("Near the targets: rate-distortion optimised only")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
