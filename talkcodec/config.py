@@ -40,7 +40,7 @@ class EncoderConfig:
     expression_dims: int = 32
     # The keypoint coder's rate-distortion quantiser: what a bit is worth in squared px of
     # mean face-point error (0: plain rounding). With the V3 (joint) coder, 0.009 and an intra
-    # refresh every 4 s: 31.2 bits/frame at 0.59 px on dev (the V2 coder at 0.008 and 2 s: 34.8
+    # refresh every 4 s: 31.1 bits/frame at 0.59 px on dev (the V2 coder at 0.008 and 2 s: 34.8
     # bits at 0.59 px; 61.4 bits at 0.52 px with rounding and 1 s before). Live receivers ask
     # for an intra frame as soon as they miss one, so the periodic refresh only bounds how long
     # a file is undecodable after damage and how long a joining receiver waits.
