@@ -285,6 +285,10 @@ class _JointState(_CodingState):
         self._init_common(model, quantiser)
         self.table = _probabilities(counts).reshape(-1, NUM_JOINT_SYMBOLS)
         self._predictor = predictor
+        # For the decoder's loop: each row as its own (1, S) array, each parameter's weights
+        # on the parameters before it as Python ints.
+        self._table_rows = [np.ascontiguousarray(row[None]) for row in self.table]
+        self._predictor_rows = [predictor[k, :k].tolist() for k in range(len(predictor))]
         # The sign of each parameter's last change (0 after an intra frame).
         self.last_sign = np.zeros(model.num_params, dtype=np.int64)
 
@@ -341,28 +345,42 @@ class _JointState(_CodingState):
         return bits + np.where(escaped, 2 * np.log2(np.maximum(np.abs(changes), 1)) + 1, 0)
 
     def decode_changes(self, decoder: StagedDecoder) -> np.ndarray:
+        # The arithmetic of _row, one parameter at a time on Python ints (this loop is the
+        # decoder's cost: numpy on scalars would be ten times slower).
         count = len(self._groups)
-        base = self._base_rows()
-        clipped = np.zeros(count, dtype=np.int64)
-        symbols = np.zeros(count, dtype=np.int32)
+        bases = self._base_rows().tolist()
+        last_signs = self.last_sign.tolist()
+        buckets, activities = len(PREDICTION_EDGES) + 1, len(ACTIVITY_EDGES_TWENTIETHS) + 1
+        limit, edge = RESIDUAL_LIMIT, PREDICTION_EDGES[0]
+        clipped = [0] * count
+        symbols = [0] * count
         changed_before = 0
         for k in range(count):
-            prediction = int(self._predictor[k, :k] @ clipped[:k])
-            row, mirror = self._row(base[k], prediction, changed_before, k, self.last_sign[k])
-            symbol = int(decoder.categorical(self.table[int(row)][None])[0])
-            symbol = int(mirrored(np.array([symbol]))[0]) if mirror else symbol
-            symbols[k] = symbol
-            value = symbol - RESIDUAL_LIMIT
-            clipped[k] = {ESCAPE_DOWN: -RESIDUAL_LIMIT - 1, ESCAPE_UP: RESIDUAL_LIMIT + 1}.get(
-                symbol, value
+            prediction = sum(
+                w * c for w, c in zip(self._predictor_rows[k], clipped[:k], strict=True)
             )
-            changed_before += clipped[k] != 0
-        change = (symbols - RESIDUAL_LIMIT).astype(np.int32)
-        escaped = symbols >= ESCAPE_DOWN
+            magnitude = abs(prediction)
+            bucket = sum(magnitude >= e for e in PREDICTION_EDGES)
+            direction = (prediction > 0) - (prediction < 0) if magnitude >= edge else 0
+            share = 20 * (2 * changed_before + 1)
+            activity = sum(e * 2 * (k + 1) <= share for e in ACTIVITY_EDGES_TWENTIETHS)
+            relation = last_signs[k] * (direction or 1) + 1
+            row = ((bases[k] * buckets + bucket) * activities + activity) * NUM_RELATIONS
+            symbol = decoder.categorical_one(self._table_rows[row + relation])
+            if direction < 0:  # mirrored: change c was coded as -c, escapes swapped
+                symbol = {ESCAPE_DOWN: ESCAPE_UP, ESCAPE_UP: ESCAPE_DOWN}.get(
+                    symbol, 2 * limit - symbol
+                )
+            symbols[k] = symbol
+            value = {ESCAPE_DOWN: -limit - 1, ESCAPE_UP: limit + 1}.get(symbol, symbol - limit)
+            clipped[k] = value
+            changed_before += value != 0
+        coded = np.array(symbols, dtype=np.int32)
+        change = coded - RESIDUAL_LIMIT
+        escaped = coded >= ESCAPE_DOWN
         values = decoder.symbols(self.escape_model(escaped))
-        if np.any(np.sign(values) != np.sign(clipped[escaped])) or np.any(
-            np.abs(values) <= RESIDUAL_LIMIT
-        ):
+        signs = np.sign(np.array(clipped)[escaped])
+        if np.any(np.sign(values) != signs) or np.any(np.abs(values) <= RESIDUAL_LIMIT):
             raise BitstreamError("escaped keypoint change disagrees with its escape symbol")
         change[escaped] = values
         return change

@@ -226,6 +226,21 @@ class StagedDecoder:
             )
         return symbols
 
+    def categorical_one(self, probabilities: np.ndarray) -> int:
+        """The next symbol under one categorical row ((1, K) float64, C-contiguous, positive
+        and finite: the caller's table, checked once when it was made), without the per-call
+        checks of categorical(): for decoders that must go one symbol at a time."""
+        try:
+            symbol = int(self._decoder.decode(self._family, probabilities)[0])
+        except (ValueError, RuntimeError, AssertionError) as error:
+            raise BitstreamError(f"range decoder failed on {self._size} bytes: {error}") from None
+        if not 0 <= symbol < probabilities.shape[1]:
+            raise BitstreamError(
+                f"range decoder read a symbol outside 0..{probabilities.shape[1] - 1} "
+                f"from {self._size} bytes"
+            )
+        return symbol
+
     def symbols(self, model: SymbolModel) -> np.ndarray:
         """(S,) int32 next symbols under `model` (S = len(model.means)), in +-model.max_abs."""
         if not len(model.means):
