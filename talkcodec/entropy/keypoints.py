@@ -289,6 +289,7 @@ class _JointState(_CodingState):
         # on the parameters before it as Python ints.
         self._table_rows = [np.ascontiguousarray(row[None]) for row in self.table]
         self._predictor_rows = [predictor[k, :k].tolist() for k in range(len(predictor))]
+        self._bits_cache: tuple[tuple[bytes, ...], np.ndarray, np.ndarray] | None = None
         # The sign of each parameter's last change (0 after an intra frame).
         self.last_sign = np.zeros(model.num_params, dtype=np.int64)
 
@@ -336,8 +337,12 @@ class _JointState(_CodingState):
         return rows, np.where(mirror, mirrored(symbols), symbols)
 
     def change_bits(self, changes: np.ndarray, reference: np.ndarray) -> np.ndarray:
-        rows, mirror = self.rows(reference)
-        table_bits = -np.log2(self.table[rows])  # (P, NUM_JOINT_SYMBOLS)
+        # The quantiser asks for several candidate sets in the same frame's contexts.
+        key = (reference.tobytes(), self.scales.tobytes(), self.last_sign.tobytes())
+        if self._bits_cache is None or self._bits_cache[0] != key:
+            rows, mirror = self.rows(reference)
+            self._bits_cache = (key, -np.log2(self.table[rows]), mirror)
+        _, table_bits, mirror = self._bits_cache  # (P, NUM_JOINT_SYMBOLS), (P,)
         symbols = joint_symbols(changes)
         symbols = np.where(mirror[None, :], mirrored(symbols), symbols)
         bits = np.take_along_axis(table_bits, symbols.T, axis=1).T
