@@ -298,38 +298,38 @@ class _JointState(_CodingState):
 
     @staticmethod
     def _row(
-        base: np.ndarray | int,
-        prediction: np.ndarray | int,
-        changed_before: np.ndarray | int,
-        position: np.ndarray | int,
-        last_sign: np.ndarray | int,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Table row and mirror flag from integer context inputs (arrays or scalars)."""
-        magnitude = np.abs(prediction)
-        bucket = sum((magnitude >= edge).astype(np.int64) for edge in PREDICTION_EDGES)
-        direction = np.where(magnitude >= PREDICTION_EDGES[0], np.sign(prediction), 0)
+        base: int, prediction: int, changed_before: int, position: int, last_sign: int
+    ) -> tuple[int, bool]:
+        """Table row and mirror flag of one parameter from its integer context inputs: the
+        one definition encoder (rows) and decoder (decode_changes) both use. Python ints, not
+        numpy scalars: the decoder runs it once per parameter and frame."""
+        magnitude = abs(prediction)
+        bucket = sum(magnitude >= edge for edge in PREDICTION_EDGES)
+        direction = (prediction > 0) - (prediction < 0) if magnitude >= PREDICTION_EDGES[0] else 0
         # share = (changed_before + 1/2) / (position + 1) >= edge / 20, in integers.
-        share = 20 * (2 * np.asarray(changed_before) + 1)
-        activity = sum(
-            (edge * 2 * (np.asarray(position) + 1) <= share).astype(np.int64)
-            for edge in ACTIVITY_EDGES_TWENTIETHS
-        )
-        relation = np.asarray(last_sign) * np.where(direction != 0, direction, 1) + 1
-        row = (
-            (np.asarray(base) * (len(PREDICTION_EDGES) + 1) + bucket)
-            * (len(ACTIVITY_EDGES_TWENTIETHS) + 1)
-            + activity
-        ) * NUM_RELATIONS + relation
+        share = 20 * (2 * changed_before + 1)
+        activity = sum(edge * 2 * (position + 1) <= share for edge in ACTIVITY_EDGES_TWENTIETHS)
+        relation = last_sign * (direction or 1) + 1
+        buckets, activities = len(PREDICTION_EDGES) + 1, len(ACTIVITY_EDGES_TWENTIETHS) + 1
+        row = ((base * buckets + bucket) * activities + activity) * NUM_RELATIONS + relation
         return row, direction < 0
 
     def rows(self, change: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(P,) table rows and mirror flags of a whole frame's (P,) index changes."""
         clipped = np.clip(change.astype(np.int64), -RESIDUAL_LIMIT - 1, RESIDUAL_LIMIT + 1)
-        prediction = self._predictor @ clipped  # strictly lower triangular: earlier ones only
+        predictions = self._predictor @ clipped  # strictly lower triangular: earlier ones only
         changed = (change != 0).astype(np.int64)
-        changed_before = np.cumsum(changed) - changed
-        position = np.arange(len(change))
-        return self._row(self._base_rows(), prediction, changed_before, position, self.last_sign)
+        befores = np.cumsum(changed) - changed
+        inputs = zip(
+            self._base_rows().tolist(),
+            predictions.tolist(),
+            befores.tolist(),
+            range(len(change)),
+            self.last_sign.tolist(),
+            strict=True,
+        )
+        rows, mirror = zip(*(self._row(*values) for values in inputs), strict=True)
+        return np.array(rows, dtype=np.int64), np.array(mirror, dtype=bool)
 
     def cells(self, change: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows, mirror = self.rows(change)
@@ -350,13 +350,10 @@ class _JointState(_CodingState):
         return bits + np.where(escaped, 2 * np.log2(np.maximum(np.abs(changes), 1)) + 1, 0)
 
     def decode_changes(self, decoder: StagedDecoder) -> np.ndarray:
-        # The arithmetic of _row, one parameter at a time on Python ints (this loop is the
-        # decoder's cost: numpy on scalars would be ten times slower).
         count = len(self._groups)
         bases = self._base_rows().tolist()
         last_signs = self.last_sign.tolist()
-        buckets, activities = len(PREDICTION_EDGES) + 1, len(ACTIVITY_EDGES_TWENTIETHS) + 1
-        limit, edge = RESIDUAL_LIMIT, PREDICTION_EDGES[0]
+        limit = RESIDUAL_LIMIT
         clipped = [0] * count
         symbols = [0] * count
         changed_before = 0
@@ -364,15 +361,9 @@ class _JointState(_CodingState):
             prediction = sum(
                 w * c for w, c in zip(self._predictor_rows[k], clipped[:k], strict=True)
             )
-            magnitude = abs(prediction)
-            bucket = sum(magnitude >= e for e in PREDICTION_EDGES)
-            direction = (prediction > 0) - (prediction < 0) if magnitude >= edge else 0
-            share = 20 * (2 * changed_before + 1)
-            activity = sum(e * 2 * (k + 1) <= share for e in ACTIVITY_EDGES_TWENTIETHS)
-            relation = last_signs[k] * (direction or 1) + 1
-            row = ((bases[k] * buckets + bucket) * activities + activity) * NUM_RELATIONS
-            symbol = decoder.categorical_one(self._table_rows[row + relation])
-            if direction < 0:  # mirrored: change c was coded as -c, escapes swapped
+            row, mirror = self._row(bases[k], prediction, changed_before, k, last_signs[k])
+            symbol = decoder.categorical_one(self._table_rows[row])
+            if mirror:  # change c was coded as -c, escapes swapped
                 symbol = {ESCAPE_DOWN: ESCAPE_UP, ESCAPE_UP: ESCAPE_DOWN}.get(
                     symbol, 2 * limit - symbol
                 )
