@@ -68,8 +68,8 @@ class KeypointModelId(IntEnum):
     The V1 ids name the keypoint coder of streams written before 2026-12; this build no
     longer decodes their keypoints (talkcodec.keypoints.registry says so in one line). The V2
     ids are the same bases with the context-coded residuals and coarser pose steps. The V3 ids
-    (written since 2026-12-07) code each parameter's change in a context of the changes coded
-    before it in the same frame (talkcodec.entropy.keypoints); V2 streams still decode.
+    (2026-12-07, written with keypoint_coder "v3") code each parameter's change in a context
+    of the changes coded before it in the same frame (talkcodec.entropy.keypoints).
     """
 
     MEDIAPIPE_478_V1 = 1

@@ -53,7 +53,7 @@ from talkcodec.keypoints.detectors import make_detector
 from talkcodec.keypoints.frontend import FaceFrontend
 from talkcodec.keypoints.landmarks import Landmarks
 from talkcodec.keypoints.model import KeypointModel
-from talkcodec.keypoints.registry import MODEL_FOR_DETECTOR, load_keypoint_model
+from talkcodec.keypoints.registry import keypoint_model_id, load_keypoint_model
 from talkcodec.lowres.codec import LowresDecoder, LowresEncoder
 from talkcodec.ratecontrol import (
     MESSAGE_OVERHEAD_BYTES,
@@ -124,7 +124,7 @@ class StreamEncoder:
             if config.reference_codec
             else self.keyframe_codec
         )
-        model_id = MODEL_FOR_DETECTOR[config.detector]
+        model_id = keypoint_model_id(config.detector, config.keypoint_coder)
         self.model = _keypoint_model(model_id, config.expression_dims)
         lowres_px = config.lowres_px
         lowres_fps = config.fps / config.lowres_every_frames

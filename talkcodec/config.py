@@ -38,14 +38,16 @@ class EncoderConfig:
     keyframe_quality: int | None = None
     keypoint_step_px: float = 0.3
     expression_dims: int = 32
-    # The keypoint coder's rate-distortion quantiser: what a bit is worth in squared px of
-    # mean face-point error (0: plain rounding). With the V3 (joint) coder, 0.009 and an intra
-    # refresh every 4 s: 31.1 bits/frame at 0.59 px on dev (the V2 coder at 0.008 and 2 s: 34.8
-    # bits at 0.59 px; 61.4 bits at 0.52 px with rounding and 1 s before). Live receivers ask
-    # for an intra frame as soon as they miss one, so the periodic refresh only bounds how long
-    # a file is undecodable after damage and how long a joining receiver waits.
-    keypoint_rdo_lambda_px2: float = 0.009
-    keypoint_refresh_interval_s: float = 4.0
+    # The keypoint coder (talkcodec.entropy.keypoints): "v2" (the default) or "v3", which codes
+    # each change in the context of the frame's earlier ones. Its rate-distortion quantiser:
+    # what a bit is worth in squared px of mean face-point error (0: plain rounding). V2 at
+    # 0.008 with a refresh every 2 s: 34.8 bits/frame at 0.59 px on dev; V3 at 0.009 with a
+    # refresh every 4 s (--keypoint-coder v3 --keypoint-rdo-lambda 0.009 --refresh-interval 4):
+    # 31.1 bits at 0.59 px. V3 is not the default yet: with it a live fuzz test runs slower and
+    # flakes (README, Keypoint coder).
+    keypoint_coder: str = "v2"
+    keypoint_rdo_lambda_px2: float = 0.008
+    keypoint_refresh_interval_s: float = 2.0
     # A fresh start (keyframe into slot 0, emptying the reference bank) every this many seconds
     # of stream time since the last one (0: only when needed).
     keyframe_interval_s: float = 0.0
@@ -101,6 +103,8 @@ class EncoderConfig:
                 f"packet_format must be one of {', '.join(PACKET_FORMATS)}, "
                 f"got {self.packet_format!r}"
             )
+        if self.keypoint_coder not in ("v2", "v3"):
+            raise ValueError(f"keypoint_coder must be v2 or v3, got {self.keypoint_coder!r}")
         if self.max_kbps < 0:
             raise ValueError(f"max_kbps must be >= 0 (0: no cap), got {self.max_kbps}")
         if self.max_wire_kbps < 0:

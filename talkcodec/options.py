@@ -56,6 +56,10 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
         "error one bit is worth (0: plain rounding)",
     )  # fmt: skip
     parser.add_argument(
+        "--keypoint-coder", choices=["v2", "v3"], default=_DEFAULTS.keypoint_coder,
+        help="v3: each change in the context of the frame's earlier ones (fewer bits)",
+    )  # fmt: skip
+    parser.add_argument(
         "--refresh-interval",
         type=float,
         default=_DEFAULTS.keypoint_refresh_interval_s,
@@ -140,6 +144,7 @@ def encoder_config(args: argparse.Namespace) -> EncoderConfig:
             keyframe_quality=args.keyframe_quality,
             keypoint_step_px=args.keypoint_step,
             expression_dims=args.expression_dims,
+            keypoint_coder=args.keypoint_coder,
             keypoint_rdo_lambda_px2=args.keypoint_rdo_lambda,
             keypoint_refresh_interval_s=args.refresh_interval,
             keyframe_interval_s=args.keyframe_interval,

@@ -159,7 +159,7 @@ def test_a_stream_of_the_retired_keypoint_coder_is_refused_in_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         "talkcodec: error: keypoint model MEDIAPIPE_478_V1 was coded by an earlier keypoint "
-        "coder that this build no longer has (it codes MEDIAPIPE_478_V3): re-encode the source"
+        "coder that this build no longer has (it codes MEDIAPIPE_478_V2): re-encode the source"
     ]
 
 

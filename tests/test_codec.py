@@ -321,6 +321,16 @@ def test_references_may_use_their_own_codec_and_the_receiver_decodes_each() -> N
     assert references and set(references) == {KeyframeCodecId.JPEG}
 
 
+def test_the_v3_keypoint_coder_is_chosen_by_config_and_decodes() -> None:
+    assert EncoderConfig().keypoint_coder == "v2"
+    config = EncoderConfig(crop=False, reference_bank_size=1, keypoint_coder="v3")
+    encoder, sender, receiver, _ = _run_scripted(config, 30)
+    assert encoder.header.keypoint_model is KeypointModelId.MEDIAPIPE_478_V3
+    assert sender == receiver
+    with pytest.raises(ValueError, match="^keypoint_coder must be v2 or v3, got 'v4'$"):
+        EncoderConfig(keypoint_coder="v4")
+
+
 def test_bank_of_one_sends_no_extra_references() -> None:
     config = EncoderConfig(crop=False, reference_bank_size=1, min_reference_interval_s=0.0)
     encoder, sender, receiver, keyframes = _run_scripted(config, 50)

@@ -30,11 +30,12 @@ Two coders share all of this; the stream's keypoint model id says which one wrot
 (joint_coded):
 - V2 ids: each parameter's symbol is chosen by its group and context alone (residual_counts,
   (NUM_GROUPS, NUM_CONTEXTS, NUM_SYMBOLS); escapes are one symbol).
-- V3 ids (the default since 2026-12-07): a parameter's symbol also depends on the changes coded
-  before it in the same frame, which the decoder has by then. An integer linear prediction
-  from those changes (change_predictor, in 1/PREDICTOR_UNIT; the changes clipped to
-  +-(RESIDUAL_LIMIT + 1), i.e. what the symbols alone say) gives a direction: where it points
-  down the symbol is mirrored, so one table serves both directions; its size is one context.
+- V3 ids (2026-12-07; EncoderConfig.keypoint_coder "v3"): a parameter's symbol also depends
+  on the changes coded before it in the same frame, which the decoder has by then. An
+  integer linear prediction from those changes (change_predictor, in 1/PREDICTOR_UNIT; the
+  changes clipped to +-(RESIDUAL_LIMIT + 1), i.e. what the symbols alone say) gives a
+  direction: where it points down the symbol is mirrored, so one table serves both
+  directions; its size is one context.
   The share of earlier parameters that changed at all (activity) is another, and the sign of
   the parameter's own last change relative to that direction a third. Escapes are two symbols,
   down and up, so the symbols alone give the prediction. Table joint_counts,
