@@ -24,6 +24,7 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
     """The EncoderConfig fields, one flag each (shared by encode, send and call)."""
     from talkcodec.keyframe import KEYFRAME_CODECS
     from talkcodec.keypoints.detectors import DETECTORS
+    from talkcodec.keypoints.registry import KEYPOINT_CODERS
 
     parser.add_argument("--size", type=int, default=_DEFAULTS.size_px, help="crop side in px")
     parser.add_argument("--fps", type=float, default=_DEFAULTS.fps, help="stream frame rate")
@@ -56,7 +57,7 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
         "error one bit is worth (0: plain rounding)",
     )  # fmt: skip
     parser.add_argument(
-        "--keypoint-coder", choices=["v2", "v3"], default=_DEFAULTS.keypoint_coder,
+        "--keypoint-coder", choices=list(KEYPOINT_CODERS), default=_DEFAULTS.keypoint_coder,
         help="v3: each change in the context of the frame's earlier ones (fewer bits)",
     )  # fmt: skip
     parser.add_argument(

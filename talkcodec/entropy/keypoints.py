@@ -453,7 +453,12 @@ class KeypointEncoder:
         scaled = params / self.quantiser.steps
         # Each parameter's choice under a few prices of a bit, and the frame as predicted (an
         # empty payload); the frame takes the one whose real payload size is worth its error.
-        options = [self._choose(scaled, self.rdo_lambda_px2 * scale) for scale in _RDO_SCALES]
+        # Bits are judged in the contexts of the rounded frame (exact for V2, whose contexts do
+        # not depend on the frame's changes), the same for every price of a bit.
+        rounded = np.clip(np.rint(scaled), -MAX_INDEX, MAX_INDEX).astype(np.int64) - previous
+        options = [
+            self._choose(scaled, rounded, self.rdo_lambda_px2 * scale) for scale in _RDO_SCALES
+        ]
         options.append(previous)
         costs = [
             float(np.sum(self._error_weights * (option - scaled) ** 2))
@@ -462,17 +467,15 @@ class KeypointEncoder:
         ]
         return options[int(np.argmin(costs))].astype(np.int32)
 
-    def _choose(self, scaled: np.ndarray, rdo_lambda_px2: float) -> np.ndarray:
+    def _choose(self, scaled: np.ndarray, rounded: np.ndarray, rdo_lambda_px2: float) -> np.ndarray:
         """(P,) int64 indices, each parameter's lower or upper neighbour or its previous index,
-        whichever costs least in error plus rdo_lambda_px2 per (estimated) bit."""
+        whichever costs least in error plus rdo_lambda_px2 per (estimated) bit; rounded: the
+        (P,) changes of the rounded frame, whose contexts the bits are judged in."""
         previous = self._state.previous
         assert previous is not None
         lower = np.floor(scaled)
         candidates = np.clip(np.stack([lower, lower + 1, previous]), -MAX_INDEX, MAX_INDEX)
         candidates = candidates.astype(np.int64)
-        # Bits judged in the contexts of the rounded frame (exact for V2, whose contexts do
-        # not depend on the frame's changes).
-        rounded = np.clip(np.rint(scaled), -MAX_INDEX, MAX_INDEX).astype(np.int64) - previous
         bits = self._state.change_bits(candidates - previous, rounded)
         cost = self._error_weights * (candidates - scaled) ** 2 + rdo_lambda_px2 * bits
         return candidates[np.argmin(cost, axis=0), np.arange(len(scaled))]
