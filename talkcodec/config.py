@@ -38,16 +38,17 @@ class EncoderConfig:
     keyframe_quality: int | None = None
     keypoint_step_px: float = 0.3
     expression_dims: int = 32
-    # The keypoint coder (talkcodec.entropy.keypoints): "v2" (the default) or "v3", which codes
-    # each change in the context of the frame's earlier ones. Its rate-distortion quantiser:
-    # what a bit is worth in squared px of mean face-point error (0: plain rounding). V2 at
-    # 0.008 with a refresh every 2 s: 34.8 bits/frame at 0.59 px on dev; V3 at 0.009 with a
-    # refresh every 4 s (--keypoint-coder v3 --keypoint-rdo-lambda 0.009 --refresh-interval 4):
-    # 31.1 bits at 0.59 px. V3 is not the default yet: with it a live fuzz test runs slower and
-    # flakes (README, Keypoint coder).
-    keypoint_coder: str = "v2"
-    keypoint_rdo_lambda_px2: float = 0.008
-    keypoint_refresh_interval_s: float = 2.0
+    # The keypoint coder (talkcodec.entropy.keypoints): "v3" (the default), which codes each
+    # change in the context of the frame's earlier ones, or "v2". Its rate-distortion
+    # quantiser: what a bit is worth in squared px of mean face-point error (0: plain
+    # rounding). V3 at 0.009 with an intra refresh every 4 s: 31.1 bits/frame at 0.59 px on
+    # dev; V2 at 0.008 with a refresh every 2 s (--keypoint-coder v2 --keypoint-rdo-lambda
+    # 0.008 --refresh-interval 2): 34.8 bits at 0.59 px (benchmarks/results/keypoints.md).
+    # Live receivers ask for an intra frame as soon as they miss one, so the refresh is only
+    # for receivers that cannot ask (a file's reader seeking, a receiver joining late).
+    keypoint_coder: str = "v3"
+    keypoint_rdo_lambda_px2: float = 0.009
+    keypoint_refresh_interval_s: float = 4.0
     # A fresh start (keyframe into slot 0, emptying the reference bank) every this many seconds
     # of stream time since the last one (0: only when needed).
     keyframe_interval_s: float = 0.0

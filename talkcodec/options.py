@@ -58,7 +58,8 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--keypoint-coder", choices=list(KEYPOINT_CODERS), default=_DEFAULTS.keypoint_coder,
-        help="v3: each change in the context of the frame's earlier ones (fewer bits)",
+        help="v3: each change in the context of the frame's earlier ones (fewer bits); v2: "
+        "the earlier coder",
     )  # fmt: skip
     parser.add_argument(
         "--refresh-interval",

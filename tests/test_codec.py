@@ -321,11 +321,18 @@ def test_references_may_use_their_own_codec_and_the_receiver_decodes_each() -> N
     assert references and set(references) == {KeyframeCodecId.JPEG}
 
 
-def test_the_v3_keypoint_coder_is_chosen_by_config_and_decodes() -> None:
-    assert EncoderConfig().keypoint_coder == "v2"
-    config = EncoderConfig(crop=False, reference_bank_size=1, keypoint_coder="v3")
+@pytest.mark.parametrize(
+    ("coder", "model_id"),
+    [(None, KeypointModelId.MEDIAPIPE_478_V3), ("v2", KeypointModelId.MEDIAPIPE_478_V2)],
+)
+def test_the_keypoint_coder_is_chosen_by_config_and_decodes(
+    coder: str | None, model_id: KeypointModelId
+) -> None:
+    """V3 by default; V2 still written when asked for."""
+    chosen = {} if coder is None else {"keypoint_coder": coder}
+    config = EncoderConfig(crop=False, reference_bank_size=1, **chosen)
     encoder, sender, receiver, _ = _run_scripted(config, 30)
-    assert encoder.header.keypoint_model is KeypointModelId.MEDIAPIPE_478_V3
+    assert encoder.header.keypoint_model is model_id
     assert sender == receiver
     with pytest.raises(ValueError, match="^keypoint_coder must be v2 or v3, got 'v4'$"):
         EncoderConfig(keypoint_coder="v4")

@@ -25,16 +25,17 @@ RETIRED_KEYPOINT_MODELS: dict[KeypointModelId, KeypointModelId] = {
     KeypointModelId.FAN_68_V1: KeypointModelId.FAN_68_V2,
 }
 
-# Which keypoint model codes the landmarks of each detector backend: by default the V2 coder
-# (the V3 coder is measured better, 31.1 bits/frame against 34.8 at the same error, but a live
-# fuzz test runs slower and flakes with it; see README), and with keypoint_coder "v3" the V3 one.
-MODEL_FOR_DETECTOR: dict[str, KeypointModelId] = {
-    "mediapipe": KeypointModelId.MEDIAPIPE_478_V2,
-    "face-alignment": KeypointModelId.FAN_68_V2,
-}
-V3_MODEL_FOR_DETECTOR: dict[str, KeypointModelId] = {
-    "mediapipe": KeypointModelId.MEDIAPIPE_478_V3,
-    "face-alignment": KeypointModelId.FAN_68_V3,
+# Which keypoint model codes the landmarks of each detector backend, by keypoint coder: V3 (the
+# default: 31.1 bits/frame against V2's 34.8 at the same error on dev) or V2.
+MODELS_FOR_CODER: dict[str, dict[str, KeypointModelId]] = {
+    "v3": {
+        "mediapipe": KeypointModelId.MEDIAPIPE_478_V3,
+        "face-alignment": KeypointModelId.FAN_68_V3,
+    },
+    "v2": {
+        "mediapipe": KeypointModelId.MEDIAPIPE_478_V2,
+        "face-alignment": KeypointModelId.FAN_68_V2,
+    },
 }
 
 
@@ -44,10 +45,10 @@ def keypoint_model_id(detector: str, coder: str) -> KeypointModelId:
         raise ValueError(
             f"keypoint coder must be one of {', '.join(KEYPOINT_CODERS)}, got {coder!r}"
         )
-    return (V3_MODEL_FOR_DETECTOR if coder == "v3" else MODEL_FOR_DETECTOR)[detector]
+    return MODELS_FOR_CODER[coder][detector]
 
 
-KEYPOINT_CODERS = ("v2", "v3")
+KEYPOINT_CODERS = tuple(MODELS_FOR_CODER)
 
 # The face-mesh vertex nearest to each of the 68 points of the iBUG/face-alignment layout
 # (jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, outer lips 48-59, inner lips 60-67).

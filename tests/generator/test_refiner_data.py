@@ -23,7 +23,7 @@ from talkcodec.generator.data import (
 )
 from talkcodec.generator.refiner import GUIDE_CHANNELS, sample
 from talkcodec.keypoints.dataset import LandmarkTrack
-from talkcodec.keypoints.registry import MODEL_FOR_DETECTOR, load_keypoint_model
+from talkcodec.keypoints.registry import keypoint_model_id, load_keypoint_model
 
 SIZE = 64
 NUM_POINTS = 478
@@ -166,9 +166,9 @@ def test_person_weights_balance_people(tmp_path: Path) -> None:
 
 def test_decoded_landmarks_are_what_the_stream_decodes() -> None:
     config = EncoderConfig()
-    model = load_keypoint_model(MODEL_FOR_DETECTOR[config.detector]).truncated(
-        config.expression_dims
-    )
+    model = load_keypoint_model(
+        keypoint_model_id(config.detector, config.keypoint_coder)
+    ).truncated(config.expression_dims)
     rng = np.random.default_rng(0)
     params = model.param_mean + 0.5 * model.param_std * rng.standard_normal((5, model.num_params))
     sent = [model.reconstruct(p, config.size_px) for p in params]

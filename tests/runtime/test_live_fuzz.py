@@ -96,9 +96,11 @@ GARBAGE_COUNTS = (
     *("corrupt", "unknown_kind", "implausible", "wrong_channel"),
     *("fragment_duplicates", "fragments_abandoned"),
 )
-# Frames decoded per real keypoint packet that arrived, at the least, where the picture must
-# move: a packet lost on the way costs the frames until the intra refresh it asks for.
-DECODED_PER_PACKET = 0.5
+# Frames decoded per real keypoint frame that arrived, at the least, where the picture must
+# move: a frame lost on the way (in its own message and in the next one's repeat prefix) costs
+# the frames until the intra refresh the receiver asks for, and under a burst of megabytes
+# that refresh waits behind the burst in the sender's queue.
+DECODED_PER_FRAME = 0.5
 
 Message = bytes | str
 
@@ -118,9 +120,12 @@ class Oracle:
         # The keypoints channel may lose messages: which of the injected and the real ones
         # (with their packet counts) arrived.
         self.injected_keypoints: Counter[bytes] = Counter()
-        self.real_keypoints: dict[bytes, int] = {}
+        # Each real keypoint message's packets, by seq (a repeat prefix holds the previous
+        # message's again, so a frame can arrive twice).
+        self.real_keypoints: dict[bytes, tuple[int, ...]] = {}
         self.injected_keypoints_arrived = 0
-        self.real_packets_arrived = 0
+        self.real_frames_arrived = 0  # distinct ones: packets of a seq not seen before
+        self._seqs_arrived: set[int] = set()
 
     def listen(self, channels: CallChannels) -> None:
         for name in CHANNEL_LABELS:
@@ -146,7 +151,9 @@ class Oracle:
             self.injected_keypoints[message] -= 1
             self.injected_keypoints_arrived += 1
         elif message in self.real_keypoints:
-            self.real_packets_arrived += self.real_keypoints[message]
+            seqs = self.real_keypoints[message]
+            self.real_frames_arrived += len(set(seqs) - self._seqs_arrived)
+            self._seqs_arrived.update(seqs)
 
     def _see_fragment(self, message: bytes) -> None:
         try:
@@ -203,7 +210,8 @@ class SenderTap:
         if channel == "keypoints":
             packets = self.reader.parse(message)
             self.writer.pack_bundle(packets)
-            self.packets_in[message] = self.oracle.real_keypoints[message] = len(packets)
+            self.packets_in[message] = len(packets)
+            self.oracle.real_keypoints[message] = tuple(packet.seq for packet in packets)
             self.last_predicted = next(
                 (p for p in reversed(packets) if not p.is_intra), self.last_predicted
             )
@@ -327,14 +335,14 @@ def _burst(tap: SenderTap, rng: random.Random) -> list[tuple[str, Message]]:
 @dataclass
 class Phase:
     """One family's injection: messages per channel, the counters it moved, and meanwhile:
-    frames shown, keypoint frames decoded, the real keypoint packets and the injected keypoint
-    messages that arrived."""
+    frames shown, keypoint frames decoded, the real keypoint frames (distinct packets) and the
+    injected keypoint messages that arrived."""
 
     sent: Counter[str] = field(default_factory=Counter)
     moved: Counter[str] = field(default_factory=Counter)
     frames_shown: int = 0
     frames_decoded: int = 0
-    real_packets_arrived: int = 0
+    real_frames_arrived: int = 0
     keypoints_arrived: int = 0
 
 
@@ -350,7 +358,7 @@ class FuzzRecord:
     keyframes_after_garbage: int
     frames_after: int
     decoded_after: int
-    packets_after: int  # the sender's keypoint packets that arrived meanwhile
+    real_frames_after: int  # the sender's keypoint frames that arrived meanwhile
     traced_growth_bytes: int
     burst_bytes: int
     jump_freeze_s: float
@@ -486,7 +494,7 @@ class Fuzzer:
         receiver = self.receiver
         assert receiver is not None
         oracle, before, shown = self.oracle, _counters(receiver), _shown(receiver)
-        real, injected = oracle.real_packets_arrived, oracle.injected_keypoints_arrived
+        real, injected = oracle.real_frames_arrived, oracle.injected_keypoints_arrived
         decoded = _decoded_frames(receiver)
         await self._send_all(messages)
         await self._settle()
@@ -497,7 +505,7 @@ class Fuzzer:
             +moved,
             _shown(receiver) - shown,
             _decoded_frames(receiver) - decoded,
-            oracle.real_packets_arrived - real,
+            oracle.real_frames_arrived - real,
             oracle.injected_keypoints_arrived - injected,
         )
 
@@ -567,15 +575,15 @@ class Fuzzer:
         """Clean frames only, then the end of the call."""
         receiver, tap = self.receiver, self.tap
         assert receiver is not None and receiver.decoder is not None and tap is not None
-        shown, arrived = _shown(receiver), self.oracle.real_packets_arrived
+        shown, arrived = _shown(receiver), self.oracle.real_frames_arrived
         decoded = _decoded_frames(receiver)
         await asyncio.sleep(TAIL_S)
-        arrived = self.oracle.real_packets_arrived - arrived
+        arrived = self.oracle.real_frames_arrived - arrived
         await _decoded(receiver)
         record = {
             "frames_after": _shown(receiver) - shown,
             "decoded_after": _decoded_frames(receiver) - decoded,
-            "packets_after": arrived,
+            "real_frames_after": arrived,
             "keyframes_after_garbage": receiver.decoder.stats.keyframes - self.keyframes_before,
         }
         await asyncio.to_thread(self.source.stop)
@@ -688,17 +696,21 @@ def test_keyframe_fragments_that_never_complete_stay_bounded(record: FuzzRecord)
 def test_the_call_goes_on_rendering(record: FuzzRecord) -> None:
     """Frames are decoded from the real packets that arrive, and shown (a renderer short of
     time shows only the newest of those due: frames shown may be fewer)."""
-    # Messages dropped before the decoder leave the picture alone.
+    # Messages dropped before the decoder leave the picture alone: every frame that arrives is
+    # decoded, but for those that wait for a refresh after a frame the keypoints channel lost
+    # (no retransmissions: a burst of megabytes on loopback can lose the odd message).
     for family in ("text", "oversize"):
         phase = record.phases[family]
-        assert phase.frames_decoded >= DECODED_PER_PACKET * phase.real_packets_arrived - 2
+        waited = phase.moved["undecodable"]
+        assert phase.frames_decoded + waited >= phase.real_frames_arrived - 2, family
+        assert phase.frames_decoded >= DECODED_PER_FRAME * phase.real_frames_arrived - 2, family
         assert phase.frames_shown > 0 or phase.frames_decoded == 0, family
     # After all the garbage, a clean stretch decodes the frames that arrive: damaged packets
     # that moved the timeline ahead were undone by fresh starts the receiver asked for. (The
     # sender's rate adaptation may have slowed it down: it hears of the losses the damaged
     # sequence numbers faked.)
-    assert record.packets_after > 0 and record.frames_after > 0
-    assert record.decoded_after >= DECODED_PER_PACKET * record.packets_after - 2
+    assert record.real_frames_after > 0 and record.frames_after > 0
+    assert record.decoded_after >= DECODED_PER_FRAME * record.real_frames_after - 2
 
 
 def test_a_timeline_moved_ahead_is_reset_by_a_fresh_start(record: FuzzRecord) -> None:
