@@ -276,7 +276,10 @@ def main() -> None:
     markdown = heading + describe_run(args, rows, mismatches) + f"\n\n{table}\n\n"
     markdown += "Gain over the bank of 1, per clip (each clip is another person):\n\n"
     markdown += f"{gains}\n"
-    common.write_results(f"references-{args.keyframe_codec}-{args.renderer}", report, markdown)
+    name = f"references-{args.keyframe_codec}-{args.renderer}"
+    if args.threshold != EncoderConfig.reference_threshold:
+        name += f"-threshold{args.threshold:g}"
+    common.write_results(name, report, markdown)
 
 
 if __name__ == "__main__":
