@@ -1,7 +1,7 @@
 """Reference bank: what extra references cost on the wire and what they buy on screen.
 
     python benchmarks/references.py [--data ../shared/data/dev] [--renderer meshwarp]
-        [--frames 250] [--bank-sizes 1 4] [--threshold 2.0] [--control-interval-s 3]
+        [--frames 250] [--bank-sizes 1 4] [--threshold T] [--control-interval-s 3]
         [--reference-codecs gc gc:4] [--keyframe-codec webp]
 
 Each clip is cut to a fixed face-centred 256x256 crop (talkcodec.evaluation.load_reference_clip,
@@ -211,12 +211,21 @@ def describe_run(args: argparse.Namespace, rows: list[dict], mismatches: int) ->
     reference_flag = f" --reference-codecs {codecs}" if codecs else ""
     control = args.control_interval_s
     reference_flag += f" --control-interval-s {control:g}" if control != 3.0 else ""
+    if args.threshold is not None:
+        reference_flag += f" --threshold {args.threshold:g}"
+    if args.bank_sizes != [1, 4]:
+        reference_flag += " --bank-sizes " + " ".join(map(str, args.bank_sizes))
+    threshold = (
+        f"reference threshold {args.threshold:g}"
+        if args.threshold is not None
+        else "reference threshold by the references' codec (2.0 for GC, 2.5 for WebP and JPEG)"
+    )
     return (
         f"`python benchmarks/references.py --renderer {args.renderer} --keyframe-codec "
         f"{args.keyframe_codec}{reference_flag}`: "
         f"{len({row['clip'] for row in rows})} clips from `{args.data}`, fixed face crop, "
         f"{args.size}x{args.size}, {base.fps:g} fps, first {args.frames} frames, lossless link; "
-        f"reference threshold {args.threshold:g}, at most one reference per "
+        f"{threshold}, at most one reference per "
         f"{base.min_reference_interval_s:g} s. `extra keyframes`: keyframes after the first "
         "(references, or the control's periodic keyframes). `open`: frames whose decoded mouth "
         "opening exceeds the first keyframe's by "
@@ -230,7 +239,10 @@ def main() -> None:
     parser.add_argument("--renderer", default=DecoderConfig.renderer)
     parser.add_argument("--size", type=int, default=EncoderConfig.size_px)
     parser.add_argument("--bank-sizes", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--threshold", type=float, default=EncoderConfig.reference_threshold)
+    parser.add_argument(
+        "--threshold", type=float, default=None,
+        help="the reference threshold (default: the encoder's, by the references' codec)",
+    )  # fmt: skip
     parser.add_argument(
         "--control-interval-s", type=float, default=3.0,
         help="also run a bank of 1 with a keyframe every this many seconds (0: skip)",
@@ -277,7 +289,7 @@ def main() -> None:
     markdown += "Gain over the bank of 1, per clip (each clip is another person):\n\n"
     markdown += f"{gains}\n"
     name = f"references-{args.keyframe_codec}-{args.renderer}"
-    if args.threshold != EncoderConfig.reference_threshold:
+    if args.threshold is not None:
         name += f"-threshold{args.threshold:g}"
     common.write_results(name, report, markdown)
 

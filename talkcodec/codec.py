@@ -449,7 +449,7 @@ class StreamEncoder:
             return False
         if not self._fits(pts_ms, 2 * self._last_keyframe_bytes):
             return False  # the rate cap: a reference only with room to spare
-        return self._bank.bank.nearest_distance(descriptor) > self.config.reference_threshold
+        return self._bank.bank.nearest_distance(descriptor) > self.config.reference_threshold_used
 
     def close(self) -> None:
         if self._owns_detector:

@@ -22,6 +22,12 @@ def _check_bank_size(bank_size: int) -> None:
         raise ValueError(f"reference_bank_size must be in 1..{MAX_BANK_SIZE}, got {bank_size}")
 
 
+# The reference threshold (EncoderConfig.reference_threshold) by the references' codec; others
+# take DEFAULT_REFERENCE_THRESHOLD.
+DEFAULT_REFERENCE_THRESHOLD = 2.5
+REFERENCE_THRESHOLDS = {"gc": 2.0}
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """What the sender does with each camera frame.
@@ -60,9 +66,12 @@ class EncoderConfig:
     # with the mesh warp, threshold 2.5 sends 0-5 references per 5-10 s dev clip (2.4 on
     # average) for +2.1 dB PSNR and +15 kbit/s of WebP keyframes; 1.5 sent 4.8 (+1.2 dB more for
     # +14 kbit/s more), 3.5 sent 1.0 (half the gain). An interval of 0.5 s added a fifth more
-    # references for +0.2 dB.
+    # references for +0.2 dB. None (the default): by the references' codec
+    # (REFERENCE_THRESHOLDS): GC references cost a tenth of WebP's, so they go at a smaller
+    # distance; with the gan renderer, GC at 2.0 gains +1.70 dB / +0.046 HaarPSI for +1.86
+    # kbit/s, WebP at 2.5 +1.49 dB / +0.046 for +10.9 (references-gc-gan-threshold2.md).
     reference_bank_size: int = DEFAULT_BANK_SIZE
-    reference_threshold: float = 2.5
+    reference_threshold: float | None = None
     min_reference_interval_s: float = 1.0
     # A cap on what extra references cost: a token bucket that fills at reference_budget_kbps
     # and holds reference_burst_s seconds of it (it starts full), so a call sends a few
@@ -141,7 +150,7 @@ class EncoderConfig:
             raise ValueError(f"lowres_kbps must be > 0, got {self.lowres_kbps}")
         if not 1 <= self.lowres_every_frames <= 8:
             raise ValueError(f"lowres_every_frames must be in 1..8, got {self.lowres_every_frames}")
-        if not self.reference_threshold > 0:
+        if self.reference_threshold is not None and not self.reference_threshold > 0:
             raise ValueError(f"reference_threshold must be > 0, got {self.reference_threshold}")
         if self.reference_budget_kbps < 0 or self.reference_burst_s < 0:
             raise ValueError("reference_budget_kbps and reference_burst_s must be >= 0")
@@ -153,6 +162,14 @@ class EncoderConfig:
     @property
     def refresh_interval_frames(self) -> int:
         return round(self.keypoint_refresh_interval_s * self.fps)
+
+    @property
+    def reference_threshold_used(self) -> float:
+        """reference_threshold, or where it is None the default for the references' codec."""
+        if self.reference_threshold is not None:
+            return self.reference_threshold
+        codec = self.reference_codec or self.keyframe_codec
+        return REFERENCE_THRESHOLDS.get(codec, DEFAULT_REFERENCE_THRESHOLD)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from talkcodec.bitstream import (
     StreamHeader,
 )
 from talkcodec.codec import ByteBudget, DecodedFrame, StreamDecoder, StreamEncoder
-from talkcodec.config import DecoderConfig, EncoderConfig
+from talkcodec.config import DEFAULT_REFERENCE_THRESHOLD, DecoderConfig, EncoderConfig
 from talkcodec.entropy.keypoints import KeypointEncoder
 from talkcodec.keyframe import WebPCodec
 from talkcodec.keypoints.base import LandmarkDetector
@@ -293,6 +293,21 @@ def test_sender_and_receiver_choose_the_same_reference() -> None:
     assert encoder.keyframe_reasons == {"start": 1, "reference": len(slots) - 1}
     assert slots[0] == 0 and len(slots) >= 5  # more references than slots: some were replaced
     assert set(slots[1:]) == {1, 2} and set(sender) == {0, 1, 2}
+
+
+def test_the_reference_threshold_defaults_by_the_references_codec() -> None:
+    """Cheap GC references go at a smaller distance than WebP or JPEG ones; a given threshold
+    wins."""
+    assert EncoderConfig().reference_threshold_used == DEFAULT_REFERENCE_THRESHOLD == 2.5
+    assert EncoderConfig(keyframe_codec="jpeg").reference_threshold_used == 2.5
+    assert EncoderConfig(keyframe_codec="gc").reference_threshold_used == 2.0
+    assert EncoderConfig(reference_codec="gc").reference_threshold_used == 2.0
+    assert (
+        EncoderConfig(keyframe_codec="gc", reference_codec="webp").reference_threshold_used == 2.5
+    )
+    assert EncoderConfig(keyframe_codec="gc", reference_threshold=3.0).reference_threshold_used == 3
+    with pytest.raises(ValueError, match="^reference_threshold must be > 0, got 0$"):
+        EncoderConfig(reference_threshold=0)
 
 
 def test_references_may_use_their_own_codec_and_the_receiver_decodes_each() -> None:
