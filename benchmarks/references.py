@@ -218,7 +218,8 @@ def describe_run(args: argparse.Namespace, rows: list[dict], mismatches: int) ->
     threshold = (
         f"reference threshold {args.threshold:g}"
         if args.threshold is not None
-        else "reference threshold by the references' codec (2.0 for GC, 2.5 for WebP and JPEG)"
+        else "reference threshold by the stream's codecs (2.0 for GC references in a GC "
+        "stream, else 2.5)"
     )
     return (
         f"`python benchmarks/references.py --renderer {args.renderer} --keyframe-codec "

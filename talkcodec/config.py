@@ -22,10 +22,12 @@ def _check_bank_size(bank_size: int) -> None:
         raise ValueError(f"reference_bank_size must be in 1..{MAX_BANK_SIZE}, got {bank_size}")
 
 
-# The reference threshold (EncoderConfig.reference_threshold) by the references' codec; others
-# take DEFAULT_REFERENCE_THRESHOLD.
+# The reference threshold (EncoderConfig.reference_threshold) by (keyframe codec, references'
+# codec); others take DEFAULT_REFERENCE_THRESHOLD. GC references in a WebP stream keep it: at
+# 2.0 there the worst dev person lost 1.48 dB and 0.094 HaarPSI against a bank of 1 (0.37 dB
+# and 0.044 at 2.5), as frames near a GC reference are rendered from a poorer picture.
 DEFAULT_REFERENCE_THRESHOLD = 2.5
-REFERENCE_THRESHOLDS = {"gc": 2.0}
+REFERENCE_THRESHOLDS = {("gc", "gc"): 2.0}
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,10 @@ class EncoderConfig:
     # with the mesh warp, threshold 2.5 sends 0-5 references per 5-10 s dev clip (2.4 on
     # average) for +2.1 dB PSNR and +15 kbit/s of WebP keyframes; 1.5 sent 4.8 (+1.2 dB more for
     # +14 kbit/s more), 3.5 sent 1.0 (half the gain). An interval of 0.5 s added a fifth more
-    # references for +0.2 dB. None (the default): by the references' codec
-    # (REFERENCE_THRESHOLDS): GC references cost a tenth of WebP's, so they go at a smaller
-    # distance; with the gan renderer, GC at 2.0 gains +1.70 dB / +0.046 HaarPSI for +1.86
-    # kbit/s, WebP at 2.5 +1.49 dB / +0.046 for +10.9 (references-gc-gan-threshold2.md).
+    # references for +0.2 dB. None (the default): by the stream's codecs (REFERENCE_THRESHOLDS):
+    # GC references cost a tenth of WebP's, so a GC stream sends them at a smaller distance;
+    # with the gan renderer, a GC stream at 2.0 gains +1.70 dB / +0.046 HaarPSI for +1.86
+    # kbit/s, WebP at 2.5 +1.49 dB / +0.046 for +10.9 (benchmarks/results/references-*-gan.md).
     reference_bank_size: int = DEFAULT_BANK_SIZE
     reference_threshold: float | None = None
     min_reference_interval_s: float = 1.0
@@ -165,11 +167,12 @@ class EncoderConfig:
 
     @property
     def reference_threshold_used(self) -> float:
-        """reference_threshold, or where it is None the default for the references' codec."""
+        """reference_threshold, or where it is None the default for the keyframe and reference
+        codecs."""
         if self.reference_threshold is not None:
             return self.reference_threshold
-        codec = self.reference_codec or self.keyframe_codec
-        return REFERENCE_THRESHOLDS.get(codec, DEFAULT_REFERENCE_THRESHOLD)
+        codecs = (self.keyframe_codec, self.reference_codec or self.keyframe_codec)
+        return REFERENCE_THRESHOLDS.get(codecs, DEFAULT_REFERENCE_THRESHOLD)
 
 
 @dataclass(frozen=True)

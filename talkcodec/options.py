@@ -116,7 +116,7 @@ def _add_reference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reference-threshold", type=float, default=_DEFAULTS.reference_threshold,
         help="descriptor distance from every held reference that makes a frame a new "
-        "reference (default: 2.0 with GC references, 2.5 with WebP or JPEG ones)",
+        "reference (default: 2.0 in a GC stream with GC references, else 2.5)",
     )  # fmt: skip
     parser.add_argument(
         "--min-reference-interval", type=float, default=_DEFAULTS.min_reference_interval_s,

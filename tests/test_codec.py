@@ -296,12 +296,12 @@ def test_sender_and_receiver_choose_the_same_reference() -> None:
 
 
 def test_the_reference_threshold_defaults_by_the_references_codec() -> None:
-    """Cheap GC references go at a smaller distance than WebP or JPEG ones; a given threshold
-    wins."""
+    """A GC stream's cheap GC references go at a smaller distance than WebP or JPEG ones (and
+    than GC ones in a WebP stream); a given threshold wins."""
     assert EncoderConfig().reference_threshold_used == DEFAULT_REFERENCE_THRESHOLD == 2.5
     assert EncoderConfig(keyframe_codec="jpeg").reference_threshold_used == 2.5
     assert EncoderConfig(keyframe_codec="gc").reference_threshold_used == 2.0
-    assert EncoderConfig(reference_codec="gc").reference_threshold_used == 2.0
+    assert EncoderConfig(reference_codec="gc").reference_threshold_used == 2.5  # a WebP stream
     assert (
         EncoderConfig(keyframe_codec="gc", reference_codec="webp").reference_threshold_used == 2.5
     )
