@@ -126,6 +126,7 @@ _POINT_KEYS = (
     "reference_bank_size",
     "lowres_px",
     "lowres_kbps",
+    "lowres_every_frames",
     "max_kbps",
 )
 
@@ -158,11 +159,16 @@ def _talkcodec_points() -> list[dict]:
 
 
 def _hybrid_points(
-    keyframe_codecs: list[str], lowres_px: int, kbps: list[float], bank_size: int = 1
+    keyframe_codecs: list[str],
+    lowres_px: int,
+    kbps: list[float],
+    bank_size: int = 1,
+    every: int = EncoderConfig.lowres_every_frames,
 ) -> list[dict]:
-    """The hybrid mode (a low-res x264 stream fused with the render; no extra references, or
-    a reference bank of bank_size) at each low-res rate target, with each keyframe codec at its
-    cheapest setting, and the same keyframes keypoints only (the hybrid's cheapest point)."""
+    """The hybrid mode (a low-res x264 stream fused with the render, a picture in every
+    `every` keypoint packets; no extra references, or a reference bank of bank_size) at each
+    low-res rate target, with each keyframe codec at its cheapest setting, and the same
+    keyframes keypoints only (the hybrid's cheapest point)."""
     default = EncoderConfig()
     settings = {"webp": KEYFRAME_QUALITIES[0], "gc": GC_CHANNELS[-1]}
     points = []
@@ -183,7 +189,9 @@ def _hybrid_points(
                 **base,
                 "lowres_px": lowres_px,
                 "lowres_kbps": rate,
+                "lowres_every_frames": every,
                 "label": f"{name}, hybrid {lowres_px} px at {rate:g} kbit/s target"
+                + ("" if every == EncoderConfig.lowres_every_frames else f", every {every}")
                 + ("" if bank_size == 1 else f", {bank}"),
             }
             for rate in kbps
@@ -350,6 +358,7 @@ def _run_point(point: dict, reference: np.ndarray, size: int, fps: float) -> dic
             reference_bank_size=point["reference_bank_size"],
             lowres_px=point.get("lowres_px", 0),
             lowres_kbps=point.get("lowres_kbps", EncoderConfig.lowres_kbps),
+            lowres_every_frames=point.get("lowres_every_frames", EncoderConfig.lowres_every_frames),
             max_kbps=point.get("max_kbps", 0.0),
         )
         # The bank size comes from the stream header.
@@ -527,6 +536,9 @@ def _subset_flags(report: dict) -> str:
         flags += f" --hybrid {rates} --lowres-size {config['talkcodec_lowres_px']}"
         if config.get("talkcodec_hybrid_bank_size", 1) != 1:
             flags += f" --hybrid-bank {config['talkcodec_hybrid_bank_size']}"
+        every = config.get("talkcodec_lowres_every", EncoderConfig.lowres_every_frames)
+        if every != EncoderConfig.lowres_every_frames:
+            flags += f" --lowres-every {every}"
     if config.get("talkcodec_max_kbps"):
         flags += " --max-kbps " + " ".join(f"{cap:g}" for cap in config["talkcodec_max_kbps"])
     return flags
@@ -760,7 +772,13 @@ def run(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict[str, np.
         metas = [m for m in metas if m is not None]
         strip_clips = {m["clip"] for m in metas[:STRIP_CLIPS]}
         talkcodec_points = (
-            _hybrid_points(args.keyframe_codecs, args.lowres_size, args.hybrid, args.hybrid_bank)
+            _hybrid_points(
+                args.keyframe_codecs,
+                args.lowres_size,
+                args.hybrid,
+                args.hybrid_bank,
+                args.lowres_every,
+            )
             if args.hybrid
             else [p for p in _talkcodec_points() if p["keyframe_codec"] in args.keyframe_codecs]
         )
@@ -814,6 +832,7 @@ def _run_config(args: argparse.Namespace) -> dict:
         "talkcodec_hybrid_kbps": list(args.hybrid),
         "talkcodec_lowres_px": args.lowres_size,
         "talkcodec_hybrid_bank_size": args.hybrid_bank,
+        "talkcodec_lowres_every": args.lowres_every,
         "talkcodec_max_kbps": list(args.max_kbps),
         "baseline_target_kbps": list(BASELINE_KBPS),
         "baseline_scaled_sizes_px": list(args.scaled_sizes),
@@ -859,6 +878,10 @@ def main() -> None:
         "--lowres-size", type=int, default=64, help="the hybrid mode's low-res side (px)"
     )
     parser.add_argument(
+        "--lowres-every", type=int, default=EncoderConfig.lowres_every_frames, metavar="N",
+        help="the hybrid points' low-res picture cadence: one in every N keypoint packets",
+    )  # fmt: skip
+    parser.add_argument(
         "--hybrid-bank", type=int, default=1, metavar="N",
         help="the hybrid points' reference bank size (1: no extra references)",
     )  # fmt: skip
@@ -879,6 +902,8 @@ def main() -> None:
     if args.hybrid:
         name += f"-hybrid{args.lowres_size}"
         name += f"-bank{args.hybrid_bank}" if args.hybrid_bank != 1 else ""
+        every = args.lowres_every
+        name += f"-every{every}" if every != EncoderConfig.lowres_every_frames else ""
     if args.renderer != DecoderConfig.renderer:
         name += f"-{args.renderer}"
     started = time.perf_counter()
