@@ -230,9 +230,9 @@ def plot(rows: list[dict], previous: list[dict], path: Path) -> None:
             alpha=0.3 + 0.7 * (dims == 32),
             label="previous coder (32 dims dark), refresh 25" if dims == 32 else None,
         )
-    # V3's operating point (--keypoint-coder v3 --keypoint-rdo-lambda 0.009 --refresh-interval 4).
+    # The default operating point (V3, RDO lambda 0.009, an intra refresh every 4 s).
     default = EncoderConfig()
-    refresh = round(4 * default.fps)
+    refresh = default.refresh_interval_frames
     for row in rows:
         if (
             row["expression_dims"] == default.expression_dims
