@@ -127,6 +127,7 @@ _POINT_KEYS = (
     "lowres_px",
     "lowres_kbps",
     "lowres_every_frames",
+    "lowres_motion",
     "max_kbps",
 )
 
@@ -164,6 +165,7 @@ def _hybrid_points(
     kbps: list[float],
     bank_size: int = 1,
     every: int = EncoderConfig.lowres_every_frames,
+    motion: float = EncoderConfig.lowres_motion,
 ) -> list[dict]:
     """The hybrid mode (a low-res x264 stream fused with the render, a picture in every
     `every` keypoint packets; no extra references, or a reference bank of bank_size) at each
@@ -190,8 +192,10 @@ def _hybrid_points(
                 "lowres_px": lowres_px,
                 "lowres_kbps": rate,
                 "lowres_every_frames": every,
+                "lowres_motion": motion,
                 "label": f"{name}, hybrid {lowres_px} px at {rate:g} kbit/s target"
                 + ("" if every == EncoderConfig.lowres_every_frames else f", every {every}")
+                + (f", sooner at {motion:g} px of motion" if motion else "")
                 + ("" if bank_size == 1 else f", {bank}"),
             }
             for rate in kbps
@@ -359,6 +363,7 @@ def _run_point(point: dict, reference: np.ndarray, size: int, fps: float) -> dic
             lowres_px=point.get("lowres_px", 0),
             lowres_kbps=point.get("lowres_kbps", EncoderConfig.lowres_kbps),
             lowres_every_frames=point.get("lowres_every_frames", EncoderConfig.lowres_every_frames),
+            lowres_motion=point.get("lowres_motion", EncoderConfig.lowres_motion),
             max_kbps=point.get("max_kbps", 0.0),
         )
         # The bank size comes from the stream header.
@@ -539,6 +544,8 @@ def _subset_flags(report: dict) -> str:
         every = config.get("talkcodec_lowres_every", EncoderConfig.lowres_every_frames)
         if every != EncoderConfig.lowres_every_frames:
             flags += f" --lowres-every {every}"
+        if config.get("talkcodec_lowres_motion"):
+            flags += f" --lowres-motion {config['talkcodec_lowres_motion']:g}"
     if config.get("talkcodec_max_kbps"):
         flags += " --max-kbps " + " ".join(f"{cap:g}" for cap in config["talkcodec_max_kbps"])
     return flags
@@ -778,6 +785,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict[str, np.
                 args.hybrid,
                 args.hybrid_bank,
                 args.lowres_every,
+                args.lowres_motion,
             )
             if args.hybrid
             else [p for p in _talkcodec_points() if p["keyframe_codec"] in args.keyframe_codecs]
@@ -833,6 +841,7 @@ def _run_config(args: argparse.Namespace) -> dict:
         "talkcodec_lowres_px": args.lowres_size,
         "talkcodec_hybrid_bank_size": args.hybrid_bank,
         "talkcodec_lowres_every": args.lowres_every,
+        "talkcodec_lowres_motion": args.lowres_motion,
         "talkcodec_max_kbps": list(args.max_kbps),
         "baseline_target_kbps": list(BASELINE_KBPS),
         "baseline_scaled_sizes_px": list(args.scaled_sizes),
@@ -882,6 +891,10 @@ def main() -> None:
         help="the hybrid points' low-res picture cadence: one in every N keypoint packets",
     )  # fmt: skip
     parser.add_argument(
+        "--lowres-motion", type=float, default=EncoderConfig.lowres_motion, metavar="PX",
+        help="the hybrid points' --lowres-motion (0: the fixed cadence)",
+    )  # fmt: skip
+    parser.add_argument(
         "--hybrid-bank", type=int, default=1, metavar="N",
         help="the hybrid points' reference bank size (1: no extra references)",
     )  # fmt: skip
@@ -904,6 +917,7 @@ def main() -> None:
         name += f"-bank{args.hybrid_bank}" if args.hybrid_bank != 1 else ""
         every = args.lowres_every
         name += f"-every{every}" if every != EncoderConfig.lowres_every_frames else ""
+        name += f"-motion{args.lowres_motion:g}" if args.lowres_motion else ""
     if args.renderer != DecoderConfig.renderer:
         name += f"-{args.renderer}"
     started = time.perf_counter()

@@ -153,6 +153,7 @@ class StreamEncoder:
             else None
         )
         self._frames_to_next_picture = 0  # keypoint packets until the next low-res picture
+        self._picture_face: np.ndarray | None = None  # decoded face points of the last picture
         step_px = self.header.keypoint_step_millipx / 1000
         self._owns_detector = detector is None
         self._detector = detector if detector is not None else make_detector(config.detector)
@@ -254,7 +255,7 @@ class StreamEncoder:
         payload = coded.payload
         if self._lowres is not None:
             fresh = (reason is not None and reference_id == 0) or self._refresh_wanted
-            picture = self._picture(self._lowres, processed.image, pts_ms, fresh)
+            picture = self._picture(self._lowres, processed.image, pts_ms, fresh, decoded.face)
             payload = bytes(HybridKeypoints(coded.payload, picture))
         self._refresh_wanted = False
         packets = []
@@ -283,19 +284,35 @@ class StreamEncoder:
                 self.rate_cap.spend(pts_ms, size)
         return packets
 
+    def _moved_since_picture(self, face: np.ndarray) -> bool:
+        """Whether the decoded face points moved more than lowres_motion low-res pixels (mean
+        2-D displacement) since the last picture's frame."""
+        motion, last = self.config.lowres_motion, self._picture_face
+        if motion <= 0 or last is None or last.shape != face.shape:
+            return False
+        scale = self.config.lowres_px / self.config.size_px
+        displacement = np.linalg.norm(face[:, :2] - last[:, :2], axis=1).mean() * scale
+        return bool(displacement > motion)
+
     def _picture(
-        self, lowres: LowresEncoder, crop: np.ndarray, pts_ms: int, fresh: bool
+        self,
+        lowres: LowresEncoder,
+        crop: np.ndarray,
+        pts_ms: int,
+        fresh: bool,
+        face: np.ndarray,
     ) -> LowresPicture | None:
-        """This frame's low-res picture, or None between pictures (lowres_every_frames). A
-        fresh start or a receiver that lost packets restarts the low-res stream with an IDR,
-        on this very frame."""
+        """This frame's low-res picture, or None between pictures (lowres_every_frames, or
+        sooner where the face moved: lowres_motion). A fresh start or a receiver that lost
+        packets restarts the low-res stream with an IDR, on this very frame."""
         if fresh:
             lowres.request_idr()
             self._frames_to_next_picture = 0
-        if self._frames_to_next_picture > 0:
+        if self._frames_to_next_picture > 0 and not self._moved_since_picture(face):
             self._frames_to_next_picture -= 1
             return None
         self._frames_to_next_picture = self.config.lowres_every_frames - 1
+        self._picture_face = face
         return lowres.encode(crop, pts_ms)
 
     def _skips(self, pts_ms: int) -> bool:

@@ -108,6 +108,11 @@ class EncoderConfig:
     # clips at 48 px, 12.5 pictures/s at 4 kbit/s gave HaarPSI 0.621 for 3.0 kbit/s in all,
     # 25/s at 6 kbit/s 0.607 for 5.3 (x264 spends at least ~13 bytes a picture).
     lowres_every_frames: int = 2
+    # With lowres_every_frames > 1: a picture sooner, in the next packet, once the decoded face
+    # points have moved by more than this many low-res pixels (their mean displacement since
+    # the last picture's frame), so fast motion gets pictures at up to the full frame rate.
+    # 0: the fixed cadence.
+    lowres_motion: float = 0.0
 
     def __post_init__(self) -> None:
         if self.packet_format not in PACKET_FORMATS:
@@ -152,6 +157,8 @@ class EncoderConfig:
             raise ValueError(f"lowres_kbps must be > 0, got {self.lowres_kbps}")
         if not 1 <= self.lowres_every_frames <= 8:
             raise ValueError(f"lowres_every_frames must be in 1..8, got {self.lowres_every_frames}")
+        if self.lowres_motion < 0:
+            raise ValueError(f"lowres_motion must be >= 0, got {self.lowres_motion}")
         if self.reference_threshold is not None and not self.reference_threshold > 0:
             raise ValueError(f"reference_threshold must be > 0, got {self.reference_threshold}")
         if self.reference_budget_kbps < 0 or self.reference_burst_s < 0:

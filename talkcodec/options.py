@@ -103,6 +103,11 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
         "--lowres-every", type=int, default=_DEFAULTS.lowres_every_frames, metavar="N",
         help="a low-res picture in every Nth frame's packet; the frames between fuse the last",
     )  # fmt: skip
+    parser.add_argument(
+        "--lowres-motion", type=float, default=_DEFAULTS.lowres_motion, metavar="PX",
+        help="with --lowres-every > 1: a picture sooner once the face moved this many low-res "
+        "pixels since the last one (0: the fixed cadence)",
+    )  # fmt: skip
     _add_reference_options(parser)
 
 
@@ -164,6 +169,7 @@ def encoder_config(args: argparse.Namespace) -> EncoderConfig:
             lowres_px=args.lowres,
             lowres_kbps=args.lowres_kbps,
             lowres_every_frames=args.lowres_every,
+            lowres_motion=args.lowres_motion,
         )
     except ValueError as error:
         raise OptionError(str(error)) from None

@@ -599,6 +599,50 @@ def test_hybrid_payloads_that_do_not_parse_are_dropped_and_counted() -> None:
     assert decoder.stats.lowres_corrupt == 1 and not decoder.keypoints_synchronised
 
 
+def _still_then_moving_head(count: int, still: int, step_px: float) -> list[Landmarks]:
+    """The mean face, still for `still` frames, then moving right by step_px a frame."""
+    model = load_keypoint_model(KeypointModelId.MEDIAPIPE_478_V2)
+    face = model.reconstruct(model.param_mean, SIZE)
+    shift = np.array([1.0, 0.0], dtype=np.float32)
+    heads = []
+    for index in range(count):
+        offset = shift * step_px * max(0, index - still + 1)
+        heads.append(
+            Landmarks(
+                face.face + np.append(offset, 0).astype(np.float32),
+                face.shoulders + offset,
+            )
+        )
+    return heads
+
+
+@pytest.mark.parametrize(
+    ("motion", "expected"),
+    [
+        (0.0, [True, False, False, True, False, False, True, False, False, True]),
+        # 12 px a frame at 256 px is 3 low-res pixels at 64: every moving frame brings one.
+        (1.0, [True, False, False, True, False, True, True, True, True, True]),
+    ],
+)
+def test_a_moving_face_brings_pictures_sooner(motion: float, expected: list[bool]) -> None:
+    config = EncoderConfig(
+        crop=False, reference_bank_size=1, lowres_px=64, lowres_kbps=20.0,
+        keypoint_refresh_interval_s=10.0, lowres_every_frames=3, lowres_motion=motion,
+    )  # fmt: skip
+    encoder = StreamEncoder(config, detector=_ScriptedDetector(_still_then_moving_head(10, 5, 12)))
+    decoder = StreamDecoder(encoder.header, MESH_WARP)
+    carried = []
+    for index in range(10):
+        for packet in encoder.encode(_moving_scene(index), index * 40):
+            frame = decoder.decode_packet(packet)
+            if packet.kind is PacketKind.KEYPOINTS:
+                carried.append(HybridKeypoints.parse(packet.payload).picture is not None)
+                assert frame is not None and frame.lowres is not None
+    assert carried == expected
+    with pytest.raises(ValueError, match="^lowres_motion must be >= 0, got -1$"):
+        EncoderConfig(lowres_motion=-1)
+
+
 def test_a_live_target_lowers_the_lowres_rate_within_its_bounds() -> None:
     encoder, _ = _hybrid_pair(1)
     lowres = encoder._lowres
