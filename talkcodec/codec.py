@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
+import cv2
 import numpy as np
 
 from talkcodec.bank import BankMirror, describe
@@ -511,7 +512,9 @@ class DecodedFrame:
     the first keypoint packet, never more than MAX_PTS_STEP_MS past the previous packet, however
     far its pts_ms jumps. recovered: decoded from a repeated copy (its own message was lost),
     so it arrived a message later than it was due. lowres: the (h, w, 3) uint8 RGB low-res
-    picture of the frame (hybrid streams, while the low-res decoder is in step), or None.
+    picture of the frame (hybrid streams, while the low-res decoder is in step), or None;
+    picture: the number of that picture in the stream (it is the frame's own when
+    picture_fresh, else the last one before it).
     """
 
     landmarks: Landmarks
@@ -520,6 +523,8 @@ class DecodedFrame:
     stream_ms: int = 0
     recovered: bool = False
     lowres: np.ndarray | None = field(default=None, compare=False, repr=False)
+    picture: int = 0
+    picture_fresh: bool = False
 
 
 @dataclass
@@ -593,6 +598,11 @@ class StreamDecoder:
         # The last low-res picture decoded, fused with the frames between pictures; None while
         # the low-res stream waits for an IDR.
         self._last_picture: np.ndarray | None = None
+        self._pictures = 0  # pictures decoded so far: the number of the last one
+        self._picture_fresh = False
+        # (picture number, its frame's render taken down to the picture's size) for
+        # lowres_compensation; None until a frame with a fresh picture is rendered.
+        self._picture_render: tuple[int, np.ndarray] | None = None
         self.stats = DecoderStats()
 
     def _keyframe_codec(self, wire_id: int) -> KeyframeCodec:
@@ -634,9 +644,31 @@ class StreamDecoder:
         """
         image = self.renderer.render(frame.landmarks)
         if frame.lowres is not None and self.config.fusion != "none":
-            image = self.fuse(frame.lowres, image)
+            image = self.fuse(self.picture_for(frame, image), image)
         self.stats.rendered += 1
         return image
+
+    def picture_for(self, frame: DecodedFrame, render: np.ndarray) -> np.ndarray:
+        """The low-res picture to fuse with `render`, the frame's render: the frame's own
+        picture, and for a frame between pictures (config.lowres_compensation) the last
+        picture plus what the render changed since that picture's frame, at the picture's
+        size: the face moves, the rest stays. A stale picture whose own frame was not rendered
+        (a live receiver renders only the newest frame) is taken as it is. Call it for each
+        frame rendered, in order: a frame with a fresh picture keeps its render for the
+        frames after it."""
+        lowres = frame.lowres
+        assert lowres is not None
+        if not self.config.lowres_compensation:
+            return lowres
+        size = (lowres.shape[1], lowres.shape[0])
+        small = cv2.resize(render, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+        if frame.picture_fresh:
+            self._picture_render = (frame.picture, small)
+            return lowres
+        if self._picture_render is None or self._picture_render[0] != frame.picture:
+            return lowres
+        moved = lowres.astype(np.float32) + (small - self._picture_render[1])
+        return np.clip(np.rint(moved), 0, 255).astype(np.uint8)
 
     def fuse(self, lowres: np.ndarray, render: np.ndarray) -> np.ndarray:
         """A hybrid stream's frame: the (H, W, 3) uint8 render fused with its decoded low-res
@@ -762,7 +794,14 @@ class StreamDecoder:
             return None
         landmarks = self.model.reconstruct(params, self.header.width)
         return DecodedFrame(
-            landmarks, verdict.pts_ms, packet.seq, self.timeline.stream_ms, packet.repeated, lowres
+            landmarks,
+            verdict.pts_ms,
+            packet.seq,
+            self.timeline.stream_ms,
+            packet.repeated,
+            lowres,
+            self._pictures,
+            self._picture_fresh,
         )
 
     def _split_keypoint_payload(self, payload: bytes) -> tuple[bytes, LowresPicture | None]:
@@ -792,6 +831,7 @@ class StreamDecoder:
         None in a keypoints-only stream, while waiting for an IDR, or when the picture does not
         decode (counted lowres_corrupt: the frame's keypoints still count, and the low-res
         stream waits for an IDR)."""
+        self._picture_fresh = False
         if self._lowres is None or picture is None:
             return self._last_picture
         try:
@@ -805,6 +845,8 @@ class StreamDecoder:
                 self.stats.lowres_waiting += 1
             else:
                 self.stats.lowres_pictures += 1
+                self._pictures += 1
+                self._picture_fresh = True
         self._last_picture = image
         return image
 

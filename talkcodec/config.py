@@ -200,6 +200,10 @@ class DecoderConfig:
     # agreement mask; "mask", the training-free agreement mask alone
     # (talkcodec.generator.fusion); "none", the render alone, as for a keypoints-only stream.
     fusion: str = "learned"
+    # Hybrid streams with a picture every few packets: between pictures, move the last
+    # picture with the face by the change of the render since that picture's frame (the two
+    # renders taken down to the picture's size), instead of showing it as it was.
+    lowres_compensation: bool = True
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSION_MODES:

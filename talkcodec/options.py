@@ -200,6 +200,11 @@ def add_decoder_options(parser: argparse.ArgumentParser) -> None:
         help="hybrid streams: fuse with the learned network on top of the agreement mask, with "
         "the mask alone, or not at all",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-lowres-compensation", dest="lowres_compensation", action="store_false",
+        help="hybrid streams with a picture every few packets: show the last picture as it was "
+        "between pictures, instead of moved with the face by the render's change",
+    )  # fmt: skip
 
 
 def decoder_config(args: argparse.Namespace) -> DecoderConfig:
@@ -207,4 +212,5 @@ def decoder_config(args: argparse.Namespace) -> DecoderConfig:
         renderer=args.renderer,
         backend=args.backend,
         fusion=args.fusion,
+        lowres_compensation=args.lowres_compensation,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import cv2
 import numpy as np
 import pytest
 
@@ -674,3 +675,46 @@ def test_frames_between_pictures_fuse_the_last_one_and_a_refresh_brings_one_at_o
     assert carried == [True, False, False, True, True, False, False, True, False]
     assert held == [not c for c in carried]
     assert decoder.stats.lowres_pictures == 4
+
+
+def _area_down(image: np.ndarray, side: int) -> np.ndarray:
+    return cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+@pytest.mark.parametrize("compensation", [True, False])
+def test_frames_between_pictures_move_the_last_one_by_the_renders_change(
+    compensation: bool,
+) -> None:
+    config = EncoderConfig(
+        crop=False, reference_bank_size=1, lowres_px=64, lowres_kbps=20.0,
+        keypoint_refresh_interval_s=10.0, lowres_every_frames=3,
+    )  # fmt: skip
+    # Still for frames 0..3, then moving 8 px a frame.
+    encoder = StreamEncoder(config, detector=_ScriptedDetector(_still_then_moving_head(9, 4, 8)))
+    decoder = StreamDecoder(encoder.header, replace(MESH_WARP, lowres_compensation=compensation))
+    fused_with: list[np.ndarray] = []
+    fuse = decoder.fuse
+    decoder.fuse = lambda lowres, render: fused_with.append(lowres) or fuse(lowres, render)
+    picture_render = None
+    for index in range(9):
+        for packet in encoder.encode(_moving_scene(index), index * 40):
+            frame = decoder.decode_packet(packet)
+            if packet.kind is not PacketKind.KEYPOINTS:
+                continue
+            assert frame is not None and frame.lowres is not None
+            assert frame.picture_fresh == (index % 3 == 0)
+            if index == 6:
+                continue  # not rendered (a live receiver renders only the newest frame)
+            decoder.render(frame)
+            alone = decoder.renderer.render(frame.landmarks)
+            used = fused_with[-1]
+            if frame.picture_fresh:
+                picture_render = _area_down(alone, 64)
+                assert used is frame.lowres
+            elif not compensation or index > 6:  # off, or the picture's frame was not rendered
+                assert np.array_equal(used, frame.lowres)
+            else:
+                moved = frame.lowres + (_area_down(alone, 64) - picture_render)
+                assert np.array_equal(used, np.clip(np.rint(moved), 0, 255).astype(np.uint8))
+                # Still (frames 1, 2): the picture as it was; moving (4, 5): moved.
+                assert np.array_equal(used, frame.lowres) == (index < 4)

@@ -74,11 +74,18 @@ def make_examples(clip: Path, index: int, target: Path, max_frames: int) -> bool
             frame = None
             for packet in streamed.packets:
                 frame = decoder.decode_packet(packet) or frame
-            if frame is None or frame.lowres is None or streamed.index % 3:
+            kept = streamed.index % 3 == 0
+            if frame is None or frame.lowres is None or not (kept or frame.picture_fresh):
                 continue
-            renders.append(decoder.renderer.render(frame.landmarks))
-            lowres.append(frame.lowres)
-            truths.append(reference.frames[streamed.index])
+            # Frames with a fresh picture are rendered too: the picture a later frame between
+            # pictures is fused with is moved by the render's change since then, as the
+            # receiver does (StreamDecoder.picture_for).
+            render = decoder.renderer.render(frame.landmarks)
+            picture = decoder.picture_for(frame, render)
+            if kept:
+                renders.append(render)
+                lowres.append(picture)
+                truths.append(reference.frames[streamed.index])
     finally:
         encoder.close()
     if not lowres:
