@@ -687,6 +687,13 @@ def _markdown(report: dict) -> str:
     )
 
 
+def _short_clip(name: str) -> str:
+    """'LivePortrait d12' for LivePortrait__assets_examples_driving_d12.mp4: the source
+    repository and the end of the clip's name, enough to tell the dev people apart."""
+    repository, _, rest = Path(name).stem.partition("__")
+    return f"{repository} {'_'.join(rest.split('_')[-2:])}".strip()
+
+
 def _ratio_lines(report: dict) -> list[str]:
     rows = report.get("matched_h264_ratio_per_clip") or []
     if not rows:
@@ -709,7 +716,7 @@ def _ratio_lines(report: dict) -> list[str]:
         cells = []
         for metric in RATIO_METRICS:
             entry = row[metric]
-            worst_clip = (entry["worst_clip"] or "").split("__")[0]
+            worst_clip = _short_clip(entry["worst_clip"] or "")
             cells += [
                 _format(entry["mean"], ".2f"),
                 f"{_format(entry['worst'], '.2f')} ({worst_clip})",

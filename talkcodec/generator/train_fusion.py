@@ -4,9 +4,10 @@
         [--steps 6000] [--export weights/fusion-v2.safetensors]
 
 1. Examples: every clip of --data goes through the real codec (StreamEncoder, hybrid at 48 px,
-   GC or WebP keyframe and 3, 4, 6 or 8 kbit/s of low-res, alternating over the clips) and the
-   decoder's renderer; every third frame's decoded low-res picture, render and camera frame are
-   kept in --out/examples (one .npz per clip, made once, reused on a resumed run).
+   GC or WebP keyframe, 3, 4, 6 or 8 kbit/s of low-res and a picture in every second or third
+   packet, alternating over the clips) and the decoder's renderer; every third frame's
+   low-res picture as the receiver fuses it (StreamDecoder.picture_for), render and camera
+   frame are kept in --out/examples (one .npz per clip, made once, reused on a resumed run).
 2. Training: random 128 px crops (mirrored half the time), loss 1 - HaarPSI + 2 L1 + 20 MSE
    against the camera frame (--l1-weight, --mse-weight), Adam. Held out are all clips of every
    --holdout-every'th person of the data's MANIFEST.tsv, so validation is on people the network
@@ -32,7 +33,13 @@ import torch
 from tqdm import tqdm
 
 from talkcodec.generator.fusion import FusionConfig, fuse
-from talkcodec.generator.fusion_net import FusionModel, FusionNet, FusionNetConfig, save_fusion
+from talkcodec.generator.fusion_net import (
+    FusionModel,
+    FusionNet,
+    FusionNetConfig,
+    load_fusion,
+    save_fusion,
+)
 from talkcodec.generator.learned_fusion import planes_of
 from talkcodec.training.losses import haarpsi as haarpsi_torch
 
@@ -41,6 +48,9 @@ logger = logging.getLogger(__name__)
 LOWRES_PX = 48
 LOWRES_KBPS = (3.0, 4.0, 6.0, 8.0)
 KEYFRAME_CODECS = ("gc", "webp")
+# Pictures in every second and every third packet (the frames between are fused with the last
+# picture, moved as the receiver moves it: StreamDecoder.picture_for).
+LOWRES_EVERY = (2, 3)
 CROP_PX = 128
 # A held-out person may lose at most this much HaarPSI, or this much PSNR, against the mask
 # fusion (the project's validation rule) for an evaluation to be kept.
@@ -65,6 +75,9 @@ def make_examples(clip: Path, index: int, target: Path, max_frames: int) -> bool
         reference_bank_size=1,
         lowres_px=LOWRES_PX,
         lowres_kbps=LOWRES_KBPS[(index // len(KEYFRAME_CODECS)) % len(LOWRES_KBPS)],
+        lowres_every_frames=LOWRES_EVERY[
+            (index // (len(KEYFRAME_CODECS) * len(LOWRES_KBPS))) % len(LOWRES_EVERY)
+        ],
     )
     encoder = StreamEncoder(config)
     decoder = StreamDecoder(encoder.header, DecoderConfig())
@@ -231,6 +244,14 @@ def train(
     optimiser = torch.optim.Adam(net.parameters(), lr=args.lr)
     step, best, history = 0, None, []
     checkpoint = args.out / "checkpoint.pt"
+    if args.init_from is not None and not checkpoint.is_file():
+        initial, _ = load_fusion(args.init_from)
+        if initial.config != net.config:
+            raise SystemExit(
+                f"{args.init_from} has widths {initial.config.channels}, not "
+                f"{net.config.channels} (--widths)"
+            )
+        net.load_state_dict(initial.state_dict())
     if checkpoint.is_file():
         state = torch.load(checkpoint, weights_only=False)
         net.load_state_dict(state["net"])
@@ -294,6 +315,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--holdout-every", type=int, default=6)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--export", type=Path, default=None, help="write the best weights here")
+    parser.add_argument(
+        "--init-from", type=Path, default=None,
+        help="start from these fusion weights (e.g. weights/fusion-v2.safetensors)",
+    )  # fmt: skip
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
