@@ -279,6 +279,11 @@ def _baseline_points(codec: str, scaled_sizes: tuple[int, ...] = ()) -> list[dic
     return points
 
 
+def _varied(points: list[dict], suffix: str, **fields: object) -> list[dict]:
+    """The points with `fields` set on each (receiver options), their labels saying so."""
+    return [{**p, **fields, "label": f"{p['label']}, {suffix}"} for p in points]
+
+
 def _kbps(total_bytes: int, frames: int, fps: float) -> float:
     return total_bytes * 8 * fps / frames / 1000
 
@@ -486,16 +491,19 @@ def _per_clip_bd_rates(rows: list[dict]) -> dict:
 
 def _matched_rate(h264: list[dict], point: dict, rate: str, metric: str) -> dict:
     """{"kbps": the H.264 rate on its Pareto front (full and reduced sizes) reaching point's
-    quality, or None with "bound": the side of H.264's measured range it falls on}."""
+    quality}, or where that falls outside H.264's measured range {"kbps": None, "bound": "<x"
+    or ">x", "bound_kbps": x}: the side it falls on and the rate there (never extrapolated).
+    {"kbps": None} alone when H.264 has no finite value of the metric."""
     rates, quality = _curve(h264, "h264", rate, metric)
+    if not rates:
+        return {"kbps": None}
     target = (1.0 if METRICS[metric][1] else -1.0) * point[metric]
-    kbps = rate_for_quality(rates, quality, target) if rates else None
-    if kbps is not None or not rates:
+    kbps = rate_for_quality(rates, quality, target)
+    if kbps is not None:
         return {"kbps": kbps}
-    # Outside H.264's measured range: say on which side, never extrapolate.
     lowest = int(np.argmin(rates))
-    below = target < quality[lowest]
-    return {"kbps": None, "bound": f"<{rates[lowest]:.1f}" if below else f">{max(rates):.1f}"}
+    side, bound = ("<", rates[lowest]) if target < quality[lowest] else (">", max(rates))
+    return {"kbps": None, "bound": f"{side}{bound:.1f}", "bound_kbps": bound}
 
 
 def _matched_h264(points: list[dict]) -> list[dict]:
@@ -526,8 +534,19 @@ def _matched_h264(points: list[dict]) -> list[dict]:
 RATIO_METRICS = ("haarpsi", "akd_px", "psnr_db")
 
 
-def _ratio_value(ratio: dict) -> float:
-    return ratio["ratio"] if ratio["ratio"] is not None else ratio["ratio_bound"]
+def _clip_ratio(h264: list[dict], row: dict, metric: str) -> dict | None:
+    """One clip's {"ratio": H.264 payload for the row's quality / the row's payload}, or
+    outside H.264's range {"ratio": None, "bound": "<r" or ">r", "ratio_bound": r}; None when
+    the clip has no finite value of the metric."""
+    if not math.isfinite(row[metric]):
+        return None
+    found = _matched_rate(h264, row, "payload_kbps", metric)
+    if found["kbps"] is not None:
+        return {"ratio": found["kbps"] / row["payload_kbps"]}
+    if "bound" not in found:
+        return None
+    bound = found["bound_kbps"] / row["payload_kbps"]
+    return {"ratio": None, "bound": f"{found['bound'][0]}{bound:.2f}", "ratio_bound": bound}
 
 
 def _matched_ratios_per_clip(rows: list[dict]) -> list[dict]:
@@ -536,37 +555,29 @@ def _matched_ratios_per_clip(rows: list[dict]) -> list[dict]:
     mean and the worst clip's ratio, and the clips where H.264's range does not reach (">"
     bound: H.264 would need more than its top rate, counted as at least that ratio; "<":
     H.264 is better even at its lowest rate, counted as at most that ratio)."""
-    clips = sorted({r["clip"] for r in rows})
-    labels = list(dict.fromkeys(r["label"] for r in rows if r["codec"] == "talkcodec"))
+    h264_of = {}
+    for row in rows:
+        if row["codec"] == "h264":
+            h264_of.setdefault(row["clip"], []).append(row)
     result = []
-    for label in labels:
+    for label in dict.fromkeys(r["label"] for r in rows if r["codec"] == "talkcodec"):
+        mine = [r for r in rows if r["label"] == label and r["clip"] in h264_of]
         entry: dict = {"label": label}
         for metric in RATIO_METRICS:
-            ratios: dict[str, dict] = {}
-            for clip in clips:
-                h264 = [r for r in rows if r["clip"] == clip and r["codec"] == "h264"]
-                mine = [r for r in rows if r["clip"] == clip and r["label"] == label]
-                if not h264 or not mine or not math.isfinite(mine[0][metric]):
-                    continue
-                found = _matched_rate(h264, mine[0], "payload_kbps", metric)
-                ratio = {"ratio": None}
-                if found["kbps"] is not None:
-                    ratio["ratio"] = found["kbps"] / mine[0]["payload_kbps"]
-                else:
-                    bound = float(found["bound"][1:]) / mine[0]["payload_kbps"]
-                    ratio["bound"] = f"{found['bound'][0]}{bound:.2f}"
-                    ratio["ratio_bound"] = bound
-                ratios[clip] = ratio
-            values = [r.get("ratio") or r["ratio_bound"] for r in ratios.values()]
+            ratios = {}
+            for row in sorted(mine, key=lambda r: r["clip"]):
+                ratio = _clip_ratio(h264_of[row["clip"]], row, metric)
+                if ratio is not None:
+                    ratios[row["clip"]] = ratio
+            values = {
+                clip: r["ratio"] if r["ratio"] is not None else r["ratio_bound"]
+                for clip, r in ratios.items()
+            }
             entry[metric] = {
                 "clips": ratios,
-                "mean": float(np.mean(values)) if values else None,
-                "worst": float(np.min(values)) if values else None,
-                "worst_clip": min(
-                    ratios, key=lambda c: ratios[c].get("ratio") or ratios[c]["ratio_bound"]
-                )
-                if values
-                else None,
+                "mean": float(np.mean(list(values.values()))) if values else None,
+                "worst": min(values.values()) if values else None,
+                "worst_clip": min(values, key=values.__getitem__) if values else None,
                 # "<": the mean and worst are upper bounds there; ">": lower bounds.
                 "bounded_below": sum(r.get("bound", "").startswith("<") for r in ratios.values()),
                 "bounded_above": sum(r.get("bound", "").startswith(">") for r in ratios.values()),
@@ -899,15 +910,9 @@ def run(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict[str, np.
         )
         talkcodec_points += _capped_points(args.max_kbps)
         if not args.lowres_compensation:
-            talkcodec_points = [
-                {**p, "lowres_compensation": False, "label": f"{p['label']}, uncompensated"}
-                for p in talkcodec_points
-            ]
+            talkcodec_points = _varied(talkcodec_points, "uncompensated", lowres_compensation=False)
         if args.renderer != DecoderConfig.renderer:
-            talkcodec_points = [
-                {**p, "renderer": args.renderer, "label": f"{p['label']}, {args.renderer}"}
-                for p in talkcodec_points
-            ]
+            talkcodec_points = _varied(talkcodec_points, args.renderer, renderer=args.renderer)
         tasks = [(m, talkcodec_points) for m in metas] if "talkcodec" in args.codecs else []
         tasks += [
             (m, _baseline_points(codec, tuple(args.scaled_sizes)))

@@ -513,8 +513,8 @@ class DecodedFrame:
     far its pts_ms jumps. recovered: decoded from a repeated copy (its own message was lost),
     so it arrived a message later than it was due. lowres: the (h, w, 3) uint8 RGB low-res
     picture of the frame (hybrid streams, while the low-res decoder is in step), or None;
-    picture: the number of that picture in the stream (it is the frame's own when
-    picture_fresh, else the last one before it).
+    picture: the number of that picture in the stream (stats.lowres_pictures once it was
+    decoded); it is the frame's own when picture_fresh, else the last one before it.
     """
 
     landmarks: Landmarks
@@ -598,8 +598,6 @@ class StreamDecoder:
         # The last low-res picture decoded, fused with the frames between pictures; None while
         # the low-res stream waits for an IDR.
         self._last_picture: np.ndarray | None = None
-        self._pictures = 0  # pictures decoded so far: the number of the last one
-        self._picture_fresh = False
         # (picture number, its frame's render taken down to the picture's size) for
         # lowres_compensation; None until a frame with a fresh picture is rendered.
         self._picture_render: tuple[int, np.ndarray] | None = None
@@ -660,14 +658,15 @@ class StreamDecoder:
         assert lowres is not None
         if not self.config.lowres_compensation:
             return lowres
+        then = self._picture_render
+        if not frame.picture_fresh and (then is None or then[0] != frame.picture):
+            return lowres
         size = (lowres.shape[1], lowres.shape[0])
         small = cv2.resize(render, size, interpolation=cv2.INTER_AREA).astype(np.float32)
-        if frame.picture_fresh:
+        if frame.picture_fresh or then is None:
             self._picture_render = (frame.picture, small)
             return lowres
-        if self._picture_render is None or self._picture_render[0] != frame.picture:
-            return lowres
-        moved = lowres.astype(np.float32) + (small - self._picture_render[1])
+        moved = lowres.astype(np.float32) + (small - then[1])
         return np.clip(np.rint(moved), 0, 255).astype(np.uint8)
 
     def fuse(self, lowres: np.ndarray, render: np.ndarray) -> np.ndarray:
@@ -779,7 +778,7 @@ class StreamDecoder:
             self.stats.lost += verdict.lost
             self._reset_prediction()
         # Every picture in order, decodable keypoints or not: the low-res decoder needs them all.
-        lowres = self._decode_lowres(picture)
+        lowres, fresh = self._decode_lowres(picture)
         if not packet.is_intra and not self._keypoints.synchronised:
             self.stats.undecodable += 1
             return None
@@ -800,8 +799,8 @@ class StreamDecoder:
             self.timeline.stream_ms,
             packet.repeated,
             lowres,
-            self._pictures,
-            self._picture_fresh,
+            self.stats.lowres_pictures,  # the number of the last picture decoded
+            fresh,
         )
 
     def _split_keypoint_payload(self, payload: bytes) -> tuple[bytes, LowresPicture | None]:
@@ -826,14 +825,13 @@ class StreamDecoder:
             self._lowres.reset()
             self._last_picture = None
 
-    def _decode_lowres(self, picture: LowresPicture | None) -> np.ndarray | None:
+    def _decode_lowres(self, picture: LowresPicture | None) -> tuple[np.ndarray | None, bool]:
         """The frame's low-res picture, decoded, or for a packet without one the last picture;
         None in a keypoints-only stream, while waiting for an IDR, or when the picture does not
         decode (counted lowres_corrupt: the frame's keypoints still count, and the low-res
         stream waits for an IDR)."""
-        self._picture_fresh = False
         if self._lowres is None or picture is None:
-            return self._last_picture
+            return self._last_picture, False
         try:
             image = self._lowres.decode(picture)
         except BitstreamError as error:
@@ -845,10 +843,8 @@ class StreamDecoder:
                 self.stats.lowres_waiting += 1
             else:
                 self.stats.lowres_pictures += 1
-                self._pictures += 1
-                self._picture_fresh = True
         self._last_picture = image
-        return image
+        return image, image is not None
 
 
 def _check_keypoint_payload(what: str, payload: bytes) -> None:
