@@ -137,9 +137,10 @@ _POINT_KEYS = (
 
 
 def _talkcodec_points() -> list[dict]:
-    """The default sender (reference bank and budget) with each keyframe codec and quality (and
-    WebP at each keypoint step), and the same without extra references (bank of 1)."""
-    default = EncoderConfig()
+    """The keypoint-only sender (reference bank and budget) with each keyframe codec and
+    quality (and WebP at each keypoint step), and the same without extra references (bank of
+    1)."""
+    default = EncoderConfig(lowres_px=0)
     settings = [
         ("webp", quality, step) for quality in KEYFRAME_QUALITIES for step in KEYPOINT_STEPS_PX
     ]
@@ -254,6 +255,11 @@ def _is_default_point(row: dict) -> bool:
         and row["keyframe_quality"] == quality
         and row["keypoint_step_px"] == default.keypoint_step_px
         and row["reference_bank_size"] == default.reference_bank_size
+        and row.get("lowres_px", 0) == default.lowres_px
+        and row.get("lowres_kbps", default.lowres_kbps) == default.lowres_kbps
+        and row.get("lowres_every_frames", 0) == default.lowres_every_frames
+        and not row.get("lowres_motion")
+        and not row.get("max_kbps")
     )
 
 

@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--reference-bank-size", type=int, default=1)
     args = parser.parse_args()
     config = EncoderConfig(
+        lowres_px=0,  # the cheapest sender: keypoints only
         keyframe_codec=args.keyframe_codec,
         reference_bank_size=args.reference_bank_size,
         max_kbps=0.0 if args.max_wire_kbps else args.max_kbps,

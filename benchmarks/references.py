@@ -183,6 +183,7 @@ def settings_of(args: argparse.Namespace) -> dict[str, EncoderConfig]:
     base = EncoderConfig(
         size_px=args.size,
         crop=False,
+        lowres_px=0,  # references in keypoint-only streams (the hybrid mode keeps a bank of 1)
         reference_threshold=args.threshold,
         keyframe_codec=args.keyframe_codec,
     )

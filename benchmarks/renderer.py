@@ -131,7 +131,7 @@ def measure_clip(
         return [], None
     frames = reference.frames
     sent_points = [probe.points(frame) for frame in frames]
-    base = EncoderConfig(size_px=args.size, crop=False)
+    base = EncoderConfig(size_px=args.size, crop=False, lowres_px=0)  # the renderers alone
     settings = {
         "single": replace(base, reference_bank_size=1),
         "refs": base,

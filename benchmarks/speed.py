@@ -280,7 +280,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=EncoderConfig.size_px)
     parser.add_argument("--renderer", default=DecoderConfig.renderer)
     parser.add_argument("--backend", default=DecoderConfig.backend)
-    parser.add_argument("--lowres", type=int, default=0, help="hybrid mode: low-res side (px)")
+    parser.add_argument(
+        "--lowres", type=int, default=EncoderConfig.lowres_px,
+        help="hybrid mode: low-res side (px; 0: keypoints only)",
+    )  # fmt: skip
     parser.add_argument("--lowres-kbps", type=float, default=EncoderConfig.lowres_kbps)
     args = parser.parse_args()
     clips = common.clips(args.data, args.clips)

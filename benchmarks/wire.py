@@ -87,9 +87,10 @@ def main() -> None:
     parser.add_argument("--reference-bank-size", type=int, default=1)
     parser.add_argument("--bundle-ms", type=float, nargs="+", default=[0.0, 40.0, 80.0])
     args = parser.parse_args()
-    config = EncoderConfig(
-        keyframe_codec=args.keyframe_codec, reference_bank_size=args.reference_bank_size
-    )
+    config = EncoderConfig(  # keypoint-only streams: their framing is what is measured
+        keyframe_codec=args.keyframe_codec, reference_bank_size=args.reference_bank_size,
+        lowres_px=0,
+    )  # fmt: skip
     rows = []
     for clip in tqdm(common.clips(args.data), unit="clip"):
         encoder, packets, frames = encode_clip(clip, config, args.frames)

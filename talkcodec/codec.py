@@ -60,6 +60,7 @@ from talkcodec.ratecontrol import (
     MESSAGE_OVERHEAD_BYTES,
     RateCap,
     frames_per_message,
+    header_kbps,
     keyframe_image_allowance,
     keyframe_wire_bytes,
 )
@@ -73,6 +74,14 @@ MAX_SKIP_MS = MAX_PTS_JUMP_MS - 100
 # this (keypoints about 0.9 kbit/s, keyframes and framing), and never less than the minimum.
 LOWRES_RESERVE_KBPS = 1.5
 MIN_LOWRES_KBPS = 2.0
+# Below this target the sender sends no low-res pictures (keypoints only, the render alone on
+# the receiver) until the target is back: x264 cannot code the pictures for less, and a stream
+# that skipped frames to fit them would freeze instead.
+LOWRES_PAUSE_BELOW_KBPS = MIN_LOWRES_KBPS + LOWRES_RESERVE_KBPS
+# The receiver fuses the last picture with frames up to this many frame times after it (more
+# than the slowest cadence, lowres_every_frames <= 8); a later frame shows the render alone, so
+# a sender that paused its pictures never leaves a stale one on screen.
+MAX_PICTURE_AGE_FRAMES = 12
 
 
 def _keypoint_model(model_id: int, expression_dims: int) -> KeypointModel:
@@ -154,6 +163,7 @@ class StreamEncoder:
             else None
         )
         self._frames_to_next_picture = 0  # keypoint packets until the next low-res picture
+        self.lowres_paused = False  # under a target too thin for pictures (set_target_kbps)
         self._picture_face: np.ndarray | None = None  # decoded face points of the last picture
         step_px = self.header.keypoint_step_millipx / 1000
         self._owns_detector = detector is None
@@ -180,6 +190,7 @@ class StreamEncoder:
         self._bundle_first_pts_ms: int | None = None
         self._bundle_frames = 0
         self._last_keypoint_bytes = 8  # the estimate of the next keypoint packet's size
+        self._fit_lowres(None)
         self._last_keyframe_bytes = 0
         self._last_sent_pts_ms: int | None = None  # of the last keypoint packet
         self._frame_index = 0
@@ -214,13 +225,25 @@ class StreamEncoder:
             self.rate_cap = RateCap(None, self.config.fps)
         if self.rate_cap is not None:
             self.rate_cap.set_target_kbps(target_kbps)
-        if self._lowres is not None:
-            # The low-res stream takes what the keypoints and keyframes leave, within
-            # MIN_LOWRES_KBPS .. its configured rate (x264 goes no lower at these sizes anyway).
-            wanted = self.config.lowres_kbps
-            if target_kbps is not None:
-                wanted = min(wanted, max(MIN_LOWRES_KBPS, target_kbps - LOWRES_RESERVE_KBPS))
-            self._lowres.set_kbps(wanted)
+        self._fit_lowres(target_kbps)
+
+    def _fit_lowres(self, target_kbps: float | None) -> None:
+        """The low-res stream's rate under the live target and the stream's own cap
+        (--max-kbps, --max-wire-kbps less the headers): what the keypoints and keyframes leave,
+        within MIN_LOWRES_KBPS .. its configured rate (x264 goes no lower at these sizes
+        anyway); no pictures at all below LOWRES_PAUSE_BELOW_KBPS."""
+        if self._lowres is None:
+            return
+        config = self.config
+        caps = [kbps for kbps in (target_kbps, config.max_wire_kbps or config.max_kbps) if kbps]
+        wanted, self.lowres_paused = config.lowres_kbps, False
+        if caps:
+            payload_kbps = min(caps)
+            if config.max_wire_kbps:
+                payload_kbps -= header_kbps(config.fps, self.wire_bundle_ms)
+            wanted = min(wanted, max(MIN_LOWRES_KBPS, payload_kbps - LOWRES_RESERVE_KBPS))
+            self.lowres_paused = payload_kbps < LOWRES_PAUSE_BELOW_KBPS
+        self._lowres.set_kbps(wanted)
 
     def encode(self, frame: np.ndarray, pts_ms: int) -> list[Packet]:
         """Packets for one camera frame ((H, W, 3) uint8 RGB); none when no face is found.
@@ -309,6 +332,8 @@ class StreamEncoder:
         if fresh:
             lowres.request_idr()
             self._frames_to_next_picture = 0
+        if self.lowres_paused:
+            return None  # an IDR asked for meanwhile stays due for the first picture after
         if self._frames_to_next_picture > 0 and not self._moved_since_picture(face):
             self._frames_to_next_picture -= 1
             return None
@@ -598,6 +623,7 @@ class StreamDecoder:
         # The last low-res picture decoded, fused with the frames between pictures; None while
         # the low-res stream waits for an IDR.
         self._last_picture: np.ndarray | None = None
+        self._last_picture_ms = 0  # the stream time of _last_picture
         # (picture number, its frame's render taken down to the picture's size) for
         # lowres_compensation; None until a frame with a fresh picture is rendered.
         self._picture_render: tuple[int, np.ndarray] | None = None
@@ -778,7 +804,7 @@ class StreamDecoder:
             self.stats.lost += verdict.lost
             self._reset_prediction()
         # Every picture in order, decodable keypoints or not: the low-res decoder needs them all.
-        lowres, fresh = self._decode_lowres(picture)
+        lowres, fresh = self._decode_lowres(picture, verdict.pts_ms)
         if not packet.is_intra and not self._keypoints.synchronised:
             self.stats.undecodable += 1
             return None
@@ -825,12 +851,19 @@ class StreamDecoder:
             self._lowres.reset()
             self._last_picture = None
 
-    def _decode_lowres(self, picture: LowresPicture | None) -> tuple[np.ndarray | None, bool]:
-        """The frame's low-res picture, decoded, or for a packet without one the last picture;
-        None in a keypoints-only stream, while waiting for an IDR, or when the picture does not
-        decode (counted lowres_corrupt: the frame's keypoints still count, and the low-res
-        stream waits for an IDR)."""
-        if self._lowres is None or picture is None:
+    def _decode_lowres(
+        self, picture: LowresPicture | None, pts_ms: int
+    ) -> tuple[np.ndarray | None, bool]:
+        """The frame's low-res picture, decoded, or for a packet without one the last picture
+        while it is at most MAX_PICTURE_AGE_FRAMES old; None in a keypoints-only stream, while
+        waiting for an IDR, or when the picture does not decode (counted lowres_corrupt: the
+        frame's keypoints still count, and the low-res stream waits for an IDR)."""
+        if self._lowres is None:
+            return None, False
+        if picture is None:
+            age_ms = signed_difference(pts_ms - self._last_picture_ms, PTS_MODULO)
+            if age_ms > MAX_PICTURE_AGE_FRAMES * 1000 / self.header.fps:
+                return None, False
             return self._last_picture, False
         try:
             image = self._lowres.decode(picture)
@@ -843,7 +876,7 @@ class StreamDecoder:
                 self.stats.lowres_waiting += 1
             else:
                 self.stats.lowres_pictures += 1
-        self._last_picture = image
+        self._last_picture, self._last_picture_ms = image, pts_ms
         return image, image is not None
 
 

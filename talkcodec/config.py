@@ -28,6 +28,15 @@ def _check_bank_size(bank_size: int) -> None:
 # and 0.044 at 2.5), as frames near a GC reference are rendered from a poorer picture.
 DEFAULT_REFERENCE_THRESHOLD = 2.5
 REFERENCE_THRESHOLDS = {("gc", "gc"): 2.0}
+# A hybrid stream's defaults where the keypoint-only ones do not fit it (EncoderConfig: a
+# reference_bank_size of 0 and a keyframe_quality of None resolve by the mode). The fusion
+# takes the face's low band from the low-res pictures, so a cheap keyframe and no extra
+# references pay best there: on dev at 48 px, 4 kbit/s, a picture every third packet, a WebP
+# keyframe at quality 30 (2.7 KB) gave HaarPSI 0.638 for 7.21 kbit/s and quality 80 (5.6 KB)
+# 0.644 for 10.35; GC references added 1.3 kbit/s for less HaarPSI per bit
+# (benchmarks/results/bandwidth-256-talkcodec-*-hybrid48-*.md).
+HYBRID_BANK_SIZE = 1
+HYBRID_KEYFRAME_QUALITIES = {"webp": 30}
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,8 @@ class EncoderConfig:
     crop: bool = True
     detector: str = "mediapipe"
     keyframe_codec: str = "webp"
+    # None (the default): the codec's own default quality, or in a hybrid stream
+    # HYBRID_KEYFRAME_QUALITIES where it names the codec.
     keyframe_quality: int | None = None
     keypoint_step_px: float = 0.3
     expression_dims: int = 32
@@ -72,7 +83,8 @@ class EncoderConfig:
     # GC references cost a tenth of WebP's, so a GC stream sends them at a smaller distance;
     # with the gan renderer, a GC stream at 2.0 gains +1.70 dB / +0.046 HaarPSI for +1.86
     # kbit/s, WebP at 2.5 +1.49 dB / +0.046 for +10.9 (benchmarks/results/references-*-gan.md).
-    reference_bank_size: int = DEFAULT_BANK_SIZE
+    # 0 (the default): by the mode, HYBRID_BANK_SIZE in a hybrid stream, else DEFAULT_BANK_SIZE.
+    reference_bank_size: int = 0
     reference_threshold: float | None = None
     min_reference_interval_s: float = 1.0
     # A cap on what extra references cost: a token bucket that fills at reference_budget_kbps
@@ -98,16 +110,19 @@ class EncoderConfig:
     # in their fragments. One of max_kbps and max_wire_kbps.
     max_wire_kbps: float = 0.0
     wire_bundle_ms: float = 40.0
-    # The hybrid mode (talkcodec.lowres): the face crop also coded at lowres_px x lowres_px by
-    # x264 at about lowres_kbps, one picture in each keypoint packet, which the receiver fuses
-    # with its render (talkcodec.generator.fusion). 0: keypoints only.
-    lowres_px: int = 0
+    # The hybrid mode (talkcodec.lowres), the default: the face crop also coded at lowres_px x
+    # lowres_px by x264 at about lowres_kbps, a picture in every lowres_every_frames-th
+    # keypoint packet, which the receiver fuses with its render (talkcodec.generator.fusion).
+    # 0: keypoints only. 48 px at 4 kbit/s with a picture every third packet by measurement on
+    # dev against H.264 at full and reduced sizes (README, Hybrid mode): HaarPSI 0.638 for 7.21
+    # kbit/s with the WebP keyframe, where H.264 needs about 10; 64 px and above cost x264's
+    # floor (at least ~13 bytes a picture) on more pixels, every second packet bought nothing
+    # at equal bits and every packet lost.
+    lowres_px: int = 48
     lowres_kbps: float = 4.0
     # A picture in every this many keypoint packets (x264 then codes at fps / this); the
-    # receiver fuses the frames between with the last picture. 2 by measurement: on four train
-    # clips at 48 px, 12.5 pictures/s at 4 kbit/s gave HaarPSI 0.621 for 3.0 kbit/s in all,
-    # 25/s at 6 kbit/s 0.607 for 5.3 (x264 spends at least ~13 bytes a picture).
-    lowres_every_frames: int = 2
+    # receiver fuses the frames between with the last picture, moved with the render.
+    lowres_every_frames: int = 3
     # With lowres_every_frames > 1: a picture sooner, in the next packet, once the decoded face
     # points have moved by more than this many low-res pixels (their mean displacement since
     # the last picture's frame), so fast motion gets pictures at up to the full frame rate.
@@ -115,6 +130,13 @@ class EncoderConfig:
     lowres_motion: float = 0.0
 
     def __post_init__(self) -> None:
+        # The mode's defaults, resolved here so every reader (and the saved config) sees them.
+        if self.reference_bank_size == 0:
+            bank = HYBRID_BANK_SIZE if self.lowres_px else DEFAULT_BANK_SIZE
+            object.__setattr__(self, "reference_bank_size", bank)
+        if self.keyframe_quality is None and self.lowres_px:
+            quality = HYBRID_KEYFRAME_QUALITIES.get(self.keyframe_codec)
+            object.__setattr__(self, "keyframe_quality", quality)
         if self.packet_format not in PACKET_FORMATS:
             raise ValueError(
                 f"packet_format must be one of {', '.join(PACKET_FORMATS)}, "

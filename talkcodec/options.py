@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 
+from talkcodec.bitstream import DEFAULT_BANK_SIZE
 from talkcodec.config import (
     AUTO_RENDERER,
     FUSION_MODES,
+    HYBRID_BANK_SIZE,
+    HYBRID_KEYFRAME_QUALITIES,
     PACKET_FORMATS,
     DecoderConfig,
     EncoderConfig,
@@ -37,7 +40,9 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
         "--keyframe-quality",
         type=int,
         default=None,
-        help="webp/jpeg quality 1-100; gc: latent channels 2, 4, 8, 12 or 16 (default 8)",
+        help="webp/jpeg quality 1-100 (default: webp 80, or "
+        f"{HYBRID_KEYFRAME_QUALITIES['webp']} with --lowres; jpeg 85); gc: latent channels 2, 4, "
+        "8, 12 or 16 (default 8)",
     )
     parser.add_argument(
         "--keypoint-step",
@@ -92,8 +97,9 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--lowres", type=int, default=_DEFAULTS.lowres_px, metavar="PX",
-        help="hybrid mode: also send the face crop at PX x PX as an x264 stream inside the "
-        "keypoint packets, fused with the render on the receiver (0: keypoints only)",
+        help="hybrid mode (the default, 48): also send the face crop at PX x PX as an x264 "
+        "stream inside the keypoint packets, fused with the render on the receiver "
+        "(0: keypoints only)",
     )  # fmt: skip
     parser.add_argument(
         "--lowres-kbps", type=float, default=_DEFAULTS.lowres_kbps, metavar="K",
@@ -115,8 +121,9 @@ def _add_reference_options(parser: argparse.ArgumentParser) -> None:
     from talkcodec.keyframe import KEYFRAME_CODECS
 
     parser.add_argument(
-        "--reference-bank-size", type=int, default=_DEFAULTS.reference_bank_size, metavar="N",
-        help="references the receiver holds (1: the keyframe only, no extra references)",
+        "--reference-bank-size", type=int, default=0, metavar="N",
+        help="references the receiver holds (1: the keyframe only, no extra references; "
+        f"default: {HYBRID_BANK_SIZE} with --lowres, else {DEFAULT_BANK_SIZE})",
     )  # fmt: skip
     parser.add_argument(
         "--reference-threshold", type=float, default=_DEFAULTS.reference_threshold,

@@ -10,6 +10,7 @@ import pytest
 
 from talkcodec import codec
 from talkcodec.bitstream import (
+    DEFAULT_BANK_SIZE,
     HybridKeypoints,
     KeyframeCodecId,
     KeyframePayload,
@@ -22,7 +23,13 @@ from talkcodec.bitstream import (
     StreamHeader,
 )
 from talkcodec.codec import ByteBudget, DecodedFrame, StreamDecoder, StreamEncoder
-from talkcodec.config import DEFAULT_REFERENCE_THRESHOLD, DecoderConfig, EncoderConfig
+from talkcodec.config import (
+    DEFAULT_REFERENCE_THRESHOLD,
+    HYBRID_BANK_SIZE,
+    HYBRID_KEYFRAME_QUALITIES,
+    DecoderConfig,
+    EncoderConfig,
+)
 from talkcodec.entropy.keypoints import KeypointEncoder
 from talkcodec.keyframe import WebPCodec
 from talkcodec.keypoints.base import LandmarkDetector
@@ -361,8 +368,25 @@ def test_bank_of_one_sends_no_extra_references() -> None:
     assert encoder.keyframe_reasons == {"start": 1}
 
 
+def test_the_default_is_the_hybrid_mode_with_its_own_bank_and_keyframe_quality() -> None:
+    hybrid = EncoderConfig()
+    assert (hybrid.lowres_px, hybrid.lowres_kbps, hybrid.lowres_every_frames) == (48, 4.0, 3)
+    assert hybrid.reference_bank_size == HYBRID_BANK_SIZE == 1
+    assert hybrid.keyframe_quality == HYBRID_KEYFRAME_QUALITIES["webp"] == 30
+    plain = EncoderConfig(lowres_px=0)
+    assert (plain.reference_bank_size, plain.keyframe_quality) == (DEFAULT_BANK_SIZE, None)
+    # Asked for, the bank and the quality stay what was asked; GC keeps its own default rung.
+    chosen = EncoderConfig(reference_bank_size=4, keyframe_quality=60)
+    assert (chosen.reference_bank_size, chosen.keyframe_quality) == (4, 60)
+    assert EncoderConfig(keyframe_codec="gc").keyframe_quality is None
+    with pytest.raises(ValueError, match="^reference_bank_size must be in 1..255, got 256$"):
+        EncoderConfig(reference_bank_size=256)
+
+
 def test_references_keep_their_minimum_interval() -> None:
-    config = EncoderConfig(crop=False, reference_threshold=0.5, min_reference_interval_s=0.4)
+    config = EncoderConfig(
+        crop=False, lowres_px=0, reference_threshold=0.5, min_reference_interval_s=0.4
+    )
     encoder, sender, receiver, keyframes = _run_scripted(config, 60)
     assert sender == receiver
     sent_ms = [pts_ms for _, pts_ms in keyframes]
@@ -372,8 +396,9 @@ def test_references_keep_their_minimum_interval() -> None:
 
 def test_periodic_keyframes_start_afresh_in_slot_zero() -> None:
     config = EncoderConfig(
-        crop=False, reference_threshold=0.5, min_reference_interval_s=0.4, keyframe_interval_s=1.0
-    )
+        crop=False, lowres_px=0, reference_threshold=0.5, min_reference_interval_s=0.4,
+        keyframe_interval_s=1.0,
+    )  # fmt: skip
     encoder, sender, receiver, keyframes = _run_scripted(config, 60)
     assert sender == receiver
     assert [pts_ms for slot, pts_ms in keyframes if slot == 0] == [0, 1000, 2000]
@@ -384,8 +409,9 @@ def test_periodic_keyframes_start_afresh_in_slot_zero() -> None:
 
 def test_reference_budget_caps_what_references_cost() -> None:
     uncapped = EncoderConfig(
-        crop=False, reference_threshold=0.5, min_reference_interval_s=0.0, reference_budget_kbps=0
-    )
+        crop=False, lowres_px=0, reference_threshold=0.5, min_reference_interval_s=0.0,
+        reference_budget_kbps=0,
+    )  # fmt: skip
     capped = replace(uncapped, reference_budget_kbps=0.4, reference_burst_s=1.0)  # 50 bytes
     free_encoder, *_ = _run_scripted(uncapped, 60)
     encoder, sender, receiver, keyframes = _run_scripted(capped, 60)
@@ -525,7 +551,7 @@ def test_the_auto_renderer_drops_the_refiner_only_for_fused_hybrid_streams() -> 
     encoder, _ = _hybrid_pair(1)
     hybrid = encoder.header
     plain = StreamEncoder(
-        EncoderConfig(crop=False, reference_bank_size=1),
+        EncoderConfig(crop=False, reference_bank_size=1, lowres_px=0),
         detector=_ScriptedDetector(_talking_head(1)),
     ).header
     auto = DecoderConfig()
@@ -656,6 +682,31 @@ def test_a_live_target_lowers_the_lowres_rate_within_its_bounds() -> None:
     assert lowres.kbps == codec.MIN_LOWRES_KBPS
     encoder.set_target_kbps(None)  # no target: back to the configured rate
     assert lowres.kbps == 20.0
+
+
+def test_a_target_too_thin_for_pictures_pauses_them_and_the_receiver_stops_fusing() -> None:
+    encoder, decoder = _hybrid_pair(30)
+    sent = {}  # frame index -> (carried a picture, fused with one)
+    for index in range(30):
+        if index == 5:
+            encoder.set_target_kbps(codec.LOWRES_PAUSE_BELOW_KBPS - 0.5)
+        if index == 20:
+            encoder.set_target_kbps(None)
+        for packet in encoder.encode(_moving_scene(index), index * 40):
+            frame = decoder.decode_packet(packet)
+            if packet.kind is PacketKind.KEYPOINTS:
+                assert frame is not None
+                picture = HybridKeypoints.parse(packet.payload).picture
+                sent[index] = (picture is not None, frame.lowres is not None)
+    # No pictures from frame 5 to 19 (the rate cap may skip frames too, right after the
+    # target fell); the receiver fuses the last one (frame 4's) for up to
+    # MAX_PICTURE_AGE_FRAMES frame times, then shows the render alone until pictures resume
+    # (a P picture: the encoder's and the decoder's last picture are still the same).
+    age = codec.MAX_PICTURE_AGE_FRAMES
+    assert {i: c for i, (c, _) in sent.items()} == {i: not 5 <= i < 20 for i in sent}
+    assert {i: f for i, (_, f) in sent.items()} == {i: i < 5 + age or i >= 20 for i in sent}
+    assert any(5 + age <= i < 20 for i in sent) and all(i in sent for i in range(20, 30))
+    assert decoder.stats.lowres_waiting == 0 and decoder.stats.lowres_corrupt == 0
 
 
 def test_frames_between_pictures_fuse_the_last_one_and_a_refresh_brings_one_at_once() -> None:

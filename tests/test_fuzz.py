@@ -41,8 +41,9 @@ FAR_FUTURE_PTS_MS = 3_724_542_000
 
 @pytest.fixture(scope="module")
 def stream() -> bytes:
-    """One second of the real encoder on the demo portrait: a WebP keyframe, then keypoints."""
-    return demo_stream(FRAMES)
+    """One second of the real encoder on the demo portrait, keypoints only: a WebP keyframe,
+    then keypoints."""
+    return demo_stream(FRAMES, EncoderConfig(lowres_px=0))
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +65,9 @@ def test_the_stream_decodes_whole(stream: bytes, records: TkcRecords) -> None:
 
 @pytest.fixture(scope="module")
 def hybrid_records() -> TkcRecords:
-    """The same second as a hybrid stream: a 48 px x264 picture in every second keypoint
-    packet."""
-    return TkcRecords.split(demo_stream(FRAMES, EncoderConfig(lowres_px=48, reference_bank_size=1)))
+    """The same second as the default, a hybrid stream: a 48 px x264 picture in every third
+    keypoint packet."""
+    return TkcRecords.split(demo_stream(FRAMES, EncoderConfig()))
 
 
 @pytest.mark.parametrize("stream_kind", ["records", "hybrid_records"])
@@ -92,8 +93,10 @@ def test_the_hybrid_stream_decodes_whole(hybrid_records: TkcRecords) -> None:
     decoder = StreamDecoder(tkc.header, MESH_WARP)
     for packet in tkc.packets:
         decoder.decode_packet(packet)
-    # A picture in every second keypoint packet (the default cadence), every one decoded.
-    assert decoder.stats.lowres_pictures == (keypoints + 1) // 2
+    # A picture in every lowres_every_frames-th keypoint packet (the default cadence), every
+    # one decoded.
+    every = EncoderConfig().lowres_every_frames
+    assert decoder.stats.lowres_pictures == -(-keypoints // every)
     assert decoder.stats.lowres_corrupt == decoder.stats.lowres_waiting == 0
 
 

@@ -151,7 +151,7 @@ def decode_landmarks(
     """
     from talkcodec.codec import StreamEncoder
 
-    config = config or EncoderConfig()
+    config = config or EncoderConfig(lowres_px=0)
     encoder = StreamEncoder(config, detector=ReplayDetector([]))
     num_points = encoder.model.num_points
     face = np.full((len(track.face), num_points, 3), np.nan, dtype=np.float32)

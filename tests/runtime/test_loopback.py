@@ -167,9 +167,12 @@ def test_a_hybrid_call_survives_loss_and_restarts_its_lowres_stream() -> None:
     # Pictures after a loss wait for the IDR the refresh brings, then decode again.
     assert decoder["lowres_waiting"] > 0 and decoder["lowres_corrupt"] == 0
     assert decoder["lowres_pictures"] > decoder["lowres_waiting"]
-    # A picture in every second keypoint packet (and at each refresh), decodable or not.
+    # A picture in every lowres_every_frames-th keypoint packet (and at each refresh),
+    # decodable or not.
     arrived = decoder["keypoint_frames"] + decoder["undecodable_packets"]
-    assert arrived // 2 - 2 <= decoder["lowres_pictures"] + decoder["lowres_waiting"] <= arrived
+    every = EncoderConfig().lowres_every_frames
+    pictures = decoder["lowres_pictures"] + decoder["lowres_waiting"]
+    assert arrived // every - 2 <= pictures <= arrived
 
 
 def test_redundancy_recovers_lost_messages() -> None:
