@@ -63,7 +63,7 @@ def run_call(
     receiver = ReceiverConfig(decoder=DecoderConfig(renderer="meshwarp"))
     shown_s: list[float] = []  # time.monotonic() of each display, the link's clock
     source = ArraySource(frames, fps, loop=True, max_duration_s=args.seconds)
-    encoder = StreamEncoder(EncoderConfig())
+    encoder = StreamEncoder(EncoderConfig(lowres_px=args.lowres))
     try:
         results = asyncio.run(
             loopback_call(
@@ -164,7 +164,9 @@ def markdown(args: argparse.Namespace, runs: dict[str, dict]) -> str:
         "",
         f"`python benchmarks/adaptation.py --seconds {args.seconds:g} --step-s {args.step_s:g} "
         f"--high-kbps {args.high_kbps:g} --low-kbps {args.low_kbps:g} "
-        f"--queue-ms {args.queue_ms:g}{' --audio' if args.audio else ''}`: the demo portrait "
+        f"--queue-ms {args.queue_ms:g}{' --audio' if args.audio else ''}"
+        f"{'' if args.lowres == EncoderConfig.lowres_px else f' --lowres {args.lowres}'}`: the "
+        "demo portrait "
         f"{'with its voice (Opus on the same link) ' if args.audio else ''}in a loopback call "
         "whose messages "
         f"cross a modelled link of {args.high_kbps:g} kbit/s, {args.low_kbps:g} kbit/s from "
@@ -236,16 +238,16 @@ def plot(args: argparse.Namespace, runs: dict[str, dict], name: str) -> None:
     first = next(iter(runs.values()))["per_second"]
     rate_axis.step([row["t_s"] for row in first], [row["link_kbps"] for row in first], "k-",
                    where="post", lw=2, label="link rate")  # fmt: skip
-    for (name, run), color in zip(runs.items(), ("tab:blue", "tab:orange"), strict=False):
+    for (run_name, run), color in zip(runs.items(), ("tab:blue", "tab:orange"), strict=False):
         rows = run["per_second"]
         t = [row["t_s"] + 0.5 for row in rows]
         rate_axis.plot(t, [row["sent_kbps"] for row in rows], "o-", ms=3, color=color,
-                       label=f"sent, {name}")  # fmt: skip
+                       label=f"sent, {run_name}")  # fmt: skip
         if any(row["target_kbps"] is not None for row in rows):
             target = [np.nan if r["target_kbps"] is None else r["target_kbps"] for r in rows]
-            rate_axis.plot(t, target, "--", lw=1, color=color, label=f"target, {name}")
+            rate_axis.plot(t, target, "--", lw=1, color=color, label=f"target, {run_name}")
         delay_axis.plot(t, [row["queue_ms_max"] for row in rows], "o-", ms=3, color=color,
-                        label=name)  # fmt: skip
+                        label=run_name)  # fmt: skip
         frames_axis.plot(t, [row["frames_displayed"] for row in rows], "o-", ms=3, color=color)
     rate_axis.set_yscale("log")
     rate_axis.set_ylabel("wire kbit/s")
@@ -276,6 +278,10 @@ def main() -> None:
     parser.add_argument("--queue-ms", type=float, default=LinkConfig.queue_ms)
     parser.add_argument("--no-baseline", action="store_true", help="skip the run without it")
     parser.add_argument("--audio", action="store_true", help="with the demo voice on the link")
+    parser.add_argument(
+        "--lowres", type=int, default=EncoderConfig.lowres_px,
+        help="the sender's --lowres (0: keypoints only)",
+    )  # fmt: skip
     args = parser.parse_args()
     clip = demo_clip()
     frames, fps = clip.frames, clip.fps
@@ -300,6 +306,8 @@ def main() -> None:
         )
     report = {"command_line": vars(args), "runs": runs}
     name = "adaptation-audio" if args.audio else "adaptation"
+    if args.lowres != EncoderConfig.lowres_px:
+        name += f"-lowres{args.lowres}"
     path = common.write_results(name, report, markdown(args, runs))
     plot(args, runs, name)
     print(f"wrote {path}, {name}.md and {name}.png")

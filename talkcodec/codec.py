@@ -71,13 +71,18 @@ logger = logging.getLogger(__name__)
 # The longest run of frames the rate cap may leave unsent, below MAX_PTS_JUMP_MS.
 MAX_SKIP_MS = MAX_PTS_JUMP_MS - 100
 # Under a live target (set_target_kbps) a hybrid stream's low-res pictures get the target less
-# this (keypoints about 0.9 kbit/s, keyframes and framing), and never less than the minimum.
-LOWRES_RESERVE_KBPS = 1.5
+# this (keypoints about 0.9 kbit/s, the hybrid byte of each packet, keyframes, and x264's
+# overshoot at these rates), and never less than the minimum.
+LOWRES_RESERVE_KBPS = 2.0
 MIN_LOWRES_KBPS = 2.0
-# Below this target the sender sends no low-res pictures (keypoints only, the render alone on
-# the receiver) until the target is back: x264 cannot code the pictures for less, and a stream
-# that skipped frames to fit them would freeze instead.
-LOWRES_PAUSE_BELOW_KBPS = MIN_LOWRES_KBPS + LOWRES_RESERVE_KBPS
+# Below this payload target the sender sends no low-res pictures (keypoints only, the render
+# alone on the receiver) until the target is back. Pictures squeezed near x264's floor made the
+# rate cap skip keypoint frames to fit them, and each rate change (x264 is reopened, so the
+# next picture is an IDR of ~600 bytes) refilled a congested queue: in the adaptation
+# benchmark's step from 64 to 8 kbit/s on the wire (about 4-5 kbit/s of payload left), pausing
+# below 3.5 showed 291 frames in the 26 s after the step and below 5.0 258, against 610 for the
+# keypoint-only stream (benchmarks/results/adaptation*.md).
+LOWRES_PAUSE_BELOW_KBPS = 6.0
 # The receiver fuses the last picture with frames up to this many frame times after it (more
 # than the slowest cadence, lowres_every_frames <= 8); a later frame shows the render alone, so
 # a sender that paused its pictures never leaves a stale one on screen.
