@@ -5,10 +5,12 @@ worst time per case.
                               [--live-cases 1000] [--seed 0]
 
 The streams are the real encoder on the shipped demo portrait (talkcodec.fuzzing.demo_stream,
-1 s, no clips needed): one with a WebP keyframe (the default) and one with a GC keyframe.
+1 s, no clips needed): the default (hybrid: WebP keyframe, low-res x264 pictures), the same
+with a GC keyframe, and a keypoint-only stream (--lowres 0).
 - .tkc files: damaged by every mutation of talkcodec.fuzzing.TKC_MUTATIONS and decoded by the
   loop of `talkcodec decode` with the mesh-warp renderer (every parser and limit is the same
-  for all renderers), plus --gan-cases with the default gan renderer;
+  for all renderers; 3/5 of --tkc-cases on the default stream, 1/5 on each other), plus
+  --gan-cases of the keypoint-only stream with the gan renderer (its receiver's default);
 - GC payloads: damaged with and without a valid check and decoded by GCCodec;
 - data-channel messages: --live-cases damaged messages of each kind against a receiver on
   loopback WebRTC, between the frames of the real stream.
@@ -90,9 +92,12 @@ def fuzz_gc(cases: int, seed: int) -> list[CaseResult]:
     return results
 
 
+SECTIONS = ("tkc_meshwarp", "tkc_keypoints_only", "tkc_gc_keyframes", "tkc_gan", "gc_payloads")
+
+
 def markdown(report: dict[str, object]) -> str:
     lines = ["# Fuzzing the decoders", "", f"`{report['command']}`", ""]
-    for section in ("tkc_meshwarp", "tkc_gc_keyframes", "tkc_gan", "gc_payloads"):
+    for section in SECTIONS:
         table = report[section]
         assert isinstance(table, dict)
         lines += [f"## {section}", "", "| mutation | cases | " + " | ".join(OUTCOMES)]
@@ -121,21 +126,25 @@ def main() -> None:
     args = parser.parse_args()
     webp = demo_stream(25)
     gc = demo_stream(25, EncoderConfig(keyframe_codec="gc"))
+    plain = demo_stream(25, EncoderConfig(lowres_px=0))
     mesh = DecoderConfig(renderer="meshwarp")
-    gc_share = args.tkc_cases // 5
+    share = args.tkc_cases // 5
     report: dict[str, object] = {
         "command": "python benchmarks/fuzz.py "
         f"--tkc-cases {args.tkc_cases} --gan-cases {args.gan_cases} "
         f"--gc-cases {args.gc_cases} --live-cases {args.live_cases} --seed {args.seed}",
-        "stream_bytes": {"webp": len(webp), "gc": len(gc)},
+        "stream_bytes": {"default": len(webp), "gc": len(gc), "keypoints_only": len(plain)},
         "tkc_meshwarp": summarise(
-            fuzz_tkc(webp, args.tkc_cases - gc_share, mesh, args.seed, "tkc (webp keyframe)")
+            fuzz_tkc(webp, args.tkc_cases - 2 * share, mesh, args.seed, "tkc (the default)")
+        ),
+        "tkc_keypoints_only": summarise(
+            fuzz_tkc(plain, share, mesh, args.seed + 5, "tkc (keypoints only)")
         ),
         "tkc_gc_keyframes": summarise(
-            fuzz_tkc(gc, gc_share, mesh, args.seed + 1, "tkc (gc keyframe)")
+            fuzz_tkc(gc, share, mesh, args.seed + 1, "tkc (gc keyframe)")
         ),
         "tkc_gan": summarise(
-            fuzz_tkc(webp, args.gan_cases, DecoderConfig(), args.seed + 2, "tkc (gan renderer)")
+            fuzz_tkc(plain, args.gan_cases, DecoderConfig(), args.seed + 2, "tkc (gan renderer)")
         ),
         "gc_payloads": summarise(fuzz_gc(args.gc_cases, args.seed + 3)),
     }
@@ -143,7 +152,7 @@ def main() -> None:
     live = asyncio.run(fuzz_live_receiver(webp, args.live_cases, seed=args.seed + 4))
     report["live"] = asdict(live)
     common.write_results("fuzz", report, markdown(report))
-    for section in ("tkc_meshwarp", "tkc_gc_keyframes", "tkc_gan", "gc_payloads"):
+    for section in SECTIONS:
         row = report[section]["all"]  # type: ignore[index]
         print(
             f"{section}: {row['cases']} cases, {row['crash']} crashes, {row['hang']} hangs, "
