@@ -1,7 +1,7 @@
 """Training the learned fusion of the hybrid mode (talkcodec.generator.fusion_net).
 
     python -m talkcodec.generator.train_fusion --out runs/fusion [--data ../shared/data/train]
-        [--steps 6000] [--export weights/fusion-v3.safetensors] [--init-from W]
+        [--steps 6000] [--export weights/fusion-v4.safetensors] [--init-from W]
 
 1. Examples: every clip of --data goes through the real codec (StreamEncoder, hybrid at 48 px,
    GC or WebP keyframe, 3, 4, 6 or 8 kbit/s of low-res and a picture in every second or third
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--export", type=Path, default=None, help="write the best weights here")
     parser.add_argument(
         "--init-from", type=Path, default=None,
-        help="start from these fusion weights (e.g. weights/fusion-v2.safetensors)",
+        help="start from these fusion weights (e.g. weights/fusion-v3.safetensors)",
     )  # fmt: skip
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
