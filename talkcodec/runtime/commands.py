@@ -205,8 +205,8 @@ def warm_up_renderer(
     wait for it (the first use on a machine exports the network to ONNX, seconds; later ones
     load the cached export); the receiver's decoder then renders with this very backend.
     None for renderers without a network. A stream of another size makes its own. hybrid:
-    whether the stream will be hybrid (a receiver that does not know yet warms up for a
-    keypoint-only stream)."""
+    whether the stream will be hybrid (a receiver that does not know yet warms up for the
+    default stream)."""
     from talkcodec.generator import renderer_class
     from talkcodec.generator.backends import make_backend
 
@@ -441,7 +441,10 @@ def _run_receive(args: argparse.Namespace) -> None:
     from talkcodec.transport.signaling import create_signaling
 
     receiver_config = _receiver_config(args)
-    backend = warm_up_renderer(receiver_config.decoder, EncoderConfig.size_px)
+    # Before the header says, warm up for what a sender sends by default (a hybrid stream).
+    backend = warm_up_renderer(
+        receiver_config.decoder, EncoderConfig.size_px, EncoderConfig.lowres_px > 0
+    )
 
     def sinks(receiver: CallReceiver) -> list[FrameSink]:
         chosen = _window_sinks(args, receiver)
