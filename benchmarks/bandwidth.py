@@ -42,7 +42,6 @@ from talkcodec.evaluation import (
     keypoint_agreement,
     round_trip_frames,
 )
-from talkcodec.keyframe import KEYFRAME_CODECS
 from talkcodec.keypoints.dataset import load_reference_clip
 from talkcodec.transport import overhead
 from talkcodec.transport.bundling import stream_wire_cost
@@ -247,20 +246,8 @@ def _capped_against_h264(points: list[dict]) -> list[dict]:
 
 
 def _is_default_point(row: dict) -> bool:
-    """Whether a talkcodec row is the sender's and receiver's default configuration."""
-    default = EncoderConfig()
-    quality = default.keyframe_quality or KEYFRAME_CODECS[default.keyframe_codec].default_quality
-    return bool(
-        row["keyframe_codec"] == default.keyframe_codec
-        and row["keyframe_quality"] == quality
-        and row["keypoint_step_px"] == default.keypoint_step_px
-        and row["reference_bank_size"] == default.reference_bank_size
-        and row.get("lowres_px", 0) == default.lowres_px
-        and row.get("lowres_kbps", default.lowres_kbps) == default.lowres_kbps
-        and row.get("lowres_every_frames", 0) == default.lowres_every_frames
-        and not row.get("lowres_motion")
-        and not row.get("max_kbps")
-    )
+    """Whether a talkcodec row is the sender's default configuration."""
+    return _point_config(row) == EncoderConfig(crop=False)
 
 
 def _baseline_points(codec: str, scaled_sizes: tuple[int, ...] = ()) -> list[dict]:
@@ -365,22 +352,30 @@ def evaluate_points(
     return rows
 
 
+def _point_config(
+    point: dict, size: int = EncoderConfig.size_px, fps: float = EncoderConfig.fps
+) -> EncoderConfig:
+    """The sender of a talkcodec point (its crops are fixed already: crop=False); a point
+    without low-res fields is keypoints only."""
+    return EncoderConfig(
+        size_px=size,
+        fps=fps,
+        crop=False,
+        keyframe_codec=point["keyframe_codec"],
+        keyframe_quality=point["keyframe_quality"],
+        keypoint_step_px=point["keypoint_step_px"],
+        reference_bank_size=point["reference_bank_size"],
+        lowres_px=point.get("lowres_px", 0),
+        lowres_kbps=point.get("lowres_kbps", EncoderConfig.lowres_kbps),
+        lowres_every_frames=point.get("lowres_every_frames", EncoderConfig.lowres_every_frames),
+        lowres_motion=point.get("lowres_motion", EncoderConfig.lowres_motion),
+        max_kbps=point.get("max_kbps", 0.0),
+    )
+
+
 def _run_point(point: dict, reference: np.ndarray, size: int, fps: float) -> dict:
     if point["codec"] == "talkcodec":
-        config = EncoderConfig(
-            size_px=size,
-            fps=fps,
-            crop=False,
-            keyframe_codec=point["keyframe_codec"],
-            keyframe_quality=point["keyframe_quality"],
-            keypoint_step_px=point["keypoint_step_px"],
-            reference_bank_size=point["reference_bank_size"],
-            lowres_px=point.get("lowres_px", 0),
-            lowres_kbps=point.get("lowres_kbps", EncoderConfig.lowres_kbps),
-            lowres_every_frames=point.get("lowres_every_frames", EncoderConfig.lowres_every_frames),
-            lowres_motion=point.get("lowres_motion", EncoderConfig.lowres_motion),
-            max_kbps=point.get("max_kbps", 0.0),
-        )
+        config = _point_config(point, size, fps)
         # The bank size comes from the stream header.
         decoder = DecoderConfig(
             renderer=point.get("renderer", DecoderConfig.renderer),

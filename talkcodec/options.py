@@ -25,7 +25,7 @@ class OptionError(ValueError):
 
 def add_encoder_options(parser: argparse.ArgumentParser) -> None:
     """The EncoderConfig fields, one flag each (shared by encode, send and call)."""
-    from talkcodec.keyframe import KEYFRAME_CODECS
+    from talkcodec.keyframe import KEYFRAME_CODECS, JpegCodec, WebPCodec
     from talkcodec.keypoints.detectors import DETECTORS
     from talkcodec.keypoints.registry import KEYPOINT_CODERS
 
@@ -40,9 +40,10 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
         "--keyframe-quality",
         type=int,
         default=None,
-        help="webp/jpeg quality 1-100 (default: webp 80, or "
-        f"{HYBRID_KEYFRAME_QUALITIES['webp']} with --lowres; jpeg 85); gc: latent channels 2, 4, "
-        "8, 12 or 16 (default 8)",
+        help=f"webp/jpeg quality 1-100 (default: webp {WebPCodec.default_quality}"
+        f", or {HYBRID_KEYFRAME_QUALITIES['webp']} with --lowres; jpeg "
+        f"{JpegCodec.default_quality}); gc: latent channels 2, 4, 8, 12 or 16 "
+        "(default 8)",
     )
     parser.add_argument(
         "--keypoint-step",

@@ -26,6 +26,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
+from itertools import product
 from pathlib import Path
 
 import numpy as np
@@ -68,16 +69,18 @@ def make_examples(clip: Path, index: int, target: Path, max_frames: int) -> bool
     reference = load_reference_clip(clip, 256, max_frames=max_frames)
     if reference is None:
         return False
+    # The clip's settings, alternating over the clips: the keyframe codec fastest, then the
+    # low-res rate, then the cadence.
+    settings = list(product(LOWRES_EVERY, LOWRES_KBPS, KEYFRAME_CODECS))
+    every, kbps, codec = settings[index % len(settings)]
     config = EncoderConfig(
         size_px=256,
         crop=False,
-        keyframe_codec=KEYFRAME_CODECS[index % len(KEYFRAME_CODECS)],
+        keyframe_codec=codec,
         reference_bank_size=1,
         lowres_px=LOWRES_PX,
-        lowres_kbps=LOWRES_KBPS[(index // len(KEYFRAME_CODECS)) % len(LOWRES_KBPS)],
-        lowres_every_frames=LOWRES_EVERY[
-            (index // (len(KEYFRAME_CODECS) * len(LOWRES_KBPS))) % len(LOWRES_EVERY)
-        ],
+        lowres_kbps=kbps,
+        lowres_every_frames=every,
     )
     encoder = StreamEncoder(config)
     decoder = StreamDecoder(encoder.header, DecoderConfig())
