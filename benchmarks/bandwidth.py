@@ -56,6 +56,15 @@ BASE_SIZE_PX = 256
 BASELINE_KBPS = (3, 5, 7, 10, 14, 20, 40, 80, 160, 300)
 KEYFRAME_QUALITIES = (30, 50, 80, 95)  # WebP quality
 GC_CHANNELS = (2, 4, 8)  # GC latent channels (its quality knob)
+# AV1 qualities (63 - CRF): about WebP 30, 50, 80 and 95 on dev keyframes' HaarPSI and PSNR.
+AV1_QUALITIES = (24, 30, 40, 52)
+TALKCODEC_KEYFRAME_CODECS = ("webp", "gc", "av1")
+# Each keyframe codec's setting in the hybrid points: its cheapest.
+HYBRID_KEYFRAME_SETTINGS = {
+    "webp": KEYFRAME_QUALITIES[0],
+    "gc": GC_CHANNELS[-1],
+    "av1": AV1_QUALITIES[0],
+}
 KEYPOINT_STEPS_PX = (0.3, 0.7)
 # Reduced-resolution anchors: each classical codec also coded at these sizes (then upscaled
 # bicubic to the test size), at the targets of its sweep up to SCALED_MAX_KBPS (above, full
@@ -135,6 +144,10 @@ _POINT_KEYS = (
 )
 
 
+def _keyframe_name(codec: str, quality: int) -> str:
+    return f"gc {quality} channels" if codec == "gc" else f"{codec} q{quality}"
+
+
 def _talkcodec_points() -> list[dict]:
     """The keypoint-only sender (reference bank and budget) with each keyframe codec and
     quality (and WebP at each keypoint step), and the same without extra references (bank of
@@ -144,9 +157,10 @@ def _talkcodec_points() -> list[dict]:
         ("webp", quality, step) for quality in KEYFRAME_QUALITIES for step in KEYPOINT_STEPS_PX
     ]
     settings += [("gc", channels, default.keypoint_step_px) for channels in GC_CHANNELS]
+    settings += [("av1", quality, default.keypoint_step_px) for quality in AV1_QUALITIES]
     points = []
     for codec, quality, step in settings:
-        name = f"webp q{quality}" if codec == "webp" else f"gc {quality} channels"
+        name = _keyframe_name(codec, quality)
         for bank in (default.reference_bank_size, 1):
             if bank == 1 and step != default.keypoint_step_px:
                 continue
@@ -176,11 +190,10 @@ def _hybrid_points(
     low-res rate target, with each keyframe codec at its cheapest setting, and the same
     keyframes keypoints only (the hybrid's cheapest point)."""
     default = EncoderConfig()
-    settings = {"webp": KEYFRAME_QUALITIES[0], "gc": GC_CHANNELS[-1]}
     points = []
     for codec in keyframe_codecs:
-        quality = settings[codec]
-        name = f"webp q{quality}" if codec == "webp" else f"gc {quality} channels"
+        quality = HYBRID_KEYFRAME_SETTINGS[codec]
+        name = _keyframe_name(codec, quality)
         base = {
             "codec": "talkcodec",
             "keyframe_codec": codec,
@@ -613,7 +626,8 @@ def _subset_flags(report: dict) -> str:
     codecs = config.get("codecs", [])
     flags = "" if len(codecs) == 1 + len(BASELINE_CODECS) else " --codecs " + " ".join(codecs)
     keyframes = config.get("talkcodec_keyframe_codecs", ["webp", "gc"])
-    flags += "" if len(keyframes) == 2 else " --keyframe-codecs " + " ".join(keyframes)
+    if sorted(keyframes) != sorted(TALKCODEC_KEYFRAME_CODECS):
+        flags += " --keyframe-codecs " + " ".join(keyframes)
     if config.get("talkcodec_hybrid_kbps"):
         rates = " ".join(f"{rate:g}" for rate in config["talkcodec_hybrid_kbps"])
         flags += f" --hybrid {rates} --lowres-size {config['talkcodec_lowres_px']}"
@@ -970,6 +984,7 @@ def _run_config(args: argparse.Namespace) -> dict:
         "talkcodec_encoder": asdict(EncoderConfig(size_px=args.size, crop=False)),
         "talkcodec_webp_qualities": list(KEYFRAME_QUALITIES),
         "talkcodec_gc_channels": list(GC_CHANNELS),
+        "talkcodec_av1_qualities": list(AV1_QUALITIES),
         "talkcodec_keypoint_steps_px": list(KEYPOINT_STEPS_PX),
         "talkcodec_decoder": asdict(
             DecoderConfig(renderer=args.renderer, lowres_compensation=args.lowres_compensation)
@@ -992,7 +1007,8 @@ def main() -> None:
         help="a subset of the codecs (results then go to bandwidth-SIZE-CODECS...)",
     )  # fmt: skip
     parser.add_argument(
-        "--keyframe-codecs", nargs="+", choices=["webp", "gc"], default=["webp", "gc"],
+        "--keyframe-codecs", nargs="+", choices=TALKCODEC_KEYFRAME_CODECS,
+        default=list(TALKCODEC_KEYFRAME_CODECS),
         help="the talkcodec points' keyframe codecs",
     )  # fmt: skip
     parser.add_argument(
@@ -1033,9 +1049,10 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
     name = f"bandwidth-{args.size}"
-    if sorted(args.codecs) != sorted(codecs) or len(args.keyframe_codecs) < 2:
+    all_keyframe_codecs = sorted(args.keyframe_codecs) == sorted(TALKCODEC_KEYFRAME_CODECS)
+    if sorted(args.codecs) != sorted(codecs) or not all_keyframe_codecs:
         name += "-" + "-".join(args.codecs)
-        if "talkcodec" in args.codecs and len(args.keyframe_codecs) < 2:
+        if "talkcodec" in args.codecs and not all_keyframe_codecs:
             name += "-" + "-".join(args.keyframe_codecs)
     if args.hybrid:
         name += f"-hybrid{args.lowres_size}"

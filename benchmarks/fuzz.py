@@ -2,7 +2,7 @@
 worst time per case.
 
     python benchmarks/fuzz.py [--tkc-cases 10000] [--gan-cases 300] [--gc-cases 1000]
-                              [--live-cases 1000] [--seed 0]
+                              [--av1-cases 3000] [--live-cases 1000] [--seed 0]
 
 The streams are the real encoder on the shipped demo portrait (talkcodec.fuzzing.demo_stream,
 1 s, no clips needed): the default (hybrid: WebP keyframe, low-res x264 pictures), the same
@@ -11,7 +11,8 @@ with a GC keyframe, and a keypoint-only stream (--lowres 0).
   loop of `talkcodec decode` with the mesh-warp renderer (every parser and limit is the same
   for all renderers; 3/5 of --tkc-cases on the default stream, 1/5 on each other), plus
   --gan-cases of the keypoint-only stream with the gan renderer (its receiver's default);
-- GC payloads: damaged with and without a valid check and decoded by GCCodec;
+- GC payloads: damaged with and without a valid check and decoded by GCCodec; AV1 keyframe
+  payloads (--av1-cases) damaged and decoded by Av1Codec;
 - data-channel messages: --live-cases damaged messages of each kind against a receiver on
   loopback WebRTC, between the frames of the real stream.
 Writes benchmarks/results/fuzz.json and fuzz.md.
@@ -32,10 +33,12 @@ from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.fuzzing import (
     CaseResult,
     TkcRecords,
+    decode_av1_case,
     decode_gc_case,
     decode_tkc_case,
     demo_stream,
     fuzz_live_receiver,
+    mutate_av1,
     mutate_gc,
     mutate_tkc,
 )
@@ -92,7 +95,29 @@ def fuzz_gc(cases: int, seed: int) -> list[CaseResult]:
     return results
 
 
-SECTIONS = ("tkc_meshwarp", "tkc_keypoints_only", "tkc_gc_keyframes", "tkc_gan", "gc_payloads")
+def fuzz_av1(cases: int, seed: int) -> list[CaseResult]:
+    from talkcodec.keyframe import Av1Codec
+    from talkcodec.runtime.demo import demo_frames
+
+    codec = Av1Codec()
+    portrait = demo_frames(max_frames=1)[0][0]
+    payloads = [codec.compress(portrait[128:384, 128:384]), codec.compress(portrait)]
+    rng = random.Random(seed)
+    results = []
+    for _ in tqdm(range(cases), desc="av1 payloads", unit="case"):
+        mutation, data = mutate_av1(rng.choice(payloads), rng)
+        results.append(decode_av1_case(mutation, data))
+    return results
+
+
+SECTIONS = (
+    "tkc_meshwarp",
+    "tkc_keypoints_only",
+    "tkc_gc_keyframes",
+    "tkc_gan",
+    "gc_payloads",
+    "av1_payloads",
+)
 
 
 def markdown(report: dict[str, object]) -> str:
@@ -121,6 +146,7 @@ def main() -> None:
     parser.add_argument("--tkc-cases", type=int, default=10_000)
     parser.add_argument("--gan-cases", type=int, default=300)
     parser.add_argument("--gc-cases", type=int, default=1000)
+    parser.add_argument("--av1-cases", type=int, default=3000)
     parser.add_argument("--live-cases", type=int, default=1000, help="per message kind")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -132,7 +158,8 @@ def main() -> None:
     report: dict[str, object] = {
         "command": "python benchmarks/fuzz.py "
         f"--tkc-cases {args.tkc_cases} --gan-cases {args.gan_cases} "
-        f"--gc-cases {args.gc_cases} --live-cases {args.live_cases} --seed {args.seed}",
+        f"--gc-cases {args.gc_cases} --av1-cases {args.av1_cases} "
+        f"--live-cases {args.live_cases} --seed {args.seed}",
         "stream_bytes": {"default": len(webp), "gc": len(gc), "keypoints_only": len(plain)},
         "tkc_meshwarp": summarise(
             fuzz_tkc(webp, args.tkc_cases - 2 * share, mesh, args.seed, "tkc (the default)")
@@ -147,6 +174,7 @@ def main() -> None:
             fuzz_tkc(plain, args.gan_cases, DecoderConfig(), args.seed + 2, "tkc (gan renderer)")
         ),
         "gc_payloads": summarise(fuzz_gc(args.gc_cases, args.seed + 3)),
+        "av1_payloads": summarise(fuzz_av1(args.av1_cases, args.seed + 6)),
     }
     print(f"live receiver: {args.live_cases} damaged messages of each kind ...")
     live = asyncio.run(fuzz_live_receiver(webp, args.live_cases, seed=args.seed + 4))

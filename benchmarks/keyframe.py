@@ -62,6 +62,7 @@ from tqdm import tqdm
 
 from talkcodec.baselines import BASELINE_CODECS
 from talkcodec.evaluation import LandmarkProbe
+from talkcodec.keyframe.av1 import Av1Codec
 from talkcodec.keyframe.classic import JpegCodec, WebPCodec
 from talkcodec.keyframe.gc.codec import GCCodec
 from talkcodec.keyframe.gc.weights import DEFAULT_WEIGHTS
@@ -227,9 +228,11 @@ def hevc_intra(image: np.ndarray, qp: int) -> tuple[int, np.ndarray]:
 
 
 def av1_intra(image: np.ndarray, crf: int) -> tuple[int, np.ndarray]:
-    """(bytes, decoded) of libsvtav1 (preset 4) coding one frame at a CRF."""
-    data = _pyav_intra("libsvtav1", {"preset": "4", "crf": str(crf)}, image)
-    return BASELINE_CODECS["av1"].sent_bytes(data), _pyav_decode("libdav1d", data)
+    """(bytes, decoded) of the av1 keyframe codec (SVT-AV1 preset 4) coding one frame at a
+    CRF."""
+    codec = Av1Codec(quality=63 - crf)
+    data = codec.compress(image)
+    return len(data), codec.decompress(data)
 
 
 def av1_half(image: np.ndarray, crf: int) -> tuple[int, np.ndarray]:

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from talkcodec.bitstream import H264_NAL_SEI, annexb_nal_units, h264_nal_type
+from talkcodec.video import keeping_thread_scheduling
 
 logger = logging.getLogger(__name__)
 
@@ -160,12 +161,13 @@ def encode_decode(
     encoder.thread_count = threads
     encoder.options = dict(codec.options)
     packets: list[av.Packet] = []
-    for index, image in enumerate(frames):
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        frame = frame.reformat(format="yuv420p")
-        frame.pts = index
-        packets.extend(encoder.encode(frame))
-    packets.extend(encoder.encode(None))
+    with keeping_thread_scheduling():  # SVT-AV1 opens at the first frame
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame = frame.reformat(format="yuv420p")
+            frame.pts = index
+            packets.extend(encoder.encode(frame))
+        packets.extend(encoder.encode(None))
     return _decode(codec, kbps, fps, packets, len(frames), (height, width))
 
 

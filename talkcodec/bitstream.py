@@ -59,6 +59,7 @@ class KeyframeCodecId(IntEnum):
     WEBP = 1
     JPEG = 2
     GC = 3  # learned generative compression (Agustsson et al. 2019)
+    AV1 = 4  # AV1 intra: SVT-AV1 encodes, dav1d decodes
 
 
 class KeypointModelId(IntEnum):

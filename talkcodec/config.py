@@ -35,8 +35,16 @@ REFERENCE_THRESHOLDS = {("gc", "gc"): 2.0}
 # keyframe at quality 30 (2.7 KB) gave HaarPSI 0.638 for 7.21 kbit/s and quality 80 (5.6 KB)
 # 0.644 for 10.35; GC references added 1.3 kbit/s for less HaarPSI per bit
 # (benchmarks/results/bandwidth-256-talkcodec-*-hybrid48-*.md).
+# The keyframe codec (EncoderConfig.keyframe_codec "" resolves by the mode): AV1 intra in a
+# hybrid stream, at quality 24 (CRF 39): on dev it coded the keyframes in 58-69% of WebP q30's
+# bytes (1.2-3.0 KB) for the same quality, the default point 6.17 kbit/s against 7.21 for
+# HaarPSI 0.639 against 0.640 (every person within -0.004..+0.003), PSNR -0.02 dB, AKD +0.08
+# px; at quality 28, 6.66 kbit/s for 0.642 (benchmarks/results/bandwidth-256-talkcodec-*-
+# hybrid48.md). A keypoint-only stream keeps WebP, on which its refiner was trained.
 HYBRID_BANK_SIZE = 1
-HYBRID_KEYFRAME_QUALITIES = {"webp": 30}
+HYBRID_KEYFRAME_CODEC = "av1"
+DEFAULT_KEYFRAME_CODEC = "webp"
+HYBRID_KEYFRAME_QUALITIES = {"webp": 30, "av1": 24}
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,9 @@ class EncoderConfig:
     fps: float = 25.0
     crop: bool = True
     detector: str = "mediapipe"
-    keyframe_codec: str = "webp"
+    # "" (the default): by the mode, HYBRID_KEYFRAME_CODEC in a hybrid stream, else
+    # DEFAULT_KEYFRAME_CODEC.
+    keyframe_codec: str = ""
     # None (the default): the codec's own default quality, or in a hybrid stream
     # HYBRID_KEYFRAME_QUALITIES where it names the codec.
     keyframe_quality: int | None = None
@@ -131,6 +141,9 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         # The mode's defaults, resolved here so every reader (and the saved config) sees them.
+        if not self.keyframe_codec:
+            codec = HYBRID_KEYFRAME_CODEC if self.lowres_px else DEFAULT_KEYFRAME_CODEC
+            object.__setattr__(self, "keyframe_codec", codec)
         if self.reference_bank_size == 0:
             bank = HYBRID_BANK_SIZE if self.lowres_px else DEFAULT_BANK_SIZE
             object.__setattr__(self, "reference_bank_size", bank)

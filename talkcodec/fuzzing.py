@@ -8,7 +8,7 @@ swapped payloads), and `decode_tkc_case` runs the loop of `talkcodec decode`
 either a BitstreamError (a one-line error for the user) or a bounded, playable result: at most
 `frame_bound` frames, what the records can justify whatever their timestamps say.
 `mutate_gc` does the same for GC keyframe payloads, re-computing their check so that the range
-decoder and the generator see the damage too.
+decoder and the generator see the damage too, and `mutate_av1` for AV1 keyframe payloads.
 """
 
 from __future__ import annotations
@@ -458,24 +458,69 @@ def mutate_gc(payload: bytes, rng: random.Random) -> tuple[str, bytes]:
     return name, data
 
 
-def decode_gc_case(
-    mutation: str, data: bytes, decompress: Callable[[bytes], np.ndarray], budget_s: float = 30.0
+def _decode_keyframe_case(
+    mutation: str,
+    data: bytes,
+    decompress: Callable[[bytes], np.ndarray],
+    header_size: Callable[[bytes], tuple[int, int]],
+    budget_s: float,
 ) -> CaseResult:
-    """Decode one GC payload with `decompress` (GCCodec.decompress) and judge it: a decoded
-    image must have the size its header states."""
-    from talkcodec.keyframe.gc.payload import GcPayload
+    """Decode one keyframe payload and judge it: a decoded image must have the (height,
+    width) its header states."""
 
     def work(tally: _Tally) -> str:
         tally.bound = 1
         image = decompress(data)
-        payload = GcPayload.parse(data)
-        if image.shape != (payload.height, payload.width, 3) or image.dtype != np.uint8:
-            tally.detail = f"image {image.shape} {image.dtype} for {payload.width}x{payload.height}"
+        height, width = header_size(data)
+        if image.shape != (height, width, 3) or image.dtype != np.uint8:
+            tally.detail = f"image {image.shape} {image.dtype} for {width}x{height}"
             return "crash"
         tally.frames = 1
         return "decoded"
 
     return _run_case(mutation, budget_s, work)
+
+
+def decode_gc_case(
+    mutation: str, data: bytes, decompress: Callable[[bytes], np.ndarray], budget_s: float = 30.0
+) -> CaseResult:
+    """Decode one GC payload with `decompress` (GCCodec.decompress) and judge it."""
+    from talkcodec.keyframe.gc.payload import GcPayload
+
+    def header_size(payload: bytes) -> tuple[int, int]:
+        parsed = GcPayload.parse(payload)
+        return parsed.height, parsed.width
+
+    return _decode_keyframe_case(mutation, data, decompress, header_size, budget_s)
+
+
+# -- AV1 keyframe payloads ----------------------------------------------------------------
+
+
+def mutate_av1(payload: bytes, rng: random.Random) -> tuple[str, bytes]:
+    """(mutation name, damaged AV1 keyframe payload): the generic damage, extreme values in
+    the sequence header's bytes (its OBU header, size and the size fields), or garbage after
+    it."""
+    name = rng.choice(["flip_bits", "set_bytes", "truncate", "header_extreme", "random"])
+    if name == "flip_bits":
+        return name, flip_bits(payload, rng)
+    if name == "set_bytes":
+        return name, set_bytes(payload, rng)
+    if name == "truncate":
+        return name, truncate(payload, rng)
+    if name == "header_extreme":
+        offset = rng.randrange(min(len(payload), 13))
+        return name, _patch(payload, offset, _extreme(rng, 1))[: len(payload)]
+    header_bytes = 2 + payload[1]  # the sequence header OBU (its size fits one byte)
+    return name, payload[:header_bytes] + rng.randbytes(rng.randint(0, 2 * len(payload)))
+
+
+def decode_av1_case(mutation: str, data: bytes, budget_s: float = 30.0) -> CaseResult:
+    """Decode one AV1 keyframe payload (Av1Codec.decompress) and judge it."""
+    from talkcodec.keyframe.av1 import Av1Codec, sequence_header_size
+
+    codec = Av1Codec()
+    return _decode_keyframe_case(mutation, data, codec.decompress, sequence_header_size, budget_s)
 
 
 # -- data-channel messages against a running receiver ------------------------------------

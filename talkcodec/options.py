@@ -8,8 +8,10 @@ import argparse
 from talkcodec.bitstream import DEFAULT_BANK_SIZE
 from talkcodec.config import (
     AUTO_RENDERER,
+    DEFAULT_KEYFRAME_CODEC,
     FUSION_MODES,
     HYBRID_BANK_SIZE,
+    HYBRID_KEYFRAME_CODEC,
     HYBRID_KEYFRAME_QUALITIES,
     PACKET_FORMATS,
     DecoderConfig,
@@ -25,7 +27,7 @@ class OptionError(ValueError):
 
 def add_encoder_options(parser: argparse.ArgumentParser) -> None:
     """The EncoderConfig fields, one flag each (shared by encode, send and call)."""
-    from talkcodec.keyframe import KEYFRAME_CODECS, JpegCodec, WebPCodec
+    from talkcodec.keyframe import KEYFRAME_CODECS, Av1Codec, JpegCodec, WebPCodec
     from talkcodec.keypoints.detectors import DETECTORS
     from talkcodec.keypoints.registry import KEYPOINT_CODERS
 
@@ -34,16 +36,18 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-crop", action="store_true", help="input is already a face crop")
     parser.add_argument("--detector", choices=list(DETECTORS), default=_DEFAULTS.detector)
     parser.add_argument(
-        "--keyframe-codec", choices=list(KEYFRAME_CODECS), default=_DEFAULTS.keyframe_codec
-    )
+        "--keyframe-codec", choices=list(KEYFRAME_CODECS), default="",
+        help=f"default: {HYBRID_KEYFRAME_CODEC}, or {DEFAULT_KEYFRAME_CODEC} with --lowres 0",
+    )  # fmt: skip
     parser.add_argument(
         "--keyframe-quality",
         type=int,
         default=None,
         help=f"webp/jpeg quality 1-100 (default: webp {WebPCodec.default_quality}"
         f", or {HYBRID_KEYFRAME_QUALITIES['webp']} with --lowres; jpeg "
-        f"{JpegCodec.default_quality}); gc: latent channels 2, 4, 8, 12 or 16 "
-        "(default 8)",
+        f"{JpegCodec.default_quality}); av1: 0-62, 63 minus the CRF (default "
+        f"{Av1Codec.default_quality}, or {HYBRID_KEYFRAME_QUALITIES['av1']} with --lowres); gc: "
+        "latent channels 2, 4, 8, 12 or 16 (default 8)",
     )
     parser.add_argument(
         "--keypoint-step",

@@ -52,6 +52,7 @@ _KEYFRAME_QUALITIES = {
     "gc": (8, 4, 2),
     "webp": tuple(range(95, 0, -5)),
     "jpeg": (90, 70, 50, 30, 15, 5),
+    "av1": tuple(range(52, 0, -4)),
 }
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,6 +17,23 @@ logger = logging.getLogger(__name__)
 
 class VideoError(RuntimeError):
     """A video file cannot be opened or decoded; the message names the file."""
+
+
+@contextmanager
+def keeping_thread_scheduling() -> Iterator[None]:
+    """Puts the calling thread's scheduling policy back as it was, around code that opens an
+    SVT-AV1 encoder: where it may (as root), SVT-AV1 makes the thread that opens an encoder
+    SCHED_FIFO at priority 99, which then starves everything else on the machine, other
+    processes included."""
+    if not hasattr(os, "sched_getscheduler"):  # not Linux: nothing to put back
+        yield
+        return
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if (os.sched_getscheduler(0), os.sched_getparam(0)) != (policy, param):
+            os.sched_setscheduler(0, policy, param)
 
 
 def probe(path: str | Path) -> tuple[int, int, float, float]:

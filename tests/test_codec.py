@@ -24,8 +24,10 @@ from talkcodec.bitstream import (
 )
 from talkcodec.codec import ByteBudget, DecodedFrame, StreamDecoder, StreamEncoder
 from talkcodec.config import (
+    DEFAULT_KEYFRAME_CODEC,
     DEFAULT_REFERENCE_THRESHOLD,
     HYBRID_BANK_SIZE,
+    HYBRID_KEYFRAME_CODEC,
     HYBRID_KEYFRAME_QUALITIES,
     DecoderConfig,
     EncoderConfig,
@@ -329,7 +331,7 @@ def test_references_may_use_their_own_codec_and_the_receiver_decodes_each() -> N
     )
     encoder = StreamEncoder(config, detector=_ScriptedDetector(_talking_head(60)))
     decoder = StreamDecoder(encoder.header, DecoderConfig(renderer="meshwarp"))
-    assert encoder.header.keyframe_codec is KeyframeCodecId.WEBP
+    assert encoder.header.keyframe_codec is KeyframeCodecId.AV1  # the hybrid default's
     image = np.full((SIZE, SIZE, 3), 128, np.uint8)
     codecs = {}
     for index in range(60):
@@ -339,7 +341,7 @@ def test_references_may_use_their_own_codec_and_the_receiver_decodes_each() -> N
                 codecs[packet.pts_ms] = (payload.reference_id, payload.codec)
             decoder.receive_packet(packet)
     assert decoder.stats.rendered == 60
-    assert codecs[0] == (0, KeyframeCodecId.WEBP)
+    assert codecs[0] == (0, KeyframeCodecId.AV1)
     references = [codec for slot, codec in codecs.values() if slot != 0]
     assert references and set(references) == {KeyframeCodecId.JPEG}
 
@@ -368,15 +370,18 @@ def test_bank_of_one_sends_no_extra_references() -> None:
     assert encoder.keyframe_reasons == {"start": 1}
 
 
-def test_the_default_is_the_hybrid_mode_with_its_own_bank_and_keyframe_quality() -> None:
+def test_the_default_is_the_hybrid_mode_with_its_own_bank_and_keyframe_codec() -> None:
     hybrid = EncoderConfig()
     assert (hybrid.lowres_px, hybrid.lowres_kbps, hybrid.lowres_every_frames) == (48, 4.0, 3)
     assert hybrid.reference_bank_size == HYBRID_BANK_SIZE == 1
-    assert hybrid.keyframe_quality == HYBRID_KEYFRAME_QUALITIES["webp"] == 30
+    assert hybrid.keyframe_codec == HYBRID_KEYFRAME_CODEC == "av1"
+    assert hybrid.keyframe_quality == HYBRID_KEYFRAME_QUALITIES["av1"] == 24
+    assert EncoderConfig(keyframe_codec="webp").keyframe_quality == 30
     plain = EncoderConfig(lowres_px=0)
     assert (plain.reference_bank_size, plain.keyframe_quality) == (DEFAULT_BANK_SIZE, None)
+    assert plain.keyframe_codec == DEFAULT_KEYFRAME_CODEC == "webp"
     # Asked for, the bank and the quality stay what was asked; GC keeps its own default rung.
-    chosen = EncoderConfig(reference_bank_size=4, keyframe_quality=60)
+    chosen = EncoderConfig(reference_bank_size=4, keyframe_quality=60, keyframe_codec="webp")
     assert (chosen.reference_bank_size, chosen.keyframe_quality) == (4, 60)
     assert EncoderConfig(keyframe_codec="gc").keyframe_quality is None
     with pytest.raises(ValueError, match="^reference_bank_size must be in 1..255, got 256$"):

@@ -23,10 +23,12 @@ from talkcodec.config import DecoderConfig, EncoderConfig, config_path
 from talkcodec.fuzzing import (
     TKC_MUTATIONS,
     TkcRecords,
+    decode_av1_case,
     decode_gc_case,
     decode_tkc_case,
     demo_stream,
     fuzz_live_receiver,
+    mutate_av1,
     mutate_gc,
     mutate_tkc,
 )
@@ -193,6 +195,24 @@ def test_damaged_gc_payloads_are_rejected_or_decode_to_their_size(
 ) -> None:
     mutation, data = mutate_gc(gc_payload, random.Random(seed))
     result = decode_gc_case(mutation, data, gc_decompress, budget_s=30)  # type: ignore[arg-type]
+    assert not result.failed, result
+
+
+@pytest.fixture(scope="module")
+def av1_payload() -> bytes:
+    from talkcodec.keyframe import Av1Codec
+    from talkcodec.runtime.demo import demo_frames
+
+    return Av1Codec().compress(demo_frames(max_frames=1)[0][0][128:384, 128:384])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_damaged_av1_payloads_are_rejected_or_decode_to_their_size(
+    av1_payload: bytes, seed: int
+) -> None:
+    mutation, data = mutate_av1(av1_payload, random.Random(seed))
+    result = decode_av1_case(mutation, data, budget_s=30)
     assert not result.failed, result
 
 

@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 LOWRES_PX = 48
 LOWRES_KBPS = (3.0, 4.0, 6.0, 8.0)
-KEYFRAME_CODECS = ("gc", "webp")
+KEYFRAME_CODECS = ("gc", "av1", "webp")
 # Pictures in every second and every third packet (the frames between are fused with the last
 # picture, moved as the receiver moves it: StreamDecoder.picture_for).
 LOWRES_EVERY = (2, 3)

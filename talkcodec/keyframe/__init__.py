@@ -7,12 +7,14 @@ this registry stays cheap because GCCodec imports torch only then.
 from __future__ import annotations
 
 from talkcodec.bitstream import BitstreamError, KeyframeCodecId
+from talkcodec.keyframe.av1 import Av1Codec
 from talkcodec.keyframe.base import KeyframeCodec
 from talkcodec.keyframe.classic import JpegCodec, WebPCodec
 from talkcodec.keyframe.gc.codec import GCCodec
 
 __all__ = [
     "KEYFRAME_CODECS",
+    "Av1Codec",
     "GCCodec",
     "JpegCodec",
     "KeyframeCodec",
@@ -25,6 +27,7 @@ KEYFRAME_CODECS: dict[str, type[KeyframeCodec]] = {
     "webp": WebPCodec,
     "jpeg": JpegCodec,
     "gc": GCCodec,
+    "av1": Av1Codec,
 }
 
 

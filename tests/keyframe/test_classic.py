@@ -156,17 +156,18 @@ def test_jpeg_without_body_raises() -> None:
 
 
 def test_registry_names_and_wire_ids_are_consistent() -> None:
-    assert list(KEYFRAME_CODECS) == ["webp", "jpeg", "gc"]
+    assert list(KEYFRAME_CODECS) == ["webp", "jpeg", "gc", "av1"]
     for name, codec_class in KEYFRAME_CODECS.items():
         assert codec_class.name == name
     assert WebPCodec.wire_id == KeyframeCodecId.WEBP == 1
     assert JpegCodec.wire_id == KeyframeCodecId.JPEG == 2
     assert KEYFRAME_CODECS["gc"].wire_id == KeyframeCodecId.GC == 3
+    assert KEYFRAME_CODECS["av1"].wire_id == KeyframeCodecId.AV1 == 4
 
 
 def test_make_unknown_codec_raises() -> None:
     with pytest.raises(
-        ValueError, match="^unknown keyframe codec 'png'; choose one of webp, jpeg, gc$"
+        ValueError, match="^unknown keyframe codec 'png'; choose one of webp, jpeg, gc, av1$"
     ):
         make_keyframe_codec("png")
 
