@@ -231,7 +231,7 @@ class DecoderConfig:
     # onnxruntime), torch, torch-bf16, onnxruntime or tensorrt.
     backend: str = "auto"
     # Hybrid streams: how the receiver fuses its render with the low-res picture: "learned",
-    # the fusion network (weights/fusion-v4.safetensors, on ONNX Runtime) on top of the
+    # the fusion network (weights/fusion-v5.safetensors, on ONNX Runtime) on top of the
     # agreement mask; "mask", the training-free agreement mask alone
     # (talkcodec.generator.fusion); "none", the render alone, as for a keypoints-only stream.
     fusion: str = "learned"

@@ -31,7 +31,7 @@ MASK_GAIN = 4.0
 
 FORMAT = "talkcodec-fusion"
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
-DEFAULT_FUSION_WEIGHTS = WEIGHTS_DIR / "fusion-v4.safetensors"
+DEFAULT_FUSION_WEIGHTS = WEIGHTS_DIR / "fusion-v5.safetensors"
 TRAIN_COMMAND = "python -m talkcodec.generator.train_fusion --out runs/fusion --export " + str(
     Path("weights") / DEFAULT_FUSION_WEIGHTS.name
 )

@@ -1,7 +1,7 @@
 """Training the learned fusion of the hybrid mode (talkcodec.generator.fusion_net).
 
     python -m talkcodec.generator.train_fusion --out runs/fusion [--data ../shared/data/train]
-        [--steps 6000] [--export weights/fusion-v4.safetensors] [--init-from W]
+        [--steps 6000] [--export weights/fusion-v5.safetensors] [--init-from W]
 
 1. Examples: every clip of --data goes through the real codec (StreamEncoder, hybrid at 48 px,
    GC or WebP keyframe, 3, 4, 6 or 8 kbit/s of low-res and a picture in every second or third
@@ -268,6 +268,14 @@ def train(
     progress = tqdm(total=args.steps, initial=step, desc="fusion", unit="step")
     started = time.time()
     with open(args.out / "log.txt", "a") as log:
+        if args.init_from is not None and step == 0:
+            # The starting weights on these examples: what the run must beat (and the weights
+            # kept if no later evaluation does).
+            entry = evaluate(model, held, person_of, step) | {"init_from": str(args.init_from)}
+            history.append(entry)
+            print(json.dumps(entry), file=log, flush=True)
+            if qualifies(entry):
+                best = entry | {"net": {k: v.clone() for k, v in net.state_dict().items()}}
         while step < args.steps:
             model.train()
             planes, truth = batch_of(train_clips, args.batch, rng)
@@ -320,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--export", type=Path, default=None, help="write the best weights here")
     parser.add_argument(
         "--init-from", type=Path, default=None,
-        help="start from these fusion weights (e.g. weights/fusion-v3.safetensors)",
+        help="start from these fusion weights (e.g. weights/fusion-v5.safetensors)",
     )  # fmt: skip
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)

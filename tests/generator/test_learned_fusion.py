@@ -132,3 +132,33 @@ def test_fusion_model_selection_guards_haarpsi_and_psnr_of_every_person() -> Non
     assert qualifies(entry)
     assert not qualifies(entry | {"held_worst_drop": 0.03})
     assert not qualifies(entry | {"held_worst_psnr_drop": 0.5})
+
+
+def test_fine_tuning_scores_its_starting_weights_first_and_keeps_the_best(
+    tmp_path: Path,
+) -> None:
+    import argparse
+    import json
+
+    from talkcodec.generator.train_fusion import CROP_PX, ClipExamples, train
+
+    side = CROP_PX  # the trainer's crops
+    clips = []
+    for index in range(3):
+        low, render = _pictures(side, side, seed=index)
+        planes = planes_of(low, render, LEVEL)[None].astype(np.float16)
+        clips.append(ClipExamples(f"clip{index}", planes, render[None], (0.0, 0.0)))  # a low bar
+    start = tmp_path / "start.safetensors"
+    _random_weights(start, seed=3)
+    out = tmp_path / "run"
+    out.mkdir()
+    args = argparse.Namespace(
+        widths=list(FusionNet().config.channels), lr=1e-4, steps=2, eval_every=1, batch=2,
+        l1_weight=2.0, mse_weight=20.0, init_from=start, out=out,
+    )  # fmt: skip
+    best = train(args, clips[:2], clips[2:], {"clip2": "person"})
+    log = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [0, 1, 2]
+    assert log[0]["init_from"] == str(start)
+    assert best is not None
+    assert best["held_haarpsi"] == max(entry["held_haarpsi"] for entry in log)
