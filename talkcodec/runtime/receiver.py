@@ -83,6 +83,7 @@ class CallReceiver:
         self._reassembler = Reassembler()
         # Messages waiting for the worker, with the kind of packets their channel carries.
         self._pending: list[tuple[bytes, PacketKind]] = []
+        self._batch_has_keyframe = False  # the batch in the worker now
         self.playout = PlayoutBuffer()
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -197,7 +198,9 @@ class CallReceiver:
                 if self.decoder is None:
                     continue
                 batch, self._pending = self._pending, []
+                self._batch_has_keyframe = any(kind is PacketKind.KEYFRAME for _, kind in batch)
                 await loop.run_in_executor(self._executor, self._process, batch)
+                self._batch_has_keyframe = False
                 self._after_batch()
         finally:
             ticker.cancel()
@@ -243,9 +246,8 @@ class CallReceiver:
                 and decoder.stats.late - self._late_when_shown >= _STUCK_LATE_PACKETS
                 and now - self._shown_at_s >= _STUCK_S
             )
-            if (decoder is None or decoder.needs_keyframe or stuck) and (
-                now >= self._next_keyframe_request
-            ):
+            missing = (decoder is None or decoder.needs_keyframe) and not self._keyframe_arrived()
+            if (missing or stuck) and now >= self._next_keyframe_request:
                 self._next_keyframe_request = now + self.config.keyframe_request_interval_s
                 self.stats.keyframe_requests += 1
                 reason = KeyframeRequestReason.NO_REFERENCE
@@ -255,6 +257,14 @@ class CallReceiver:
             if now >= next_report:
                 next_report = now + self.config.report_interval_s
                 self._send_control(bytes(self.report()))
+
+    def _keyframe_arrived(self) -> bool:
+        """Whether a keyframe has arrived that the decoder has not taken yet (it waits while the
+        decoder is made, or is in the worker's batch): asking for another then only costs a
+        second keyframe, as every call start did while the renderer loaded."""
+        return self._batch_has_keyframe or any(
+            kind is PacketKind.KEYFRAME for _, kind in self._pending
+        )
 
     def report(self) -> ReceiverReport:
         """The report to send now; it closes a report interval (what arrived since the last)."""

@@ -338,6 +338,36 @@ def test_the_decoder_is_made_off_the_event_loop_with_the_warmed_backend(
     assert made[0][0].startswith("talkcodec-render")
 
 
+def test_a_keyframe_that_waits_for_a_slow_decoder_is_not_asked_for_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The keyframe arrives while the decoder is still being made (loading the renderer takes
+    seconds on a fresh machine): the receiver waits for it instead of asking for another."""
+    import time as time_module
+
+    from talkcodec.runtime import receiver as receiver_module
+
+    real = receiver_module.StreamDecoder
+
+    def slow(header: object, config: object, backend: object = None) -> object:
+        time_module.sleep(0.8)  # four request intervals
+        return real(header, config, backend)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(receiver_module, "StreamDecoder", slow)
+
+    async def scenario(encoder: StreamEncoder, sender: object, receiver: CallReceiver) -> None:
+        sender.send_header()  # type: ignore[attr-defined]
+        await _send_frames(sender, 30)  # 1.2 s, the keyframe with the first
+
+    encoder = replay_encoder()
+    config = ReceiverConfig(decoder=MESH_WARP, keyframe_request_interval_s=0.2)
+    receiver = asyncio.run(asyncio.wait_for(_with_pair(scenario, encoder, config), 60))
+    assert receiver.decoder is not None and receiver.decoder.stats.keyframes == 1
+    assert receiver.stats.keyframe_requests == 0
+    assert encoder.keyframe_reasons.get("request", 0) == 0
+    assert len(receiver.stats.displayed_pts_ms) > 0
+
+
 def test_a_gan_decoder_renders_with_the_backend_it_is_given() -> None:
     from talkcodec.codec import StreamDecoder
     from talkcodec.generator.backends.base import RefinerBackend
