@@ -80,33 +80,25 @@ def fuzz_tkc(stream: bytes, cases: int, config: DecoderConfig, seed: int, label:
     return results
 
 
-def fuzz_gc(cases: int, seed: int) -> list[CaseResult]:
-    from talkcodec.keyframe import GCCodec
+def fuzz_keyframes(name: str, cases: int, seed: int) -> list[CaseResult]:
+    """Damaged payloads of keyframe codec `name` ("gc" or "av1") of the demo portrait, at 256
+    and 512 px, each decoded and judged."""
+    from talkcodec.keyframe import make_keyframe_codec
     from talkcodec.runtime.demo import demo_frames
 
-    codec = GCCodec()
+    codec = make_keyframe_codec(name)
     portrait = demo_frames(max_frames=1)[0][0]
     payloads = [codec.compress(portrait[128:384, 128:384]), codec.compress(portrait)]
     rng = random.Random(seed)
     results = []
-    for _ in tqdm(range(cases), desc="gc payloads", unit="case"):
-        mutation, data = mutate_gc(rng.choice(payloads), rng)
-        results.append(decode_gc_case(mutation, data, codec.decompress))
-    return results
-
-
-def fuzz_av1(cases: int, seed: int) -> list[CaseResult]:
-    from talkcodec.keyframe import Av1Codec
-    from talkcodec.runtime.demo import demo_frames
-
-    codec = Av1Codec()
-    portrait = demo_frames(max_frames=1)[0][0]
-    payloads = [codec.compress(portrait[128:384, 128:384]), codec.compress(portrait)]
-    rng = random.Random(seed)
-    results = []
-    for _ in tqdm(range(cases), desc="av1 payloads", unit="case"):
-        mutation, data = mutate_av1(rng.choice(payloads), rng)
-        results.append(decode_av1_case(mutation, data))
+    for _ in tqdm(range(cases), desc=f"{name} payloads", unit="case"):
+        payload = rng.choice(payloads)
+        if name == "gc":
+            mutation, data = mutate_gc(payload, rng)
+            results.append(decode_gc_case(mutation, data, codec.decompress))
+        else:
+            mutation, data = mutate_av1(payload, rng)
+            results.append(decode_av1_case(mutation, data))
     return results
 
 
@@ -173,8 +165,8 @@ def main() -> None:
         "tkc_gan": summarise(
             fuzz_tkc(plain, args.gan_cases, DecoderConfig(), args.seed + 2, "tkc (gan renderer)")
         ),
-        "gc_payloads": summarise(fuzz_gc(args.gc_cases, args.seed + 3)),
-        "av1_payloads": summarise(fuzz_av1(args.av1_cases, args.seed + 6)),
+        "gc_payloads": summarise(fuzz_keyframes("gc", args.gc_cases, args.seed + 3)),
+        "av1_payloads": summarise(fuzz_keyframes("av1", args.av1_cases, args.seed + 6)),
     }
     print(f"live receiver: {args.live_cases} damaged messages of each kind ...")
     live = asyncio.run(fuzz_live_receiver(webp, args.live_cases, seed=args.seed + 4))

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 from fractions import Fraction
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import av
 import numpy as np
+from av.video.codeccontext import VideoCodecContext
 
 from talkcodec.bitstream import BitstreamError, KeyframeCodecId
 from talkcodec.keyframe.base import KeyframeCodec
@@ -197,7 +198,7 @@ class Av1Codec(KeyframeCodec):
             raise BitstreamError(
                 f"av1 keyframe says {width}x{height}: sides over {MAX_SIDE} px are refused"
             )
-        decoder = av.CodecContext.create("libdav1d", "r")
+        decoder = cast(VideoCodecContext, av.CodecContext.create("libdav1d", "r"))
         decoder.thread_count = 1
         try:
             frames = [*decoder.decode(av.Packet(data)), *decoder.decode(None)]
