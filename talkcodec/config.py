@@ -38,9 +38,10 @@ REFERENCE_THRESHOLDS = {("gc", "gc"): 2.0}
 # The keyframe codec (EncoderConfig.keyframe_codec "" resolves by the mode): AV1 intra in a
 # hybrid stream, at quality 24 (CRF 39): on dev it coded the keyframes in 58-69% of WebP q30's
 # bytes (1.2-3.0 KB) for the same quality, the default point 6.17 kbit/s against 7.21 for
-# HaarPSI 0.639 against 0.640 (every person within -0.004..+0.003), PSNR -0.02 dB, AKD +0.08
-# px; at quality 28, 6.66 kbit/s for 0.642 (benchmarks/results/bandwidth-256-talkcodec-*-
-# hybrid48.md). A keypoint-only stream keeps WebP, on which its refiner was trained.
+# HaarPSI 0.643 against 0.644 (every person within -0.004..+0.003), PSNR -0.02 dB, AKD +0.04
+# px (benchmarks/results/bandwidth-256-talkcodec-h264-hybrid48.md); quality 28 gave 6.66
+# kbit/s for 0.642 with fusion v4 (0.639 at 24; a one-off run). A keypoint-only stream keeps
+# WebP, on which its refiner was trained.
 HYBRID_BANK_SIZE = 1
 HYBRID_KEYFRAME_CODEC = "av1"
 DEFAULT_KEYFRAME_CODEC = "webp"
