@@ -34,7 +34,9 @@ import common
 SIZE = 256
 MODES = {
     "hybrid (the default)": EncoderConfig(size_px=SIZE, crop=False),
-    "keypoints only, WebP q80, bank of 4": EncoderConfig(size_px=SIZE, crop=False, lowres_px=0),
+    "keypoints only, WebP q80, bank of 4": EncoderConfig(
+        size_px=SIZE, crop=False, lowres_px=0, keyframe_codec="webp"
+    ),
     "keypoints only, GC, bank of 1": EncoderConfig(
         size_px=SIZE, crop=False, lowres_px=0, keyframe_codec="gc", reference_bank_size=1
     ),

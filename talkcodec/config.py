@@ -35,16 +35,16 @@ REFERENCE_THRESHOLDS = {("gc", "gc"): 2.0}
 # keyframe at quality 30 (2.7 KB) gave HaarPSI 0.638 for 7.21 kbit/s and quality 80 (5.6 KB)
 # 0.644 for 10.35; GC references added 1.3 kbit/s for less HaarPSI per bit
 # (benchmarks/results/bandwidth-256-talkcodec-*-hybrid48-*.md).
-# The keyframe codec (EncoderConfig.keyframe_codec "" resolves by the mode): AV1 intra in a
-# hybrid stream, at quality 24 (CRF 39): on dev it coded the keyframes in 58-69% of WebP q30's
-# bytes (1.2-3.0 KB) for the same quality, the default point 6.17 kbit/s against 7.21 for
-# HaarPSI 0.643 against 0.644 (every person within -0.004..+0.003), PSNR -0.02 dB, AKD +0.04
-# px (benchmarks/results/bandwidth-256-talkcodec-h264-hybrid48.md); quality 28 gave 6.66
-# kbit/s for 0.642 with fusion v4 (0.639 at 24; a one-off run). A keypoint-only stream keeps
-# WebP, on which its refiner was trained.
+# The keyframe codec, AV1 intra (EncoderConfig.keyframe_codec): in a hybrid stream at quality
+# 24 (CRF 39), where on dev it coded the keyframes in 58-69% of WebP q30's bytes (1.2-3.0 KB)
+# for the same quality: the default point 6.17 kbit/s against 7.21 for HaarPSI 0.643 against
+# 0.644 (every person within -0.004..+0.003), PSNR -0.02 dB, AKD +0.04 px
+# (benchmarks/results/bandwidth-256-talkcodec-h264-hybrid48.md); quality 28 gave 6.66 kbit/s
+# for 0.642 with fusion v4 (0.639 at 24; a one-off run). In a keypoint-only stream at the
+# codec's default, 40 (CRF 23), with a bank of 4 and the gan renderer: 14.39 kbit/s against
+# 17.93 for WebP q80, HaarPSI 0.592 against 0.590 (per person -0.001..+0.007), PSNR 22.80 both,
+# AKD 1.27 both (a one-off run of bandwidth.py with one quality per codec).
 HYBRID_BANK_SIZE = 1
-HYBRID_KEYFRAME_CODEC = "av1"
-DEFAULT_KEYFRAME_CODEC = "webp"
 HYBRID_KEYFRAME_QUALITIES = {"webp": 30, "av1": 24}
 
 
@@ -60,9 +60,7 @@ class EncoderConfig:
     fps: float = 25.0
     crop: bool = True
     detector: str = "mediapipe"
-    # "" (the default): by the mode, HYBRID_KEYFRAME_CODEC in a hybrid stream, else
-    # DEFAULT_KEYFRAME_CODEC.
-    keyframe_codec: str = ""
+    keyframe_codec: str = "av1"
     # None (the default): the codec's own default quality, or in a hybrid stream
     # HYBRID_KEYFRAME_QUALITIES where it names the codec.
     keyframe_quality: int | None = None
@@ -142,9 +140,6 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         # The mode's defaults, resolved here so every reader (and the saved config) sees them.
-        if not self.keyframe_codec:
-            codec = HYBRID_KEYFRAME_CODEC if self.lowres_px else DEFAULT_KEYFRAME_CODEC
-            object.__setattr__(self, "keyframe_codec", codec)
         if self.reference_bank_size == 0:
             bank = HYBRID_BANK_SIZE if self.lowres_px else DEFAULT_BANK_SIZE
             object.__setattr__(self, "reference_bank_size", bank)

@@ -8,10 +8,8 @@ import argparse
 from talkcodec.bitstream import DEFAULT_BANK_SIZE
 from talkcodec.config import (
     AUTO_RENDERER,
-    DEFAULT_KEYFRAME_CODEC,
     FUSION_MODES,
     HYBRID_BANK_SIZE,
-    HYBRID_KEYFRAME_CODEC,
     HYBRID_KEYFRAME_QUALITIES,
     PACKET_FORMATS,
     DecoderConfig,
@@ -36,9 +34,8 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-crop", action="store_true", help="input is already a face crop")
     parser.add_argument("--detector", choices=list(DETECTORS), default=_DEFAULTS.detector)
     parser.add_argument(
-        "--keyframe-codec", choices=list(KEYFRAME_CODECS), default="",
-        help=f"default: {HYBRID_KEYFRAME_CODEC}, or {DEFAULT_KEYFRAME_CODEC} with --lowres 0",
-    )  # fmt: skip
+        "--keyframe-codec", choices=list(KEYFRAME_CODECS), default=_DEFAULTS.keyframe_codec
+    )
     parser.add_argument(
         "--keyframe-quality",
         type=int,

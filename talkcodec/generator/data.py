@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from talkcodec.config import DEFAULT_KEYFRAME_CODEC, EncoderConfig, cache_dir
+from talkcodec.config import EncoderConfig, cache_dir
 from talkcodec.generator import make_renderer
 from talkcodec.generator.base import Renderer
 from talkcodec.generator.guide import draw_guide, normalised_grid
@@ -242,7 +242,7 @@ class ReenactmentPairs(Dataset[dict[str, torch.Tensor]]):
         crop_px: int | None = None,
         augment: bool = True,
         color_jitter: float = 0.05,
-        reference_codec: str = DEFAULT_KEYFRAME_CODEC,
+        reference_codec: str = "webp",  # what refiner-v1 was trained on
         clip_weights: Sequence[float] | None = None,
     ) -> None:
         if not clips:
