@@ -123,8 +123,8 @@ class EncoderConfig:
     # lowres_px by x264 at about lowres_kbps, a picture in every lowres_every_frames-th
     # keypoint packet, which the receiver fuses with its render (talkcodec.generator.fusion).
     # 0: keypoints only. 48 px at 4 kbit/s with a picture every third packet by measurement on
-    # dev against H.264 at full and reduced sizes (README, Hybrid mode): HaarPSI 0.640 for 7.21
-    # kbit/s with the WebP keyframe, where H.264 needs 9.5; 64 px and above cost x264's
+    # dev against H.264 at full and reduced sizes (README, Hybrid mode): HaarPSI 0.643 for 6.17
+    # kbit/s with the AV1 keyframe, where H.264 needs 9.8; 64 px and above cost x264's
     # floor (at least ~13 bytes a picture) on more pixels, every second packet bought nothing
     # at equal bits and every packet lost.
     lowres_px: int = 48
