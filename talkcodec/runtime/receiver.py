@@ -84,6 +84,7 @@ class CallReceiver:
         # Messages waiting for the worker, with the kind of packets their channel carries.
         self._pending: list[tuple[bytes, PacketKind]] = []
         self._batch_has_keyframe = False  # the batch in the worker now
+        self._keypoints_came = False  # whether any KEYPOINTS message has arrived
         self.playout = PlayoutBuffer()
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -135,6 +136,7 @@ class CallReceiver:
     def _on_keypoints(self, message: bytes | str) -> None:
         data = self._accept("keypoints", message)
         if data is not None:
+            self._keypoints_came = True
             self._queue_kind(data, PacketKind.KEYPOINTS)
 
     def _queue_kind(self, message: bytes, kind: PacketKind) -> None:
@@ -246,7 +248,11 @@ class CallReceiver:
                 and decoder.stats.late - self._late_when_shown >= _STUCK_LATE_PACKETS
                 and now - self._shown_at_s >= _STUCK_S
             )
-            missing = (decoder is None or decoder.needs_keyframe) and not self._keyframe_arrived()
+            missing = (
+                (decoder is None or decoder.needs_keyframe)
+                and self._keypoints_came
+                and not self._keyframe_arrived()
+            )
             if (missing or stuck) and now >= self._next_keyframe_request:
                 self._next_keyframe_request = now + self.config.keyframe_request_interval_s
                 self.stats.keyframe_requests += 1
@@ -261,7 +267,10 @@ class CallReceiver:
     def _keyframe_arrived(self) -> bool:
         """Whether a keyframe has arrived that the decoder has not taken yet (it waits while the
         decoder is made, or is in the worker's batch): asking for another then only costs a
-        second keyframe, as every call start did while the renderer loaded."""
+        second keyframe, as every call start did while the renderer loaded. (Before any
+        keypoints came the sender has not sent its first frame, which carries its keyframe,
+        so the receiver does not ask then either: a sender's first frames can take a second,
+        its models warming up.)"""
         return self._batch_has_keyframe or any(
             kind is PacketKind.KEYFRAME for _, kind in self._pending
         )

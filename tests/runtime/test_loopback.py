@@ -368,6 +368,23 @@ def test_a_keyframe_that_waits_for_a_slow_decoder_is_not_asked_for_again(
     assert len(receiver.stats.displayed_pts_ms) > 0
 
 
+def test_a_sender_slow_to_send_its_first_frame_is_not_asked_for_a_keyframe() -> None:
+    """A sender's first frames can take a second (its models warming up): until keypoints
+    come, the receiver has nothing that needs a keyframe and does not ask for one."""
+
+    async def scenario(encoder: StreamEncoder, sender: object, receiver: CallReceiver) -> None:
+        sender.send_header()  # type: ignore[attr-defined]
+        await asyncio.sleep(0.8)  # four request intervals before the first frame
+        await _send_frames(sender, 10)
+
+    encoder = replay_encoder()
+    config = ReceiverConfig(decoder=MESH_WARP, keyframe_request_interval_s=0.2)
+    receiver = asyncio.run(asyncio.wait_for(_with_pair(scenario, encoder, config), 60))
+    assert receiver.stats.keyframe_requests == 0
+    assert encoder.keyframe_reasons.get("request", 0) == 0
+    assert receiver.decoder is not None and receiver.decoder.stats.keyframes == 1
+
+
 def test_a_gan_decoder_renders_with_the_backend_it_is_given() -> None:
     from talkcodec.codec import StreamDecoder
     from talkcodec.generator.backends.base import RefinerBackend
