@@ -35,7 +35,12 @@ from tqdm import tqdm
 
 from talkcodec.baselines import BASELINE_CODECS, encode_decode
 from talkcodec.bdrate import bd_rate, pareto_front, rate_for_quality
-from talkcodec.config import DecoderConfig, EncoderConfig, SenderConfig
+from talkcodec.config import (
+    HYBRID_KEYFRAME_QUALITIES,
+    DecoderConfig,
+    EncoderConfig,
+    SenderConfig,
+)
 from talkcodec.evaluation import (
     LandmarkProbe,
     frame_quality,
@@ -59,12 +64,9 @@ GC_CHANNELS = (2, 4, 8)  # GC latent channels (its quality knob)
 # AV1 qualities (63 - CRF): about WebP 30, 50, 80 and 95 on dev keyframes' HaarPSI and PSNR.
 AV1_QUALITIES = (24, 30, 40, 52)
 TALKCODEC_KEYFRAME_CODECS = ("webp", "gc", "av1")
-# Each keyframe codec's setting in the hybrid points: its cheapest.
-HYBRID_KEYFRAME_SETTINGS = {
-    "webp": KEYFRAME_QUALITIES[0],
-    "gc": GC_CHANNELS[-1],
-    "av1": AV1_QUALITIES[0],
-}
+# Each keyframe codec's setting in the hybrid points: a hybrid stream's default (GC: its
+# default rung, 8 channels).
+HYBRID_KEYFRAME_SETTINGS = {**HYBRID_KEYFRAME_QUALITIES, "gc": GC_CHANNELS[-1]}
 KEYPOINT_STEPS_PX = (0.3, 0.7)
 # Reduced-resolution anchors: each classical codec also coded at these sizes (then upscaled
 # bicubic to the test size), at the targets of its sweep up to SCALED_MAX_KBPS (above, full

@@ -33,8 +33,7 @@ from talkcodec.config import DecoderConfig, EncoderConfig
 from talkcodec.fuzzing import (
     CaseResult,
     TkcRecords,
-    decode_av1_case,
-    decode_gc_case,
+    decode_keyframe_case,
     decode_tkc_case,
     demo_stream,
     fuzz_live_receiver,
@@ -91,14 +90,10 @@ def fuzz_keyframes(name: str, cases: int, seed: int) -> list[CaseResult]:
     payloads = [codec.compress(portrait[128:384, 128:384]), codec.compress(portrait)]
     rng = random.Random(seed)
     results = []
+    mutate = {"gc": mutate_gc, "av1": mutate_av1}[name]
     for _ in tqdm(range(cases), desc=f"{name} payloads", unit="case"):
-        payload = rng.choice(payloads)
-        if name == "gc":
-            mutation, data = mutate_gc(payload, rng)
-            results.append(decode_gc_case(mutation, data, codec.decompress))
-        else:
-            mutation, data = mutate_av1(payload, rng)
-            results.append(decode_av1_case(mutation, data))
+        mutation, data = mutate(rng.choice(payloads), rng)
+        results.append(decode_keyframe_case(mutation, data, codec))
     return results
 
 

@@ -48,8 +48,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only, not its banner per frame
-
 import av
 import cv2
 import matplotlib

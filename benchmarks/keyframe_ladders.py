@@ -7,8 +7,8 @@ The frames of benchmarks/keyframe.py (the first frame with a face at or after ea
 keyframe codecs a call can use -- WebP and AV1 (talkcodec.keyframe) at every rung of their
 quality knobs -- and HEVC intra (x265, what BPG is) for reference. Per rung: mean bytes, PSNR,
 HaarPSI, MS-SSIM, and encode and decode time on one thread. Then, per WebP quality that calls
-use (30 in the hybrid mode, 80 with keypoints alone), the AV1 rung that matches its mean
-HaarPSI (interpolated in log bytes) and the bytes it saves there, per person (clip) too.
+use (30 in the hybrid mode, 80 with keypoints alone), the bytes AV1 needs for its mean HaarPSI
+(talkcodec.bdrate.rate_for_quality: linear in log bytes between rungs), per person (clip) too.
 Writes benchmarks/results/keyframe-ladders.{json,md}.
 """
 
@@ -24,6 +24,7 @@ import numpy as np
 from keyframe import DevFrame, dev_frames, hevc_intra
 from tqdm import tqdm
 
+from talkcodec.bdrate import rate_for_quality
 from talkcodec.evaluation import LandmarkProbe
 from talkcodec.keyframe import Av1Codec, WebPCodec
 from talkcodec.keypoints.segmentation import PersonSegmenter
@@ -105,16 +106,6 @@ def _ladder(rows: list[dict], codec: str, clip: str | None = None) -> list[dict]
     return ladder
 
 
-def bytes_at_haarpsi(ladder: list[dict], target: float) -> float | None:
-    """The bytes at which `ladder` reaches HaarPSI `target`, interpolated linearly in log
-    bytes between its rungs; None outside the ladder's range."""
-    points = sorted((r["haarpsi"], math.log(r["bytes"])) for r in ladder)
-    for (q0, b0), (q1, b1) in zip(points, points[1:], strict=False):
-        if q0 <= target <= q1 and q1 > q0:
-            return math.exp(b0 + (b1 - b0) * (target - q0) / (q1 - q0))
-    return None
-
-
 def matches(rows: list[dict]) -> list[dict]:
     """Per call WebP quality and per clip (and over all): WebP's bytes and HaarPSI, and the
     bytes AV1 needs for that HaarPSI."""
@@ -122,7 +113,10 @@ def matches(rows: list[dict]) -> list[dict]:
     for quality in CALL_WEBP_QUALITIES:
         for clip in [None, *sorted({r["clip"] for r in rows})]:
             webp = next(r for r in _ladder(rows, "webp", clip) if r["setting"] == quality)
-            av1_bytes = bytes_at_haarpsi(_ladder(rows, "av1", clip), webp["haarpsi"])
+            av1 = _ladder(rows, "av1", clip)
+            av1_bytes = rate_for_quality(
+                [r["bytes"] for r in av1], [r["haarpsi"] for r in av1], webp["haarpsi"]
+            )
             found.append(
                 {
                     "webp_quality": quality,

@@ -46,6 +46,7 @@ from talkcodec.bitstream import (
     read_varint,
 )
 from talkcodec.config import DecoderConfig, EncoderConfig
+from talkcodec.keyframe.base import KeyframeCodec
 
 _RECORD_LENGTH = struct.Struct("!I")  # .tkc version 1
 _PREAMBLE_BYTES = 6  # magic | version | header_len
@@ -458,20 +459,16 @@ def mutate_gc(payload: bytes, rng: random.Random) -> tuple[str, bytes]:
     return name, data
 
 
-def _decode_keyframe_case(
-    mutation: str,
-    data: bytes,
-    decompress: Callable[[bytes], np.ndarray],
-    header_size: Callable[[bytes], tuple[int, int]],
-    budget_s: float,
+def decode_keyframe_case(
+    mutation: str, data: bytes, codec: KeyframeCodec, budget_s: float = 30.0
 ) -> CaseResult:
-    """Decode one keyframe payload and judge it: a decoded image must have the (height,
-    width) its header states."""
+    """Decode one damaged keyframe payload with `codec` and judge it: a decoded image must have
+    the (height, width) its header states (codec.image_size)."""
 
     def work(tally: _Tally) -> str:
         tally.bound = 1
-        image = decompress(data)
-        height, width = header_size(data)
+        image = codec.decompress(data)
+        height, width = codec.image_size(data)
         if image.shape != (height, width, 3) or image.dtype != np.uint8:
             tally.detail = f"image {image.shape} {image.dtype} for {width}x{height}"
             return "crash"
@@ -479,19 +476,6 @@ def _decode_keyframe_case(
         return "decoded"
 
     return _run_case(mutation, budget_s, work)
-
-
-def decode_gc_case(
-    mutation: str, data: bytes, decompress: Callable[[bytes], np.ndarray], budget_s: float = 30.0
-) -> CaseResult:
-    """Decode one GC payload with `decompress` (GCCodec.decompress) and judge it."""
-    from talkcodec.keyframe.gc.payload import GcPayload
-
-    def header_size(payload: bytes) -> tuple[int, int]:
-        parsed = GcPayload.parse(payload)
-        return parsed.height, parsed.width
-
-    return _decode_keyframe_case(mutation, data, decompress, header_size, budget_s)
 
 
 # -- AV1 keyframe payloads ----------------------------------------------------------------
@@ -513,14 +497,6 @@ def mutate_av1(payload: bytes, rng: random.Random) -> tuple[str, bytes]:
         return name, _patch(payload, offset, _extreme(rng, 1))[: len(payload)]
     header_bytes = 2 + payload[1]  # the sequence header OBU (its size fits one byte)
     return name, payload[:header_bytes] + rng.randbytes(rng.randint(0, 2 * len(payload)))
-
-
-def decode_av1_case(mutation: str, data: bytes, budget_s: float = 30.0) -> CaseResult:
-    """Decode one AV1 keyframe payload (Av1Codec.decompress) and judge it."""
-    from talkcodec.keyframe.av1 import Av1Codec, sequence_header_size
-
-    codec = Av1Codec()
-    return _decode_keyframe_case(mutation, data, codec.decompress, sequence_header_size, budget_s)
 
 
 # -- data-channel messages against a running receiver ------------------------------------

@@ -23,8 +23,7 @@ from talkcodec.config import DecoderConfig, EncoderConfig, config_path
 from talkcodec.fuzzing import (
     TKC_MUTATIONS,
     TkcRecords,
-    decode_av1_case,
-    decode_gc_case,
+    decode_keyframe_case,
     decode_tkc_case,
     demo_stream,
     fuzz_live_receiver,
@@ -32,6 +31,8 @@ from talkcodec.fuzzing import (
     mutate_gc,
     mutate_tkc,
 )
+from talkcodec.keyframe import Av1Codec, GCCodec
+from talkcodec.runtime.demo import demo_frames
 from talkcodec.video import probe, read_frames
 
 MESH_WARP = DecoderConfig(renderer="meshwarp")
@@ -173,36 +174,27 @@ def test_info_of_a_stream_that_starts_late_counts_from_its_first_packet(
 
 
 @pytest.fixture(scope="module")
-def gc_payload() -> bytes:
-    from talkcodec.keyframe import GCCodec
-    from talkcodec.runtime.demo import demo_frames
-
-    image = demo_frames(max_frames=1)[0][0][128:384, 128:384]
-    return GCCodec().compress(image)
+def gc_codec() -> GCCodec:
+    return GCCodec()
 
 
 @pytest.fixture(scope="module")
-def gc_decompress() -> object:
-    from talkcodec.keyframe import GCCodec
-
-    return GCCodec().decompress
+def gc_payload(gc_codec: GCCodec) -> bytes:
+    return gc_codec.compress(demo_frames(max_frames=1)[0][0][128:384, 128:384])
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1))
 def test_damaged_gc_payloads_are_rejected_or_decode_to_their_size(
-    gc_payload: bytes, gc_decompress: object, seed: int
+    gc_payload: bytes, gc_codec: GCCodec, seed: int
 ) -> None:
     mutation, data = mutate_gc(gc_payload, random.Random(seed))
-    result = decode_gc_case(mutation, data, gc_decompress, budget_s=30)  # type: ignore[arg-type]
+    result = decode_keyframe_case(mutation, data, gc_codec, budget_s=30)
     assert not result.failed, result
 
 
 @pytest.fixture(scope="module")
 def av1_payload() -> bytes:
-    from talkcodec.keyframe import Av1Codec
-    from talkcodec.runtime.demo import demo_frames
-
     return Av1Codec().compress(demo_frames(max_frames=1)[0][0][128:384, 128:384])
 
 
@@ -212,7 +204,7 @@ def test_damaged_av1_payloads_are_rejected_or_decode_to_their_size(
     av1_payload: bytes, seed: int
 ) -> None:
     mutation, data = mutate_av1(av1_payload, random.Random(seed))
-    result = decode_av1_case(mutation, data, budget_s=30)
+    result = decode_keyframe_case(mutation, data, Av1Codec(), budget_s=30)
     assert not result.failed, result
 
 

@@ -268,14 +268,19 @@ def train(
     progress = tqdm(total=args.steps, initial=step, desc="fusion", unit="step")
     started = time.time()
     with open(args.out / "log.txt", "a") as log:
+
+        def record(entry: dict) -> None:
+            """Log an evaluation and keep the weights if they are the best that qualify."""
+            nonlocal best
+            history.append(entry)
+            print(json.dumps(entry), file=log, flush=True)
+            if qualifies(entry) and (best is None or entry["held_haarpsi"] > best["held_haarpsi"]):
+                best = entry | {"net": {k: v.clone() for k, v in net.state_dict().items()}}
+
         if args.init_from is not None and step == 0:
             # The starting weights on these examples: what the run must beat (and the weights
             # kept if no later evaluation does).
-            entry = evaluate(model, held, person_of, step) | {"init_from": str(args.init_from)}
-            history.append(entry)
-            print(json.dumps(entry), file=log, flush=True)
-            if qualifies(entry):
-                best = entry | {"net": {k: v.clone() for k, v in net.state_dict().items()}}
+            record(evaluate(model, held, person_of, step) | {"init_from": str(args.init_from)})
         while step < args.steps:
             model.train()
             planes, truth = batch_of(train_clips, args.batch, rng)
@@ -294,11 +299,7 @@ def train(
             if step % args.eval_every and step != args.steps:
                 continue
             entry = evaluate(model, held, person_of, step) | {"loss": float(loss.item())}
-            entry["minutes"] = (time.time() - started) / 60
-            history.append(entry)
-            print(json.dumps(entry), file=log, flush=True)
-            if qualifies(entry) and (best is None or entry["held_haarpsi"] > best["held_haarpsi"]):
-                best = entry | {"net": {k: v.clone() for k, v in net.state_dict().items()}}
+            record(entry | {"minutes": (time.time() - started) / 60})
             state = {"net": net.state_dict(), "optimiser": optimiser.state_dict(), "step": step}
             torch.save(state | {"best": best, "history": history}, checkpoint)
     progress.close()

@@ -18,7 +18,7 @@ import numpy as np
 from av.video.codeccontext import VideoCodecContext
 
 from talkcodec.bitstream import BitstreamError, KeyframeCodecId
-from talkcodec.keyframe.base import KeyframeCodec
+from talkcodec.keyframe.base import KeyframeCodec, check_image
 from talkcodec.video import keeping_thread_scheduling
 
 _TEMPORAL_DELIMITER = b"\x12\x00"  # OBU type 2, has_size_field, size 0
@@ -160,10 +160,7 @@ class Av1Codec(KeyframeCodec):
         self.quality = quality
 
     def compress(self, image: np.ndarray) -> bytes:
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(
-                f"keyframe must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}"
-            )
+        check_image(image)
         height, width = image.shape[:2]
         if not (MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE):
             raise ValueError(

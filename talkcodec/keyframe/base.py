@@ -10,6 +10,12 @@ import numpy as np
 from talkcodec.bitstream import KeyframeCodecId
 
 
+def check_image(image: np.ndarray) -> None:
+    """Raise ValueError unless `image` is what every codec's compress takes: (H, W, 3) uint8 RGB."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"keyframe must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+
+
 class KeyframeCodec(ABC):
     """Codes the one reference image the receiver warps for every later frame.
 

@@ -13,14 +13,9 @@ import numpy as np
 from PIL import Image
 
 from talkcodec.bitstream import BitstreamError, KeyframeCodecId
-from talkcodec.keyframe.base import KeyframeCodec
+from talkcodec.keyframe.base import KeyframeCodec, check_image
 
 _MIN_QUALITY, _MAX_QUALITY = 1, 100
-
-
-def _check_image(image: np.ndarray) -> None:
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"keyframe must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
 
 
 class _OpenCvCodec(KeyframeCodec):
@@ -45,7 +40,7 @@ class _OpenCvCodec(KeyframeCodec):
         self.quality = quality
 
     def compress(self, image: np.ndarray) -> bytes:
-        _check_image(image)
+        check_image(image)
         bgr = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
         try:
             ok, encoded = cv2.imencode(self._extension, bgr, [self._quality_flag, self.quality])

@@ -83,8 +83,7 @@ class CallReceiver:
         self._reassembler = Reassembler()
         # Messages waiting for the worker, with the kind of packets their channel carries.
         self._pending: list[tuple[bytes, PacketKind]] = []
-        self._batch_has_keyframe = False  # the batch in the worker now
-        self._keypoints_came = False  # whether any KEYPOINTS message has arrived
+        self._in_worker: list[tuple[bytes, PacketKind]] = []  # the batch the worker has now
         self.playout = PlayoutBuffer()
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -136,7 +135,6 @@ class CallReceiver:
     def _on_keypoints(self, message: bytes | str) -> None:
         data = self._accept("keypoints", message)
         if data is not None:
-            self._keypoints_came = True
             self._queue_kind(data, PacketKind.KEYPOINTS)
 
     def _queue_kind(self, message: bytes, kind: PacketKind) -> None:
@@ -200,9 +198,9 @@ class CallReceiver:
                 if self.decoder is None:
                     continue
                 batch, self._pending = self._pending, []
-                self._batch_has_keyframe = any(kind is PacketKind.KEYFRAME for _, kind in batch)
+                self._in_worker = batch
                 await loop.run_in_executor(self._executor, self._process, batch)
-                self._batch_has_keyframe = False
+                self._in_worker = []
                 self._after_batch()
         finally:
             ticker.cancel()
@@ -248,9 +246,11 @@ class CallReceiver:
                 and decoder.stats.late - self._late_when_shown >= _STUCK_LATE_PACKETS
                 and now - self._shown_at_s >= _STUCK_S
             )
+            # Not before any keypoints came: the sender's first frame, which carries its
+            # keyframe, can take a second (its models warming up).
             missing = (
                 (decoder is None or decoder.needs_keyframe)
-                and self._keypoints_came
+                and "keypoints" in self.stats.channels
                 and not self._keyframe_arrived()
             )
             if (missing or stuck) and now >= self._next_keyframe_request:
@@ -267,13 +267,9 @@ class CallReceiver:
     def _keyframe_arrived(self) -> bool:
         """Whether a keyframe has arrived that the decoder has not taken yet (it waits while the
         decoder is made, or is in the worker's batch): asking for another then only costs a
-        second keyframe, as every call start did while the renderer loaded. (Before any
-        keypoints came the sender has not sent its first frame, which carries its keyframe,
-        so the receiver does not ask then either: a sender's first frames can take a second,
-        its models warming up.)"""
-        return self._batch_has_keyframe or any(
-            kind is PacketKind.KEYFRAME for _, kind in self._pending
-        )
+        second keyframe, as every call start did while the renderer loaded."""
+        waiting = (*self._in_worker, *self._pending)
+        return any(kind is PacketKind.KEYFRAME for _, kind in waiting)
 
     def report(self) -> ReceiverReport:
         """The report to send now; it closes a report interval (what arrived since the last)."""

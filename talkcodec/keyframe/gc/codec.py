@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from talkcodec.bitstream import BitstreamError, KeyframeCodecId
-from talkcodec.keyframe.base import KeyframeCodec
+from talkcodec.keyframe.base import KeyframeCodec, check_image
 from talkcodec.keyframe.gc.alphabet import DOWNSAMPLING
 from talkcodec.keyframe.gc.latent_coder import (
     decode_cell_mask,
@@ -138,10 +138,7 @@ class GCCodec(KeyframeCodec):
         from a segmenter the caller already ran, saves running it again (ignored otherwise)."""
         import torch
 
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(
-                f"keyframe must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}"
-            )
+        check_image(image)
         height, width = image.shape[:2]
         if not (1 <= height <= 0xFFFF and 1 <= width <= 0xFFFF and height * width <= MAX_PIXELS):
             raise ValueError(f"gc codes images up to {MAX_PIXELS} pixels, got {width}x{height}")
